@@ -1,0 +1,29 @@
+//! `mtuvisor detect`: print the outer MTU and where it comes from.
+
+use clap::Args;
+
+use crate::config::Settings;
+use crate::detect::detect_outer_mtu;
+use crate::error::Error;
+use crate::netlink::Rtnl;
+
+#[derive(Debug, Args)]
+pub struct DetectArgs {
+    /// Print one JSON object instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn run(_settings: &Settings, args: &DetectArgs) -> Result<(), Error> {
+    let outer = super::runtime()?.block_on(async {
+        let rtnl = Rtnl::connect()?;
+        Ok::<_, Error>(detect_outer_mtu(&rtnl).await?)
+    })?;
+    if args.json {
+        let json = serde_json::to_string(&outer).expect("OuterMtu serializes");
+        println!("{json}");
+    } else {
+        print!("{outer}");
+    }
+    Ok(())
+}

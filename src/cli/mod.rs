@@ -1,0 +1,108 @@
+//! Command-line parsing and dispatch: one file per subcommand.
+
+mod detect;
+mod watch;
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+use crate::config::{Flags, Settings};
+use crate::error::{Error, EXIT_BAD_INPUT, EXIT_FAILURE};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "mtuvisor",
+    version,
+    about = "Keeps Docker-in-Docker bridges and veths at or below the pod's outer MTU"
+)]
+pub struct Cli {
+    /// TOML configuration file (default: /etc/mtuvisor/config.toml if present).
+    #[arg(long, global = true, value_name = "FILE")]
+    config: Option<PathBuf>,
+
+    /// Log format: text or json [env: MTUVISOR_LOG_FORMAT].
+    #[arg(long, global = true, value_name = "FORMAT")]
+    log_format: Option<String>,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Print the outer MTU of this network namespace and where it comes from.
+    Detect(detect::DetectArgs),
+    /// Keep Docker's bridges, veths and containers' eth0 at or below the outer MTU.
+    Watch(watch::WatchArgs),
+}
+
+/// Runs the command line; returns the process exit code.
+pub fn main() -> i32 {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => return report_usage_error(e),
+    };
+    let mut flags = Flags {
+        config: cli.config,
+        log_format: cli.log_format,
+        ..Flags::default()
+    };
+    let result = match cli.command {
+        Command::Detect(args) => load(&flags).and_then(|s| detect::run(&s, &args)),
+        Command::Watch(args) => {
+            args.fill_flags(&mut flags);
+            load(&flags).and_then(|s| watch::run(s))
+        }
+    };
+    match result {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("mtuvisor: {e}");
+            e.exit_code()
+        }
+    }
+}
+
+fn load(flags: &Flags) -> Result<Settings, Error> {
+    let settings = Settings::load(flags)?;
+    crate::logging::init(settings.log_format);
+    Ok(settings)
+}
+
+/// clap's errors span several lines (usage, tips); bad input gets one line.
+fn report_usage_error(e: clap::Error) -> i32 {
+    use clap::error::ErrorKind;
+    match e.kind() {
+        ErrorKind::DisplayHelp
+        | ErrorKind::DisplayVersion
+        | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
+            let _ = e.print();
+            if e.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand {
+                EXIT_BAD_INPUT
+            } else {
+                0
+            }
+        }
+        _ => {
+            let rendered = e.render().to_string();
+            let first = rendered.lines().next().unwrap_or("invalid arguments");
+            let first = first.strip_prefix("error: ").unwrap_or(first);
+            eprintln!("mtuvisor: {first} (see mtuvisor --help)");
+            EXIT_BAD_INPUT
+        }
+    }
+}
+
+/// A runtime for one command. Enforcement runs on a single thread: every
+/// event goes through one loop anyway, and staying on one thread avoids a
+/// cross-thread wake-up on the path from notification to clamp.
+fn runtime() -> Result<tokio::runtime::Runtime, Error> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Error::Startup(format!("cannot start the async runtime: {e}")))
+}
+
+#[allow(dead_code)]
+const _: i32 = EXIT_FAILURE;

@@ -1,0 +1,293 @@
+//! The state and the decisions: which managed link gets which MTU.
+
+use std::collections::HashMap;
+
+use tracing::{debug, info, warn};
+
+use super::policy::BridgeMatcher;
+use crate::netlink::{Link, MtuRule, NetOps, NetlinkError, PeerRef};
+
+/// What mtuvisor lowered, so that it can raise it back (and only that).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Owned {
+    /// A link in our namespace, by ifindex.
+    Link(u32),
+    /// The far end of the veth with this ifindex in our namespace, wherever
+    /// that end lives now: keyed by our end because the far end's ifindex
+    /// and name change when dockerd moves it into a container.
+    PeerOf(u32),
+}
+
+/// Counts of one pass over the managed links.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PassReport {
+    pub managed: usize,
+    pub changed: usize,
+    pub failed: usize,
+}
+
+impl PassReport {
+    fn add(&mut self, outcome: Outcome) {
+        self.managed += 1;
+        match outcome {
+            Outcome::Unchanged => {}
+            Outcome::Changed => self.changed += 1,
+            Outcome::Failed => self.failed += 1,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Outcome {
+    Unchanged,
+    Changed,
+    Failed,
+}
+
+pub struct Engine<N> {
+    net: N,
+    bridges: BridgeMatcher,
+    target: u32,
+    /// Every link in our namespace, from the last dump plus notifications.
+    links: HashMap<u32, Link>,
+    /// MTU before mtuvisor lowered it.
+    original: HashMap<Owned, u32>,
+    /// The peer each managed veth had when its far end was last checked;
+    /// a far end in another namespace sends us no notifications, so it is
+    /// checked when this changes, and on every sweep.
+    peer_checked: HashMap<u32, PeerRef>,
+}
+
+impl<N: NetOps> Engine<N> {
+    pub fn new(net: N, bridges: BridgeMatcher, target: u32) -> Engine<N> {
+        Engine {
+            net,
+            bridges,
+            target,
+            links: HashMap::new(),
+            original: HashMap::new(),
+            peer_checked: HashMap::new(),
+        }
+    }
+
+    pub fn target(&self) -> u32 {
+        self.target
+    }
+
+    pub fn net(&self) -> &N {
+        &self.net
+    }
+
+    /// Re-reads every link and brings every managed one to the target.
+    pub async fn sweep(&mut self) -> Result<PassReport, NetlinkError> {
+        let links = self.net.links().await?;
+        self.links = links.into_iter().map(|l| (l.index, l)).collect();
+        let links = &self.links;
+        self.original.retain(|owned, _| match owned {
+            Owned::Link(i) | Owned::PeerOf(i) => links.contains_key(i),
+        });
+        self.peer_checked.retain(|i, _| links.contains_key(i));
+        let report = self.enforce_all().await;
+        if report.changed > 0 || report.failed > 0 {
+            info!(
+                managed = report.managed,
+                changed = report.changed,
+                failed = report.failed,
+                "sweep done"
+            );
+        } else {
+            debug!(managed = report.managed, "sweep done, nothing to change");
+        }
+        Ok(report)
+    }
+
+    /// Moves the target and brings the managed links along: down always, up
+    /// only where mtuvisor lowered them.
+    pub async fn set_target(&mut self, target: u32) -> PassReport {
+        if target == self.target {
+            return PassReport::default();
+        }
+        info!(
+            from_mtu = self.target,
+            to_mtu = target,
+            "target MTU changed"
+        );
+        self.target = target;
+        self.enforce_all().await
+    }
+
+    /// Reacts to RTM_NEWLINK.
+    pub async fn on_link_changed(&mut self, link: Link) {
+        let previous = self.links.insert(link.index, link.clone());
+        if self.is_managed_bridge(&link) {
+            self.enforce_link(&link).await;
+            let newly_managed = previous.is_none_or(|p| !self.is_managed_bridge(&p));
+            if newly_managed {
+                for port in self.ports_of(link.index) {
+                    self.enforce_port(&port, true).await;
+                }
+            }
+        } else if self.is_managed_port(&link) {
+            self.enforce_port(&link, false).await;
+        } else if let Some(host) = self.managed_port_whose_peer_is(&link) {
+            // The far end of a managed veth, still in our namespace.
+            self.enforce_peer(&host).await;
+        }
+    }
+
+    /// Reacts to RTM_DELLINK.
+    pub fn on_link_removed(&mut self, ifindex: u32) {
+        self.links.remove(&ifindex);
+        self.original.remove(&Owned::Link(ifindex));
+        self.original.remove(&Owned::PeerOf(ifindex));
+        self.peer_checked.remove(&ifindex);
+    }
+
+    async fn enforce_all(&mut self) -> PassReport {
+        let mut report = PassReport::default();
+        // Bridges first: lowering a port auto-adjusts a bridge whose MTU was
+        // never set explicitly, and then we would not know its original.
+        let mut bridges: Vec<Link> = self
+            .links
+            .values()
+            .filter(|l| self.is_managed_bridge(l))
+            .cloned()
+            .collect();
+        bridges.sort_by_key(|l| l.index);
+        for bridge in &bridges {
+            report.add(self.enforce_link(bridge).await);
+        }
+        let mut ports: Vec<Link> = self
+            .links
+            .values()
+            .filter(|l| self.is_managed_port(l))
+            .cloned()
+            .collect();
+        ports.sort_by_key(|l| l.index);
+        for port in &ports {
+            report.add(self.enforce_link(port).await);
+            if port.peer.is_some() {
+                report.add(self.enforce_peer(port).await);
+            }
+        }
+        report
+    }
+
+    async fn enforce_port(&mut self, port: &Link, force_peer: bool) {
+        self.enforce_link(port).await;
+        let Some(peer) = port.peer else { return };
+        if force_peer || self.peer_checked.get(&port.index) != Some(&peer) {
+            self.enforce_peer(port).await;
+        }
+    }
+
+    async fn enforce_link(&mut self, link: &Link) -> Outcome {
+        let owned = Owned::Link(link.index);
+        let rule = MtuRule {
+            target: self.target,
+            original: self.original.get(&owned).copied(),
+        };
+        let Some(mtu) = rule.desired(link.mtu) else {
+            return Outcome::Unchanged;
+        };
+        match self.net.set_mtu(link, mtu).await {
+            Ok(()) => {
+                info!(link = %link.name, ifindex = link.index, netns = "self", from_mtu = link.mtu, to_mtu = mtu, "set MTU");
+                self.record(owned, link.mtu, mtu);
+                if let Some(cached) = self.links.get_mut(&link.index) {
+                    cached.mtu = mtu;
+                }
+                Outcome::Changed
+            }
+            Err(e) => report_failure(&e, &link.name, link.index),
+        }
+    }
+
+    async fn enforce_peer(&mut self, host: &Link) -> Outcome {
+        let Some(peer_ref) = host.peer else {
+            return Outcome::Unchanged;
+        };
+        let owned = Owned::PeerOf(host.index);
+        let rule = MtuRule {
+            target: self.target,
+            original: self.original.get(&owned).copied(),
+        };
+        let mut result = self.net.adjust_peer(host, rule).await;
+        if peer_ref.netnsid.is_none() && result.as_ref().is_err_and(NetlinkError::is_gone) {
+            // dockerd moved the far end into the container while we were
+            // reaching for it here: look again at where our end says it is.
+            if let Ok(Some(fresh)) = self.net.link(host.index).await {
+                if fresh.peer.is_some_and(|p| p.netnsid.is_some()) {
+                    self.links.insert(fresh.index, fresh.clone());
+                    result = self.net.adjust_peer(&fresh, rule).await;
+                }
+            }
+        }
+        match result {
+            Ok(change) => {
+                self.peer_checked.insert(host.index, peer_ref);
+                let Some(mtu) = change.set_to else {
+                    return Outcome::Unchanged;
+                };
+                info!(
+                    link = %change.peer.name,
+                    ifindex = change.peer.ifindex,
+                    netns = %change.peer.netns,
+                    peer_of = %host.name,
+                    from_mtu = change.peer.mtu,
+                    to_mtu = mtu,
+                    "set MTU"
+                );
+                self.record(owned, change.peer.mtu, mtu);
+                Outcome::Changed
+            }
+            Err(e) => report_failure(&e, &format!("peer of {}", host.name), host.index),
+        }
+    }
+
+    fn record(&mut self, owned: Owned, from: u32, to: u32) {
+        if to < from {
+            self.original.entry(owned).or_insert(from);
+        } else if self.original.get(&owned) == Some(&to) {
+            self.original.remove(&owned);
+        }
+    }
+
+    fn is_managed_bridge(&self, link: &Link) -> bool {
+        link.is_bridge() && self.bridges.matches(&link.name)
+    }
+
+    fn is_managed_port(&self, link: &Link) -> bool {
+        link.master
+            .and_then(|m| self.links.get(&m))
+            .is_some_and(|bridge| self.is_managed_bridge(bridge))
+    }
+
+    fn ports_of(&self, bridge: u32) -> Vec<Link> {
+        self.links
+            .values()
+            .filter(|l| l.master == Some(bridge))
+            .cloned()
+            .collect()
+    }
+
+    fn managed_port_whose_peer_is(&self, link: &Link) -> Option<Link> {
+        let peer = link.peer.filter(|p| p.netnsid.is_none())?;
+        let host = self.links.get(&peer.ifindex)?;
+        let points_back = host
+            .peer
+            .is_some_and(|p| p.ifindex == link.index && p.netnsid.is_none());
+        (points_back && self.is_managed_port(host)).then(|| host.clone())
+    }
+}
+
+fn report_failure(e: &NetlinkError, what: &str, ifindex: u32) -> Outcome {
+    if e.is_gone() {
+        // Deleted between the notification and our request: normal churn.
+        debug!(link = %what, ifindex, "link vanished before its MTU could be checked");
+        Outcome::Unchanged
+    } else {
+        warn!(link = %what, ifindex, error = %e, "cannot enforce MTU; will retry on the next sweep");
+        Outcome::Failed
+    }
+}

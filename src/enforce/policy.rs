@@ -1,0 +1,95 @@
+//! Which links are mtuvisor's to manage: pure functions of names.
+
+/// Matches the bridges whose links mtuvisor keeps at or below the target:
+/// Docker's own names plus globs from the configuration.
+#[derive(Debug, Clone, Default)]
+pub struct BridgeMatcher {
+    patterns: Vec<String>,
+}
+
+impl BridgeMatcher {
+    pub fn new(patterns: Vec<String>) -> BridgeMatcher {
+        BridgeMatcher { patterns }
+    }
+
+    pub fn matches(&self, bridge_name: &str) -> bool {
+        is_docker_bridge_name(bridge_name)
+            || self.patterns.iter().any(|p| glob_match(p, bridge_name))
+    }
+}
+
+/// `docker0`, or `br-` followed by the first 12 hex digits of a network ID,
+/// which is how dockerd names the bridge of a user-defined network.
+pub fn is_docker_bridge_name(name: &str) -> bool {
+    if name == "docker0" {
+        return true;
+    }
+    name.strip_prefix("br-").is_some_and(|id| {
+        id.len() == 12
+            && id
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    })
+}
+
+/// Shell-style glob with `*` (any run) and `?` (any one character).
+pub fn glob_match(pattern: &str, name: &str) -> bool {
+    let (p, n): (Vec<char>, Vec<char>) = (pattern.chars().collect(), name.chars().collect());
+    let (mut pi, mut ni) = (0, 0);
+    let mut backtrack: Option<(usize, usize)> = None;
+    while ni < n.len() {
+        match p.get(pi) {
+            Some('*') => {
+                backtrack = Some((pi, ni));
+                pi += 1;
+            }
+            Some(&c) if c == '?' || c == n[ni] => {
+                pi += 1;
+                ni += 1;
+            }
+            _ => match backtrack {
+                Some((star, matched)) => {
+                    pi = star + 1;
+                    ni = matched + 1;
+                    backtrack = Some((star, matched + 1));
+                }
+                None => return false,
+            },
+        }
+    }
+    p[pi..].iter().all(|&c| c == '*')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn docker_names() {
+        assert!(is_docker_bridge_name("docker0"));
+        assert!(is_docker_bridge_name("br-0123456789ab"));
+        assert!(!is_docker_bridge_name("br-0123456789AB"));
+        assert!(!is_docker_bridge_name("br-0123456789a"));
+        assert!(!is_docker_bridge_name("br-0123456789abc"));
+        assert!(!is_docker_bridge_name("lxcbr0"));
+        assert!(!is_docker_bridge_name("docker1"));
+    }
+
+    #[test]
+    fn globs() {
+        assert!(glob_match("cni*", "cni0"));
+        assert!(glob_match("*br?", "mybr1"));
+        assert!(glob_match("a*b*c", "aXbYbZc"));
+        assert!(!glob_match("cni*", "xcni0"));
+        assert!(!glob_match("?", ""));
+        assert!(glob_match("*", ""));
+    }
+
+    #[test]
+    fn matcher_combines_docker_names_and_patterns() {
+        let m = BridgeMatcher::new(vec!["cni*".into()]);
+        assert!(m.matches("cni0"));
+        assert!(m.matches("docker0"));
+        assert!(!m.matches("lxcbr0"));
+    }
+}

@@ -1,0 +1,256 @@
+//! rtnetlink requests: the real implementation of [`NetOps`].
+
+use std::os::fd::{AsRawFd, BorrowedFd};
+
+use futures::TryStreamExt;
+use netlink_packet_core::{NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_REQUEST};
+use netlink_packet_route::{
+    link::LinkMessage,
+    nsid::{NsidAttribute, NsidMessage},
+    route::RouteMessage,
+    AddressFamily, RouteNetlinkMessage,
+};
+use rtnetlink::{Handle, LinkUnspec};
+use tokio::sync::Mutex;
+
+use super::{
+    in_netns, Link, LinkKind, MtuRule, NetOps, NetlinkError, NetnsResolver, PeerChange, PeerState,
+};
+use futures::StreamExt;
+
+/// A request socket in the namespace where it was opened.
+#[derive(Clone)]
+pub struct Rtnl {
+    handle: Handle,
+}
+
+impl Rtnl {
+    /// Opens a socket in the calling thread's network namespace and drives it
+    /// on the current tokio runtime.
+    pub fn connect() -> Result<Rtnl, NetlinkError> {
+        let (conn, handle, _) =
+            rtnetlink::new_connection().map_err(|source| NetlinkError::Socket {
+                context: String::new(),
+                source,
+            })?;
+        tokio::spawn(conn);
+        Ok(Rtnl { handle })
+    }
+
+    pub async fn links(&self) -> Result<Vec<Link>, NetlinkError> {
+        let msgs: Vec<LinkMessage> = self
+            .handle
+            .link()
+            .get()
+            .execute()
+            .try_collect()
+            .await
+            .map_err(|source| NetlinkError::Request {
+                op: "listing links".into(),
+                source,
+            })?;
+        Ok(msgs.iter().filter_map(Link::from_message).collect())
+    }
+
+    /// One link by index; `None` when it does not exist.
+    pub async fn link(&self, ifindex: u32) -> Result<Option<Link>, NetlinkError> {
+        let mut stream = self.handle.link().get().match_index(ifindex).execute();
+        match stream.try_next().await {
+            Ok(msg) => Ok(msg.as_ref().and_then(Link::from_message)),
+            Err(rtnetlink::Error::NetlinkError(e))
+                if e.raw_code() == -(nix::errno::Errno::ENODEV as i32) =>
+            {
+                Ok(None)
+            }
+            Err(source) => Err(NetlinkError::Request {
+                op: format!("reading link ifindex {ifindex}"),
+                source,
+            }),
+        }
+    }
+
+    // RTM_SETLINK by ifindex only. IFLA_TARGET_NETNSID is deliberately never
+    // used: current kernels treat it as "move the link there", not "address
+    // the link there".
+    pub async fn set_mtu(&self, link: &Link, mtu: u32) -> Result<(), NetlinkError> {
+        let msg = LinkUnspec::new_with_index(link.index).mtu(mtu).build();
+        self.handle
+            .link()
+            .set(msg)
+            .execute()
+            .await
+            .map_err(|source| {
+                let err = NetlinkError::Request {
+                    op: format!(
+                        "setting MTU {mtu} on {} (ifindex {})",
+                        link.name, link.index
+                    ),
+                    source,
+                };
+                if err.is_gone() {
+                    NetlinkError::NoSuchLink {
+                        name: link.name.clone(),
+                        ifindex: link.index,
+                    }
+                } else {
+                    err
+                }
+            })
+    }
+
+    /// Every route of one family in every table.
+    pub async fn routes(&self, family: AddressFamily) -> Result<Vec<RouteMessage>, NetlinkError> {
+        let mut query = RouteMessage::default();
+        query.header.address_family = family;
+        self.handle
+            .route()
+            .get(query)
+            .execute()
+            .try_collect()
+            .await
+            .map_err(|source| NetlinkError::Request {
+                op: format!("listing {family:?} routes"),
+                source,
+            })
+    }
+
+    /// The nsid this namespace knows the namespace `fd` by (RTM_GETNSID with
+    /// NETNSA_FD, as `ip link` does to print `link-netns NAME`).
+    pub async fn nsid_of(&self, fd: BorrowedFd<'_>) -> Result<Option<i32>, NetlinkError> {
+        let mut msg = NsidMessage::default();
+        msg.attributes = vec![NsidAttribute::Fd(fd.as_raw_fd() as u32)];
+        let mut req = NetlinkMessage::from(RouteNetlinkMessage::GetNsId(msg));
+        req.header.flags = NLM_F_REQUEST | NLM_F_ACK;
+        let op = || "querying a namespace's nsid (RTM_GETNSID)".to_string();
+        let mut handle = self.handle.clone();
+        let mut replies = handle
+            .request(req)
+            .map_err(|source| NetlinkError::Request { op: op(), source })?;
+        let mut nsid = None;
+        while let Some(reply) = replies.next().await {
+            match reply.payload {
+                NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewNsId(m)) => {
+                    for attr in m.attributes {
+                        if let NsidAttribute::Id(id) = attr {
+                            nsid = (id >= 0).then_some(id);
+                        }
+                    }
+                }
+                NetlinkPayload::Error(e) if e.code.is_some() => {
+                    return Err(NetlinkError::Request {
+                        op: op(),
+                        source: rtnetlink::Error::NetlinkError(e),
+                    })
+                }
+                _ => {}
+            }
+        }
+        Ok(nsid)
+    }
+
+    /// Reads veth `peer_index`, checks that it is the far end of `host`, and
+    /// applies `rule` to it. Runs in the namespace this socket belongs to.
+    pub async fn adjust_peer_here(
+        &self,
+        host: &Link,
+        peer_index: u32,
+        rule: MtuRule,
+        netns: &str,
+    ) -> Result<PeerChange, NetlinkError> {
+        let peer = self
+            .link(peer_index)
+            .await?
+            .ok_or_else(|| NetlinkError::NoSuchLink {
+                name: format!("peer of {}", host.name),
+                ifindex: peer_index,
+            })?;
+        let mismatch = |why: String| NetlinkError::PeerMismatch {
+            host: host.name.clone(),
+            ifindex: host.index,
+            why,
+        };
+        if peer.kind != LinkKind::Veth {
+            return Err(mismatch(format!(
+                "{} in {netns} is a {:?}",
+                peer.name, peer.kind
+            )));
+        }
+        if peer.peer.map(|p| p.ifindex) != Some(host.index) {
+            return Err(mismatch(format!(
+                "{} in {netns} points elsewhere",
+                peer.name
+            )));
+        }
+        let set_to = rule.desired(peer.mtu);
+        if let Some(mtu) = set_to {
+            self.set_mtu(&peer, mtu).await?;
+        }
+        Ok(PeerChange {
+            peer: PeerState {
+                name: peer.name,
+                ifindex: peer.index,
+                mtu: peer.mtu,
+                netns: netns.to_string(),
+            },
+            set_to,
+        })
+    }
+}
+
+/// The client the engine uses: a request socket in our namespace, plus the
+/// resolver that finds the namespaces veth peers were moved into.
+pub struct RtnlClient {
+    rtnl: Rtnl,
+    resolver: Mutex<NetnsResolver>,
+}
+
+impl RtnlClient {
+    pub fn new(rtnl: Rtnl, resolver: NetnsResolver) -> RtnlClient {
+        RtnlClient {
+            rtnl,
+            resolver: Mutex::new(resolver),
+        }
+    }
+
+    pub fn rtnl(&self) -> &Rtnl {
+        &self.rtnl
+    }
+}
+
+impl NetOps for RtnlClient {
+    async fn links(&self) -> Result<Vec<Link>, NetlinkError> {
+        self.rtnl.links().await
+    }
+
+    async fn link(&self, ifindex: u32) -> Result<Option<Link>, NetlinkError> {
+        self.rtnl.link(ifindex).await
+    }
+
+    async fn set_mtu(&self, link: &Link, mtu: u32) -> Result<(), NetlinkError> {
+        self.rtnl.set_mtu(link, mtu).await
+    }
+
+    async fn adjust_peer(&self, host: &Link, rule: MtuRule) -> Result<PeerChange, NetlinkError> {
+        let Some(peer) = host.peer else {
+            return Err(NetlinkError::PeerMismatch {
+                host: host.name.clone(),
+                ifindex: host.index,
+                why: "it has no peer (not a veth)".into(),
+            });
+        };
+        let Some(nsid) = peer.netnsid else {
+            return self
+                .rtnl
+                .adjust_peer_here(host, peer.ifindex, rule, "self")
+                .await;
+        };
+        let (file, path) = self.resolver.lock().await.open(nsid, &self.rtnl).await?;
+        let host = host.clone();
+        let label = path.display().to_string();
+        in_netns(file, label.clone(), move |rtnl| async move {
+            rtnl.adjust_peer_here(&host, peer.ifindex, rule, &label)
+                .await
+        })
+        .await
+    }
+}

@@ -1,0 +1,157 @@
+//! Everything that speaks rtnetlink: the link model, a client, network
+//! namespace resolution and the link/route monitor.
+
+mod client;
+mod link;
+mod monitor;
+mod netns;
+
+use std::future::Future;
+
+pub use client::{Rtnl, RtnlClient};
+pub use link::{Link, LinkKind, PeerRef};
+pub use monitor::{NetEvent, NetMonitor};
+pub use netns::{in_netns, NetnsResolver};
+
+/// Errors of netlink requests, each naming the object it concerns.
+#[derive(Debug, thiserror::Error)]
+pub enum NetlinkError {
+    #[error("cannot open a netlink socket{context}: {source}")]
+    Socket {
+        context: String,
+        source: std::io::Error,
+    },
+    #[error("{op} failed: {source}")]
+    Request {
+        op: String,
+        source: rtnetlink::Error,
+    },
+    #[error("link {name} (ifindex {ifindex}) no longer exists")]
+    NoSuchLink { name: String, ifindex: u32 },
+    #[error("network namespace {path}: {message}")]
+    Netns { path: String, message: String },
+    #[error(
+        "no network namespace with nsid {nsid} among {searched}; \
+         add the directory that holds it to `netns_dirs`"
+    )]
+    NsidNotFound { nsid: i32, searched: String },
+    #[error("peer of {host} (ifindex {ifindex}) is not the veth we expected: {why}")]
+    PeerMismatch {
+        host: String,
+        ifindex: u32,
+        why: String,
+    },
+}
+
+impl NetlinkError {
+    /// True when the kernel said the link is gone (ENODEV), which is a normal
+    /// race with whoever deletes links, not a failure.
+    pub fn is_gone(&self) -> bool {
+        match self {
+            NetlinkError::NoSuchLink { .. } => true,
+            NetlinkError::Request {
+                source: rtnetlink::Error::NetlinkError(e),
+                ..
+            } => e.raw_code() == -libc_enodev(),
+            _ => false,
+        }
+    }
+}
+
+const fn libc_enodev() -> i32 {
+    nix::errno::Errno::ENODEV as i32
+}
+
+/// The state of a veth's far end, as read in its own namespace.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerState {
+    pub name: String,
+    pub ifindex: u32,
+    pub mtu: u32,
+    /// The namespace it lives in, for logs: "self" or a path.
+    pub netns: String,
+}
+
+/// What `adjust_peer` found and did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerChange {
+    pub peer: PeerState,
+    /// The MTU set, when one was.
+    pub set_to: Option<u32>,
+}
+
+/// The narrow set of operations the enforcement engine needs. The real
+/// implementation is [`RtnlClient`]; unit tests use an in-memory fake.
+pub trait NetOps: Send + Sync {
+    /// Every link in this namespace.
+    fn links(&self) -> impl Future<Output = Result<Vec<Link>, NetlinkError>> + Send;
+
+    /// One link in this namespace, `None` when it does not exist.
+    fn link(&self, ifindex: u32)
+        -> impl Future<Output = Result<Option<Link>, NetlinkError>> + Send;
+
+    /// Sets the MTU of a link in this namespace.
+    fn set_mtu(
+        &self,
+        link: &Link,
+        mtu: u32,
+    ) -> impl Future<Output = Result<(), NetlinkError>> + Send;
+
+    /// Reads the far end of veth `host` wherever it lives and sets its MTU to
+    /// `desired(current)` when that returns a value.
+    fn adjust_peer(
+        &self,
+        host: &Link,
+        desired: MtuRule,
+    ) -> impl Future<Output = Result<PeerChange, NetlinkError>> + Send;
+}
+
+/// The rule that decides a managed link's MTU: lower anything above `target`;
+/// raise back only a link mtuvisor lowered, never above where it started.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MtuRule {
+    pub target: u32,
+    /// The MTU the link had before mtuvisor lowered it, if it did.
+    pub original: Option<u32>,
+}
+
+impl MtuRule {
+    pub fn desired(&self, current: u32) -> Option<u32> {
+        if current > self.target {
+            return Some(self.target);
+        }
+        let restore = self.original?.min(self.target);
+        (current < restore).then_some(restore)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::MtuRule;
+
+    #[test]
+    fn lowers_only_above_target() {
+        let rule = MtuRule {
+            target: 1450,
+            original: None,
+        };
+        assert_eq!(rule.desired(1500), Some(1450));
+        assert_eq!(rule.desired(1450), None);
+        assert_eq!(rule.desired(1400), None);
+    }
+
+    #[test]
+    fn raises_only_what_it_lowered_and_never_above_the_original() {
+        let rule = MtuRule {
+            target: 1450,
+            original: Some(1500),
+        };
+        assert_eq!(rule.desired(1400), Some(1450));
+        let rule = MtuRule {
+            target: 9000,
+            original: Some(1500),
+        };
+        assert_eq!(rule.desired(1450), Some(1500));
+        assert_eq!(rule.desired(1500), None);
+    }
+}
