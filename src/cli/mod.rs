@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand};
 
 use crate::config::{Flags, Settings};
-use crate::error::{Error, EXIT_BAD_INPUT, EXIT_FAILURE};
+use crate::error::{Error, EXIT_BAD_INPUT};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -52,7 +52,7 @@ pub fn main() -> i32 {
         Command::Detect(args) => load(&flags).and_then(|s| detect::run(&s, &args)),
         Command::Watch(args) => {
             args.fill_flags(&mut flags);
-            load(&flags).and_then(|s| watch::run(s))
+            load(&flags).and_then(watch::run)
         }
     };
     match result {
@@ -103,6 +103,3 @@ fn runtime() -> Result<tokio::runtime::Runtime, Error> {
         .build()
         .map_err(|e| Error::Startup(format!("cannot start the async runtime: {e}")))
 }
-
-#[allow(dead_code)]
-const _: i32 = EXIT_FAILURE;

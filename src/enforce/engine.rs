@@ -5,7 +5,12 @@ use std::collections::HashMap;
 use tracing::{debug, info, warn};
 
 use super::policy::BridgeMatcher;
-use crate::netlink::{Link, MtuRule, NetOps, NetlinkError, PeerRef};
+use futures::StreamExt;
+
+use crate::netlink::{Link, MtuRule, NetOps, NetlinkError, PeerChange, PeerRef};
+
+/// How many far ends in other namespaces a sweep checks at once.
+const PEER_CONCURRENCY: usize = 8;
 
 /// What mtuvisor lowered, so that it can raise it back (and only that).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -56,6 +61,11 @@ pub struct Engine<N> {
     /// a far end in another namespace sends us no notifications, so it is
     /// checked when this changes, and on every sweep.
     peer_checked: HashMap<u32, PeerRef>,
+    /// MTUs we set whose own notification has not come back yet. A
+    /// notification queued before our change still shows the old MTU;
+    /// acting on it would set the MTU again and take the RTNL lock for
+    /// nothing, while dockerd is racing to move the peer.
+    pending: HashMap<u32, u32>,
 }
 
 impl<N: NetOps> Engine<N> {
@@ -67,6 +77,7 @@ impl<N: NetOps> Engine<N> {
             links: HashMap::new(),
             original: HashMap::new(),
             peer_checked: HashMap::new(),
+            pending: HashMap::new(),
         }
     }
 
@@ -87,6 +98,7 @@ impl<N: NetOps> Engine<N> {
             Owned::Link(i) | Owned::PeerOf(i) => links.contains_key(i),
         });
         self.peer_checked.retain(|i, _| links.contains_key(i));
+        self.pending.clear();
         let report = self.enforce_all().await;
         if report.changed > 0 || report.failed > 0 {
             info!(
@@ -117,7 +129,14 @@ impl<N: NetOps> Engine<N> {
     }
 
     /// Reacts to RTM_NEWLINK.
-    pub async fn on_link_changed(&mut self, link: Link) {
+    pub async fn on_link_changed(&mut self, mut link: Link) {
+        if let Some(&set) = self.pending.get(&link.index) {
+            if link.mtu == set {
+                self.pending.remove(&link.index);
+            } else {
+                link.mtu = set;
+            }
+        }
         let previous = self.links.insert(link.index, link.clone());
         if self.is_managed_bridge(&link) {
             self.enforce_link(&link).await;
@@ -141,6 +160,7 @@ impl<N: NetOps> Engine<N> {
         self.original.remove(&Owned::Link(ifindex));
         self.original.remove(&Owned::PeerOf(ifindex));
         self.peer_checked.remove(&ifindex);
+        self.pending.remove(&ifindex);
     }
 
     async fn enforce_all(&mut self) -> PassReport {
@@ -166,52 +186,145 @@ impl<N: NetOps> Engine<N> {
         ports.sort_by_key(|l| l.index);
         for port in &ports {
             report.add(self.enforce_link(port).await);
-            if port.peer.is_some() {
-                report.add(self.enforce_peer(port).await);
-            }
+        }
+        // A far end in another namespace costs a thread; check several at
+        // once rather than one after another.
+        let jobs: Vec<(Link, MtuRule)> = ports
+            .into_iter()
+            .filter(|p| p.peer.is_some())
+            .map(|p| {
+                let rule = self.rule(Owned::PeerOf(p.index));
+                (p, rule)
+            })
+            .collect();
+        let net = &self.net;
+        let results: Vec<(Link, Result<PeerChange, NetlinkError>)> = futures::stream::iter(jobs)
+            .map(|(port, rule)| async move {
+                let result = net.adjust_peer(&port, rule).await;
+                (port, result)
+            })
+            .buffer_unordered(PEER_CONCURRENCY)
+            .collect()
+            .await;
+        for (port, result) in results {
+            report.add(self.finish_adjust_peer(&port, result));
         }
         report
     }
 
     async fn enforce_port(&mut self, port: &Link, force_peer: bool) {
-        self.enforce_link(port).await;
-        let Some(peer) = port.peer else { return };
-        if force_peer || self.peer_checked.get(&port.index) != Some(&peer) {
-            self.enforce_peer(port).await;
+        let Some(peer) = port.peer else {
+            self.enforce_link(port).await;
+            return;
+        };
+        if !force_peer && self.peer_checked.get(&port.index) == Some(&peer) {
+            self.enforce_link(port).await;
+            return;
+        }
+        match self.local_peer(port) {
+            // Both ends here: dockerd is about to move the far end into the
+            // container, which holds the RTNL lock for tens of milliseconds.
+            // Both requests go out at once so that they reach the kernel
+            // before the move does.
+            Some(far) => {
+                let (host_rule, far_rule) = (
+                    self.rule(Owned::Link(port.index)),
+                    self.rule(Owned::PeerOf(port.index)),
+                );
+                let (host_res, far_res) = tokio::join!(
+                    self.set_if_needed(port, host_rule),
+                    self.set_if_needed(&far, far_rule)
+                );
+                self.finish_link(port, host_res);
+                if far_res.as_ref().is_err_and(NetlinkError::is_gone) {
+                    self.enforce_peer(port).await;
+                } else {
+                    self.peer_checked.insert(port.index, peer);
+                    self.finish_peer(port, &far, far_res);
+                }
+            }
+            None => {
+                self.enforce_link(port).await;
+                self.enforce_peer(port).await;
+            }
         }
     }
 
-    async fn enforce_link(&mut self, link: &Link) -> Outcome {
-        let owned = Owned::Link(link.index);
-        let rule = MtuRule {
+    /// The far end of veth `host` when it is in our namespace and known.
+    fn local_peer(&self, host: &Link) -> Option<Link> {
+        let peer = host.peer.filter(|p| p.netnsid.is_none())?;
+        let far = self.links.get(&peer.ifindex)?;
+        let points_back = far
+            .peer
+            .is_some_and(|p| p.ifindex == host.index && p.netnsid.is_none());
+        points_back.then(|| far.clone())
+    }
+
+    fn rule(&self, owned: Owned) -> MtuRule {
+        MtuRule {
             target: self.target,
             original: self.original.get(&owned).copied(),
-        };
+        }
+    }
+
+    /// Sets `link`'s MTU if `rule` wants a change; returns the MTU set.
+    async fn set_if_needed(&self, link: &Link, rule: MtuRule) -> Result<Option<u32>, NetlinkError> {
         let Some(mtu) = rule.desired(link.mtu) else {
-            return Outcome::Unchanged;
+            return Ok(None);
         };
-        match self.net.set_mtu(link, mtu).await {
-            Ok(()) => {
+        self.net.set_mtu(link, mtu).await.map(|()| Some(mtu))
+    }
+
+    fn finish_link(&mut self, link: &Link, result: Result<Option<u32>, NetlinkError>) -> Outcome {
+        match result {
+            Ok(None) => Outcome::Unchanged,
+            Ok(Some(mtu)) => {
                 info!(link = %link.name, ifindex = link.index, netns = "self", from_mtu = link.mtu, to_mtu = mtu, "set MTU");
-                self.record(owned, link.mtu, mtu);
-                if let Some(cached) = self.links.get_mut(&link.index) {
-                    cached.mtu = mtu;
-                }
+                self.note_set(Owned::Link(link.index), link.index, link.mtu, mtu);
                 Outcome::Changed
             }
             Err(e) => report_failure(&e, &link.name, link.index),
         }
     }
 
+    fn finish_peer(
+        &mut self,
+        host: &Link,
+        far: &Link,
+        result: Result<Option<u32>, NetlinkError>,
+    ) -> Outcome {
+        match result {
+            Ok(None) => Outcome::Unchanged,
+            Ok(Some(mtu)) => {
+                info!(link = %far.name, ifindex = far.index, netns = "self", peer_of = %host.name, from_mtu = far.mtu, to_mtu = mtu, "set MTU");
+                self.note_set(Owned::PeerOf(host.index), far.index, far.mtu, mtu);
+                Outcome::Changed
+            }
+            Err(e) => report_failure(&e, &format!("peer of {}", host.name), host.index),
+        }
+    }
+
+    /// Remembers a change made in our namespace.
+    fn note_set(&mut self, owned: Owned, ifindex: u32, from: u32, to: u32) {
+        self.record(owned, from, to);
+        self.pending.insert(ifindex, to);
+        if let Some(cached) = self.links.get_mut(&ifindex) {
+            cached.mtu = to;
+        }
+    }
+
+    async fn enforce_link(&mut self, link: &Link) -> Outcome {
+        let result = self
+            .set_if_needed(link, self.rule(Owned::Link(link.index)))
+            .await;
+        self.finish_link(link, result)
+    }
+
     async fn enforce_peer(&mut self, host: &Link) -> Outcome {
         let Some(peer_ref) = host.peer else {
             return Outcome::Unchanged;
         };
-        let owned = Owned::PeerOf(host.index);
-        let rule = MtuRule {
-            target: self.target,
-            original: self.original.get(&owned).copied(),
-        };
+        let rule = self.rule(Owned::PeerOf(host.index));
         let mut result = self.net.adjust_peer(host, rule).await;
         if peer_ref.netnsid.is_none() && result.as_ref().is_err_and(NetlinkError::is_gone) {
             // dockerd moved the far end into the container while we were
@@ -223,9 +336,19 @@ impl<N: NetOps> Engine<N> {
                 }
             }
         }
+        self.finish_adjust_peer(host, result)
+    }
+
+    fn finish_adjust_peer(
+        &mut self,
+        host: &Link,
+        result: Result<PeerChange, NetlinkError>,
+    ) -> Outcome {
         match result {
             Ok(change) => {
-                self.peer_checked.insert(host.index, peer_ref);
+                if let Some(peer_ref) = host.peer {
+                    self.peer_checked.insert(host.index, peer_ref);
+                }
                 let Some(mtu) = change.set_to else {
                     return Outcome::Unchanged;
                 };
@@ -238,7 +361,12 @@ impl<N: NetOps> Engine<N> {
                     to_mtu = mtu,
                     "set MTU"
                 );
-                self.record(owned, change.peer.mtu, mtu);
+                let owned = Owned::PeerOf(host.index);
+                if change.peer.netns == "self" {
+                    self.note_set(owned, change.peer.ifindex, change.peer.mtu, mtu);
+                } else {
+                    self.record(owned, change.peer.mtu, mtu);
+                }
                 Outcome::Changed
             }
             Err(e) => report_failure(&e, &format!("peer of {}", host.name), host.index),
@@ -272,11 +400,12 @@ impl<N: NetOps> Engine<N> {
     }
 
     fn managed_port_whose_peer_is(&self, link: &Link) -> Option<Link> {
-        let peer = link.peer.filter(|p| p.netnsid.is_none())?;
-        let host = self.links.get(&peer.ifindex)?;
-        let points_back = host
-            .peer
-            .is_some_and(|p| p.ifindex == link.index && p.netnsid.is_none());
+        let host = self
+            .links
+            .get(&link.peer.filter(|p| p.netnsid.is_none())?.ifindex)?;
+        let points_back = self
+            .local_peer(host)
+            .is_some_and(|far| far.index == link.index);
         (points_back && self.is_managed_port(host)).then(|| host.clone())
     }
 }

@@ -7,7 +7,7 @@ mod policy;
 use std::future::Future;
 
 use tokio::time::{interval_at, Instant, MissedTickBehavior};
-use tracing::{info, warn};
+use tracing::{info, trace, warn};
 
 pub use engine::{Engine, PassReport};
 pub use policy::{glob_match, is_docker_bridge_name, BridgeMatcher};
@@ -100,6 +100,7 @@ pub async fn run_watch(
                 let Some(event) = event else {
                     return Err(Error::MonitorClosed);
                 };
+                trace!(?event, "netlink event");
                 match event {
                     NetEvent::LinkChanged(link) => {
                         let outer_changed = source.depends_on(link.index);

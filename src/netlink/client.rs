@@ -37,6 +37,11 @@ impl Rtnl {
         Ok(Rtnl { handle })
     }
 
+    /// The underlying rtnetlink handle, for requests this type does not wrap.
+    pub fn handle(&self) -> &Handle {
+        &self.handle
+    }
+
     pub async fn links(&self) -> Result<Vec<Link>, NetlinkError> {
         let msgs: Vec<LinkMessage> = self
             .handle

@@ -39,22 +39,16 @@ impl NetnsResolver {
             if let Some(file) = verify(&path, nsid, rtnl).await {
                 return Ok((file, path));
             }
-            self.known.remove(&nsid);
         }
-        let mut seen = HashSet::new();
-        for path in self.dir_candidates().into_iter().chain(proc_candidates()) {
-            let Ok(file) = File::open(&path) else {
-                continue;
-            };
-            let Ok(meta) = file.metadata() else { continue };
-            if !seen.insert((meta.dev(), meta.ino())) {
-                continue;
-            }
-            let Ok(Some(id)) = rtnl.nsid_of(file.as_fd()).await else {
-                continue;
-            };
-            self.known.insert(id, path.clone());
-            if id == nsid {
+        // One pass learns every candidate's nsid, so that a burst of new
+        // containers costs one scan rather than one scan each.
+        self.known.clear();
+        self.learn(self.dir_candidates(), rtnl).await;
+        if !self.known.contains_key(&nsid) {
+            self.learn(proc_candidates(), rtnl).await;
+        }
+        if let Some(path) = self.known.get(&nsid).cloned() {
+            if let Ok(file) = File::open(&path) {
                 return Ok((file, path));
             }
         }
@@ -62,6 +56,22 @@ impl NetnsResolver {
             nsid,
             searched: self.describe_search(),
         })
+    }
+
+    async fn learn(&mut self, candidates: Vec<PathBuf>, rtnl: &Rtnl) {
+        let mut seen = HashSet::new();
+        for path in candidates {
+            let Ok(file) = File::open(&path) else {
+                continue;
+            };
+            let Ok(meta) = file.metadata() else { continue };
+            if !seen.insert((meta.dev(), meta.ino())) {
+                continue;
+            }
+            if let Ok(Some(id)) = rtnl.nsid_of(file.as_fd()).await {
+                self.known.entry(id).or_insert(path);
+            }
+        }
     }
 
     fn dir_candidates(&self) -> Vec<PathBuf> {

@@ -1,0 +1,128 @@
+//! Bad configuration: one line on stderr, exit 2, nothing touched.
+
+mod common;
+
+use std::process::Output;
+
+use common::{ip, mtu, privileged, run_mtuvisor, Lab};
+
+fn assert_rejected(out: &Output, mentions: &[&str]) {
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "exit 2, got {:?}: {err}",
+        out.status
+    );
+    assert_eq!(
+        err.trim_end().lines().count(),
+        1,
+        "exactly one line: {err:?}"
+    );
+    for m in mentions {
+        assert!(err.contains(m), "{err:?} should mention {m:?}");
+    }
+}
+
+/// A pod with a managed bridge at 1500 that a bad run must leave alone.
+fn lab(tag: &str) -> (Lab, String) {
+    let mut lab = Lab::new(tag);
+    let (pod, _) = lab.pod(1450);
+    ip(&pod, &["link", "add", "docker0", "type", "bridge"]);
+    (lab, pod)
+}
+
+#[test]
+fn mtu_flag_out_of_range() {
+    if !privileged("mtu_flag_out_of_range") {
+        return;
+    }
+    let (_lab, pod) = lab("bi1");
+    let out = run_mtuvisor(&pod, &["watch", "--mtu", "20"], &[]);
+    assert_rejected(&out, &["mtu", "\"20\"", "--mtu", "576"]);
+    assert_eq!(mtu(&pod, "docker0"), 1500);
+}
+
+#[test]
+fn mtu_env_not_a_number() {
+    if !privileged("mtu_env_not_a_number") {
+        return;
+    }
+    let (_lab, pod) = lab("bi2");
+    let out = run_mtuvisor(&pod, &["watch"], &[("MTUVISOR_MTU", "abc")]);
+    assert_rejected(&out, &["\"abc\"", "MTUVISOR_MTU"]);
+    assert_eq!(mtu(&pod, "docker0"), 1500);
+}
+
+#[test]
+fn config_file_with_unknown_key() {
+    if !privileged("config_file_with_unknown_key") {
+        return;
+    }
+    let (mut lab, pod) = lab("bi3");
+    let cfg = lab.temp_file("bad.toml", "mtu = 1400\nreconcile_intervall = \"5s\"\n");
+    let out = run_mtuvisor(&pod, &["watch", "--config", cfg.to_str().unwrap()], &[]);
+    assert_rejected(
+        &out,
+        &["unknown key", "reconcile_intervall", cfg.to_str().unwrap()],
+    );
+    assert_eq!(mtu(&pod, "docker0"), 1500);
+}
+
+#[test]
+fn config_file_with_malformed_value() {
+    if !privileged("config_file_with_malformed_value") {
+        return;
+    }
+    let (mut lab, pod) = lab("bi4");
+    let cfg = lab.temp_file("bad.toml", "reconcile_interval = \"often\"\n");
+    let out = run_mtuvisor(&pod, &["watch", "--config", cfg.to_str().unwrap()], &[]);
+    assert_rejected(&out, &["reconcile_interval", "\"often\""]);
+    assert_eq!(mtu(&pod, "docker0"), 1500);
+}
+
+#[test]
+fn mtu_below_ipv6_minimum_where_ipv6_is_routed() {
+    if !privileged("mtu_below_ipv6_minimum_where_ipv6_is_routed") {
+        return;
+    }
+    let (_lab, pod) = lab("bi5");
+    ip(
+        &pod,
+        &[
+            "-6",
+            "addr",
+            "add",
+            "2001:db8:6::2/64",
+            "dev",
+            "eth0",
+            "nodad",
+        ],
+    );
+    ip(
+        &pod,
+        &[
+            "-6",
+            "route",
+            "add",
+            "default",
+            "via",
+            "2001:db8:6::1",
+            "dev",
+            "eth0",
+        ],
+    );
+    let out = run_mtuvisor(&pod, &["watch", "--mtu", "1200"], &[]);
+    assert_rejected(&out, &["1280", "IPv6"]);
+    assert_eq!(mtu(&pod, "docker0"), 1500);
+}
+
+#[test]
+fn unknown_flag_is_one_line_exit_2() {
+    // Needs no privileges: parsing fails before anything is looked at.
+    let out = std::process::Command::new(common::BIN)
+        .args(["watch", "--mtuu", "1400"])
+        .output()
+        .unwrap();
+    assert_rejected(&out, &["--mtuu"]);
+}

@@ -1,0 +1,54 @@
+//! New veths are clamped, both ends, within 10 ms of their creation.
+//! Kept alone in its test binary so that no other test competes for the CPU.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{eventually, ip, ms, mtu, percentile, privileged, timed_veth_series, Lab, Pace};
+
+#[test]
+fn two_hundred_veths_back_to_back_are_clamped_within_10ms() {
+    if !privileged("two_hundred_veths_back_to_back_are_clamped_within_10ms") {
+        return;
+    }
+    let mut lab = Lab::new("lat");
+    let (pod, _) = lab.pod(1450);
+    let containers: Vec<String> = (0..4).map(|i| lab.netns(&format!("c{i}"))).collect();
+    ip(&pod, &["link", "add", "br-0123456789ab", "type", "bridge"]);
+    ip(&pod, &["link", "set", "br-0123456789ab", "up"]);
+    lab.watch(&pod, &[], &[("MTUVISOR_LOG", "warn")]);
+    assert!(eventually(Duration::from_secs(2), || mtu(
+        &pod,
+        "br-0123456789ab"
+    ) == 1450));
+
+    let samples = timed_veth_series(
+        &pod,
+        &containers,
+        "br-0123456789ab",
+        200,
+        1450,
+        Pace::Dockerd,
+    );
+    let clamped: Vec<Duration> = samples.iter().filter_map(|s| s.from_creation).collect();
+    let within = clamped
+        .iter()
+        .filter(|d| **d <= Duration::from_millis(10))
+        .count();
+    let mut sorted = clamped.clone();
+    sorted.sort();
+    eprintln!(
+        "200 veths: {} clamped (both ends), {within} within 10 ms of creation ({:.1} %); p50 {}, p99 {}, max {}",
+        clamped.len(),
+        within as f64 / 2.0,
+        ms(percentile(&sorted, 50.0)),
+        ms(percentile(&sorted, 99.0)),
+        ms(*sorted.last().unwrap()),
+    );
+    assert_eq!(clamped.len(), 200, "every veth clamped on both ends");
+    assert!(
+        within >= 198,
+        "≥ 99 % within 10 ms of creation, got {within}/200"
+    );
+}
