@@ -279,7 +279,7 @@ impl<N: NetOps> Engine<N> {
         match result {
             Ok(None) => Outcome::Unchanged,
             Ok(Some(mtu)) => {
-                info!(link = %link.name, ifindex = link.index, netns = "self", from_mtu = link.mtu, to_mtu = mtu, "set MTU");
+                info!(link = %link.name, ifindex = link.index, netns = %"self", from_mtu = link.mtu, to_mtu = mtu, "set MTU");
                 self.note_set(Owned::Link(link.index), link.index, link.mtu, mtu);
                 Outcome::Changed
             }
@@ -296,7 +296,7 @@ impl<N: NetOps> Engine<N> {
         match result {
             Ok(None) => Outcome::Unchanged,
             Ok(Some(mtu)) => {
-                info!(link = %far.name, ifindex = far.index, netns = "self", peer_of = %host.name, from_mtu = far.mtu, to_mtu = mtu, "set MTU");
+                info!(link = %far.name, ifindex = far.index, netns = %"self", peer_of = %host.name, from_mtu = far.mtu, to_mtu = mtu, "set MTU");
                 self.note_set(Owned::PeerOf(host.index), far.index, far.mtu, mtu);
                 Outcome::Changed
             }
@@ -418,5 +418,222 @@ fn report_failure(e: &NetlinkError, what: &str, ifindex: u32) -> Outcome {
     } else {
         warn!(link = %what, ifindex, error = %e, "cannot enforce MTU; will retry on the next sweep");
         Outcome::Failed
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+    use std::sync::Mutex;
+
+    use super::*;
+    use crate::netlink::{LinkKind, PeerState};
+
+    /// Links in "our" namespace plus far ends elsewhere, keyed by the
+    /// ifindex of their end here. Records every MTU set.
+    #[derive(Default)]
+    struct FakeNet {
+        links: Mutex<BTreeMap<u32, Link>>,
+        remote: Mutex<HashMap<u32, u32>>,
+        sets: Mutex<Vec<(String, u32)>>,
+    }
+
+    impl FakeNet {
+        fn add(&self, link: Link) {
+            self.links.lock().unwrap().insert(link.index, link);
+        }
+        fn mtu(&self, index: u32) -> u32 {
+            self.links.lock().unwrap()[&index].mtu
+        }
+        fn remote_mtu(&self, host: u32) -> u32 {
+            self.remote.lock().unwrap()[&host]
+        }
+        fn sets(&self) -> Vec<(String, u32)> {
+            std::mem::take(&mut *self.sets.lock().unwrap())
+        }
+    }
+
+    impl NetOps for FakeNet {
+        async fn links(&self) -> Result<Vec<Link>, NetlinkError> {
+            Ok(self.links.lock().unwrap().values().cloned().collect())
+        }
+        async fn link(&self, ifindex: u32) -> Result<Option<Link>, NetlinkError> {
+            Ok(self.links.lock().unwrap().get(&ifindex).cloned())
+        }
+        async fn set_mtu(&self, link: &Link, mtu: u32) -> Result<(), NetlinkError> {
+            let mut links = self.links.lock().unwrap();
+            let Some(l) = links.get_mut(&link.index) else {
+                return Err(NetlinkError::NoSuchLink {
+                    name: link.name.clone(),
+                    ifindex: link.index,
+                });
+            };
+            l.mtu = mtu;
+            self.sets.lock().unwrap().push((link.name.clone(), mtu));
+            Ok(())
+        }
+        async fn adjust_peer(&self, host: &Link, rule: MtuRule) -> Result<PeerChange, NetlinkError> {
+            let peer = host.peer.expect("veth");
+            if peer.netnsid.is_none() {
+                let far = self.links.lock().unwrap()[&peer.ifindex].clone();
+                let set_to = rule.desired(far.mtu);
+                if let Some(m) = set_to {
+                    self.set_mtu(&far, m).await?;
+                }
+                return Ok(PeerChange {
+                    peer: PeerState {
+                        name: far.name,
+                        ifindex: far.index,
+                        mtu: far.mtu,
+                        netns: "self".into(),
+                    },
+                    set_to,
+                });
+            }
+            let mut remote = self.remote.lock().unwrap();
+            let mtu = remote.get_mut(&host.index).expect("remote peer");
+            let before = *mtu;
+            let set_to = rule.desired(before);
+            if let Some(m) = set_to {
+                *mtu = m;
+                self.sets.lock().unwrap().push((format!("eth0@{}", host.name), m));
+            }
+            Ok(PeerChange {
+                peer: PeerState {
+                    name: "eth0".into(),
+                    ifindex: 2,
+                    mtu: before,
+                    netns: "/run/netns/c".into(),
+                },
+                set_to,
+            })
+        }
+    }
+
+    fn link(index: u32, name: &str, kind: LinkKind, mtu: u32) -> Link {
+        Link {
+            index,
+            name: name.into(),
+            kind,
+            mtu,
+            master: None,
+            peer: None,
+        }
+    }
+
+    fn veth(index: u32, name: &str, mtu: u32, master: Option<u32>, peer: u32, netnsid: Option<i32>) -> Link {
+        Link {
+            master,
+            peer: Some(PeerRef { ifindex: peer, netnsid }),
+            ..link(index, name, LinkKind::Veth, mtu)
+        }
+    }
+
+    /// eth0 (outer), docker0 with a remote-peer port, lxcbr0 with a port.
+    fn pod() -> FakeNet {
+        let net = FakeNet::default();
+        net.add(link(1, "lo", LinkKind::Other("".into()), 65536));
+        net.add(veth(2, "eth0", 1450, None, 9, Some(0)));
+        net.add(link(3, "docker0", LinkKind::Bridge, 1500));
+        net.add(veth(4, "vethA", 1500, Some(3), 2, Some(1)));
+        net.remote.lock().unwrap().insert(4, 1500);
+        net.add(link(5, "lxcbr0", LinkKind::Bridge, 1500));
+        net.add(veth(6, "lxcport", 1500, Some(5), 7, None));
+        net.add(veth(7, "lxcpeer", 1500, None, 6, None));
+        net
+    }
+
+    #[tokio::test]
+    async fn sweep_lowers_managed_links_only() {
+        let mut engine = Engine::new(pod(), BridgeMatcher::default(), 1450);
+        let report = engine.sweep().await.unwrap();
+        assert_eq!(report.changed, 3);
+        let net = engine.net();
+        assert_eq!(net.mtu(3), 1450);
+        assert_eq!(net.mtu(4), 1450);
+        assert_eq!(net.remote_mtu(4), 1450);
+        assert_eq!((net.mtu(1), net.mtu(2), net.mtu(5), net.mtu(6), net.mtu(7)), (65536, 1450, 1500, 1500, 1500));
+        assert_eq!(engine.sweep().await.unwrap().changed, 0, "a second sweep changes nothing");
+    }
+
+    #[tokio::test]
+    async fn target_moves_down_and_back_up_only_for_what_it_lowered() {
+        let net = pod();
+        net.add(link(8, "br-0123456789ab", LinkKind::Bridge, 1400));
+        let mut engine = Engine::new(net, BridgeMatcher::default(), 1450);
+        engine.sweep().await.unwrap();
+        engine.net().sets();
+
+        engine.set_target(1380).await;
+        let net = engine.net();
+        assert_eq!((net.mtu(3), net.mtu(4), net.remote_mtu(4), net.mtu(8)), (1380, 1380, 1380, 1380));
+
+        engine.set_target(9000).await;
+        let net = engine.net();
+        // Back to where each started, never above, and br- (1400 at start,
+        // lowered to 1380 by us) back to 1400.
+        assert_eq!((net.mtu(3), net.mtu(4), net.remote_mtu(4), net.mtu(8)), (1500, 1500, 1500, 1400));
+        assert_eq!(net.mtu(6), 1500, "unmanaged port never touched");
+    }
+
+    #[tokio::test]
+    async fn enslaved_veth_gets_both_ends_and_stale_notifications_are_ignored() {
+        let mut engine = Engine::new(pod(), BridgeMatcher::default(), 1450);
+        engine.sweep().await.unwrap();
+        engine.net().sets();
+        // dockerd: create the pair, then attach one end to the bridge.
+        let host = veth(10, "vethB", 1500, None, 11, None);
+        let far = veth(11, "vethC", 1500, None, 10, None);
+        engine.net().add(host.clone());
+        engine.net().add(far.clone());
+        engine.on_link_changed(host.clone()).await;
+        engine.on_link_changed(far.clone()).await;
+        assert!(engine.net().sets().is_empty(), "not managed before it joins a managed bridge");
+
+        let attached = Link {
+            master: Some(3),
+            ..host.clone()
+        };
+        engine.net().add(attached.clone());
+        engine.on_link_changed(attached.clone()).await;
+        let mut sets = engine.net().sets();
+        sets.sort();
+        assert_eq!(sets, vec![("vethB".into(), 1450), ("vethC".into(), 1450)]);
+
+        // A notification queued before our change still says 1500.
+        engine.on_link_changed(attached.clone()).await;
+        engine.on_link_changed(far.clone()).await;
+        assert!(engine.net().sets().is_empty(), "stale notifications cause no second set");
+
+        // Our own notifications arrive; someone then raises it for real.
+        engine.on_link_changed(Link { mtu: 1450, ..attached.clone() }).await;
+        engine.on_link_changed(Link { mtu: 1500, ..attached }).await;
+        assert_eq!(engine.net().sets(), vec![("vethB".into(), 1450)]);
+    }
+
+    #[tokio::test]
+    async fn bridge_renamed_into_management_brings_its_ports() {
+        let mut engine = Engine::new(pod(), BridgeMatcher::new(vec!["cni*".into()]), 1450);
+        engine.sweep().await.unwrap();
+        engine.net().sets();
+        let renamed = link(5, "cni0", LinkKind::Bridge, 1500);
+        engine.net().add(renamed.clone());
+        engine.on_link_changed(renamed).await;
+        let mut sets = engine.net().sets();
+        sets.sort();
+        assert_eq!(
+            sets,
+            vec![("cni0".into(), 1450), ("lxcpeer".into(), 1450), ("lxcport".into(), 1450)]
+        );
+    }
+
+    #[tokio::test]
+    async fn removed_links_forget_what_was_lowered() {
+        let mut engine = Engine::new(pod(), BridgeMatcher::default(), 1450);
+        engine.sweep().await.unwrap();
+        engine.on_link_removed(4);
+        engine.net().links.lock().unwrap().remove(&4);
+        engine.set_target(1500).await;
+        assert_eq!(engine.net().mtu(3), 1500);
     }
 }
