@@ -472,7 +472,11 @@ mod tests {
             self.sets.lock().unwrap().push((link.name.clone(), mtu));
             Ok(())
         }
-        async fn adjust_peer(&self, host: &Link, rule: MtuRule) -> Result<PeerChange, NetlinkError> {
+        async fn adjust_peer(
+            &self,
+            host: &Link,
+            rule: MtuRule,
+        ) -> Result<PeerChange, NetlinkError> {
             let peer = host.peer.expect("veth");
             if peer.netnsid.is_none() {
                 let far = self.links.lock().unwrap()[&peer.ifindex].clone();
@@ -496,7 +500,10 @@ mod tests {
             let set_to = rule.desired(before);
             if let Some(m) = set_to {
                 *mtu = m;
-                self.sets.lock().unwrap().push((format!("eth0@{}", host.name), m));
+                self.sets
+                    .lock()
+                    .unwrap()
+                    .push((format!("eth0@{}", host.name), m));
             }
             Ok(PeerChange {
                 peer: PeerState {
@@ -521,10 +528,20 @@ mod tests {
         }
     }
 
-    fn veth(index: u32, name: &str, mtu: u32, master: Option<u32>, peer: u32, netnsid: Option<i32>) -> Link {
+    fn veth(
+        index: u32,
+        name: &str,
+        mtu: u32,
+        master: Option<u32>,
+        peer: u32,
+        netnsid: Option<i32>,
+    ) -> Link {
         Link {
             master,
-            peer: Some(PeerRef { ifindex: peer, netnsid }),
+            peer: Some(PeerRef {
+                ifindex: peer,
+                netnsid,
+            }),
             ..link(index, name, LinkKind::Veth, mtu)
         }
     }
@@ -552,8 +569,15 @@ mod tests {
         assert_eq!(net.mtu(3), 1450);
         assert_eq!(net.mtu(4), 1450);
         assert_eq!(net.remote_mtu(4), 1450);
-        assert_eq!((net.mtu(1), net.mtu(2), net.mtu(5), net.mtu(6), net.mtu(7)), (65536, 1450, 1500, 1500, 1500));
-        assert_eq!(engine.sweep().await.unwrap().changed, 0, "a second sweep changes nothing");
+        assert_eq!(
+            (net.mtu(1), net.mtu(2), net.mtu(5), net.mtu(6), net.mtu(7)),
+            (65536, 1450, 1500, 1500, 1500)
+        );
+        assert_eq!(
+            engine.sweep().await.unwrap().changed,
+            0,
+            "a second sweep changes nothing"
+        );
     }
 
     #[tokio::test]
@@ -566,13 +590,19 @@ mod tests {
 
         engine.set_target(1380).await;
         let net = engine.net();
-        assert_eq!((net.mtu(3), net.mtu(4), net.remote_mtu(4), net.mtu(8)), (1380, 1380, 1380, 1380));
+        assert_eq!(
+            (net.mtu(3), net.mtu(4), net.remote_mtu(4), net.mtu(8)),
+            (1380, 1380, 1380, 1380)
+        );
 
         engine.set_target(9000).await;
         let net = engine.net();
         // Back to where each started, never above, and br- (1400 at start,
         // lowered to 1380 by us) back to 1400.
-        assert_eq!((net.mtu(3), net.mtu(4), net.remote_mtu(4), net.mtu(8)), (1500, 1500, 1500, 1400));
+        assert_eq!(
+            (net.mtu(3), net.mtu(4), net.remote_mtu(4), net.mtu(8)),
+            (1500, 1500, 1500, 1400)
+        );
         assert_eq!(net.mtu(6), 1500, "unmanaged port never touched");
     }
 
@@ -588,7 +618,10 @@ mod tests {
         engine.net().add(far.clone());
         engine.on_link_changed(host.clone()).await;
         engine.on_link_changed(far.clone()).await;
-        assert!(engine.net().sets().is_empty(), "not managed before it joins a managed bridge");
+        assert!(
+            engine.net().sets().is_empty(),
+            "not managed before it joins a managed bridge"
+        );
 
         let attached = Link {
             master: Some(3),
@@ -603,11 +636,24 @@ mod tests {
         // A notification queued before our change still says 1500.
         engine.on_link_changed(attached.clone()).await;
         engine.on_link_changed(far.clone()).await;
-        assert!(engine.net().sets().is_empty(), "stale notifications cause no second set");
+        assert!(
+            engine.net().sets().is_empty(),
+            "stale notifications cause no second set"
+        );
 
         // Our own notifications arrive; someone then raises it for real.
-        engine.on_link_changed(Link { mtu: 1450, ..attached.clone() }).await;
-        engine.on_link_changed(Link { mtu: 1500, ..attached }).await;
+        engine
+            .on_link_changed(Link {
+                mtu: 1450,
+                ..attached.clone()
+            })
+            .await;
+        engine
+            .on_link_changed(Link {
+                mtu: 1500,
+                ..attached
+            })
+            .await;
         assert_eq!(engine.net().sets(), vec![("vethB".into(), 1450)]);
     }
 
@@ -623,7 +669,11 @@ mod tests {
         sets.sort();
         assert_eq!(
             sets,
-            vec![("cni0".into(), 1450), ("lxcpeer".into(), 1450), ("lxcport".into(), 1450)]
+            vec![
+                ("cni0".into(), 1450),
+                ("lxcpeer".into(), 1450),
+                ("lxcport".into(), 1450)
+            ]
         );
     }
 
