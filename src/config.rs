@@ -83,6 +83,12 @@ pub struct Settings {
     /// before `/proc/*/ns/net`.
     pub netns_dirs: Vec<PathBuf>,
     pub log_format: LogFormat,
+    /// `watch`: the Docker API socket to follow, if any.
+    pub docker_host: Option<PathBuf>,
+    /// `supervise`: how long dockerd gets to stop before SIGKILL.
+    pub stop_timeout: Duration,
+    /// `supervise`: restarts before giving up; `None` for unlimited.
+    pub max_restarts: Option<u32>,
 }
 
 impl Default for Settings {
@@ -97,6 +103,10 @@ impl Default for Settings {
                 PathBuf::from("/var/run/docker/netns"),
             ],
             log_format: LogFormat::Text,
+            docker_host: None,
+            // Under Kubernetes' default 30 s grace period.
+            stop_timeout: Duration::from_secs(25),
+            max_restarts: None,
         }
     }
 }
@@ -108,6 +118,9 @@ pub struct Flags {
     pub mtu: Option<String>,
     pub reconcile_interval: Option<String>,
     pub log_format: Option<String>,
+    pub docker_host: Option<String>,
+    pub stop_timeout: Option<String>,
+    pub max_restarts: Option<String>,
 }
 
 /// One layer as read: every key optional, unknown keys rejected.
@@ -119,6 +132,9 @@ struct Layer {
     bridge_patterns: Option<StringList>,
     netns_dirs: Option<StringList>,
     log_format: Option<String>,
+    docker_host: Option<String>,
+    stop_timeout: Option<String>,
+    max_restarts: Option<String>,
 }
 
 const KNOWN_KEYS: &[&str] = &[
@@ -127,6 +143,9 @@ const KNOWN_KEYS: &[&str] = &[
     "bridge_patterns",
     "netns_dirs",
     "log_format",
+    "docker_host",
+    "stop_timeout",
+    "max_restarts",
 ];
 
 /// A list in TOML, or a comma-separated string in the environment.
@@ -177,6 +196,9 @@ impl Settings {
             mtu: flags.mtu.clone(),
             reconcile_interval: flags.reconcile_interval.clone(),
             log_format: flags.log_format.clone(),
+            docker_host: flags.docker_host.clone(),
+            stop_timeout: flags.stop_timeout.clone(),
+            max_restarts: flags.max_restarts.clone(),
             ..Layer::default()
         };
         settings.apply(flag_layer, &|key| Origin::Flag(flag_name(key)))?;
@@ -203,6 +225,21 @@ impl Settings {
         }
         if let Some(v) = layer.log_format {
             self.log_format = parse_log_format(&v, origin("log_format"))?;
+        }
+        if let Some(v) = layer.docker_host {
+            self.docker_host = parse_docker_host(&v, origin("docker_host"))?;
+        }
+        if let Some(v) = layer.stop_timeout {
+            self.stop_timeout = parse_duration(
+                &v,
+                "stop_timeout",
+                Duration::from_secs(1),
+                Duration::from_secs(3600),
+                origin("stop_timeout"),
+            )?;
+        }
+        if let Some(v) = layer.max_restarts {
+            self.max_restarts = parse_max_restarts(&v, origin("max_restarts"))?;
         }
         Ok(())
     }
@@ -295,6 +332,9 @@ fn env_var_name(key: &str) -> &'static str {
         "bridge_patterns" => "MTUVISOR_BRIDGE_PATTERNS",
         "netns_dirs" => "MTUVISOR_NETNS_DIRS",
         "log_format" => "MTUVISOR_LOG_FORMAT",
+        "docker_host" => "MTUVISOR_DOCKER_HOST",
+        "stop_timeout" => "MTUVISOR_STOP_TIMEOUT",
+        "max_restarts" => "MTUVISOR_MAX_RESTARTS",
         _ => unreachable!("not a setting: {key}"),
     }
 }
@@ -304,6 +344,9 @@ fn flag_name(key: &str) -> &'static str {
         "mtu" => "--mtu",
         "reconcile_interval" => "--reconcile-interval",
         "log_format" => "--log-format",
+        "docker_host" => "--docker-host",
+        "stop_timeout" => "--stop-timeout",
+        "max_restarts" => "--max-restarts",
         _ => unreachable!("no flag for {key}"),
     }
 }
@@ -330,6 +373,22 @@ pub fn parse_mtu(value: &str, origin: Origin) -> Result<MtuSetting, ConfigError>
 
 /// `30s`, `500ms`, `2m`, `1h`, or a plain number of seconds.
 pub fn parse_interval(value: &str, origin: Origin) -> Result<Duration, ConfigError> {
+    parse_duration(
+        value,
+        "reconcile_interval",
+        Duration::from_millis(100),
+        Duration::from_secs(86400),
+        origin,
+    )
+}
+
+fn parse_duration(
+    value: &str,
+    key: &'static str,
+    min: Duration,
+    max: Duration,
+    origin: Origin,
+) -> Result<Duration, ConfigError> {
     let v = value.trim();
     let split = v.find(|c: char| !c.is_ascii_digit()).unwrap_or(v.len());
     let (digits, unit) = v.split_at(split);
@@ -341,14 +400,57 @@ pub fn parse_interval(value: &str, origin: Origin) -> Result<Duration, ConfigErr
         _ => None,
     });
     match parsed {
-        Some(d) if d >= Duration::from_millis(100) && d <= Duration::from_secs(86400) => Ok(d),
+        Some(d) if d >= min && d <= max => Ok(d),
         _ => Err(ConfigError::Invalid {
-            key: "reconcile_interval",
+            key,
             value: value.to_string(),
             origin,
-            expected: "expected a duration from 100ms to 24h, such as 30s, 500ms or 5m".into(),
+            expected: format!(
+                "expected a duration from {} to {}, such as 30s, 500ms or 5m",
+                human(min),
+                human(max)
+            ),
         }),
     }
+}
+
+fn human(d: Duration) -> String {
+    match d.as_millis() {
+        ms if ms % 3_600_000 == 0 => format!("{}h", ms / 3_600_000),
+        ms if ms % 1000 == 0 => format!("{}s", ms / 1000),
+        ms => format!("{ms}ms"),
+    }
+}
+
+fn parse_docker_host(value: &str, origin: Origin) -> Result<Option<PathBuf>, ConfigError> {
+    let v = value.trim();
+    if v.is_empty() {
+        return Ok(None);
+    }
+    match v.strip_prefix("unix://") {
+        Some(path) if path.starts_with('/') => Ok(Some(PathBuf::from(path))),
+        _ => Err(ConfigError::Invalid {
+            key: "docker_host",
+            value: value.to_string(),
+            origin,
+            expected: "expected unix:///absolute/path/to/docker.sock".into(),
+        }),
+    }
+}
+
+fn parse_max_restarts(value: &str, origin: Origin) -> Result<Option<u32>, ConfigError> {
+    let v = value.trim();
+    if v.eq_ignore_ascii_case("unlimited") {
+        return Ok(None);
+    }
+    v.parse::<u32>()
+        .map(Some)
+        .map_err(|_| ConfigError::Invalid {
+            key: "max_restarts",
+            value: value.to_string(),
+            origin,
+            expected: "expected \"unlimited\" or a whole number".into(),
+        })
 }
 
 fn parse_log_format(value: &str, origin: Origin) -> Result<LogFormat, ConfigError> {
@@ -496,5 +598,32 @@ mod tests {
         assert_eq!(parse_interval("15", o()).unwrap(), Duration::from_secs(15));
         assert!(parse_interval("0s", o()).is_err());
         assert!(parse_interval("1y", o()).is_err());
+    }
+
+    #[test]
+    fn supervise_settings() {
+        let s = load(
+            &Flags::default(),
+            &[
+                ("MTUVISOR_STOP_TIMEOUT", "10s"),
+                ("MTUVISOR_MAX_RESTARTS", "3"),
+                ("MTUVISOR_DOCKER_HOST", "unix:///run/dind/docker.sock"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(s.stop_timeout, Duration::from_secs(10));
+        assert_eq!(s.max_restarts, Some(3));
+        assert_eq!(s.docker_host, Some(PathBuf::from("/run/dind/docker.sock")));
+        for (var, value) in [
+            ("MTUVISOR_STOP_TIMEOUT", "forever"),
+            ("MTUVISOR_STOP_TIMEOUT", "0s"),
+            ("MTUVISOR_MAX_RESTARTS", "-1"),
+            ("MTUVISOR_DOCKER_HOST", "tcp://1.2.3.4:2375"),
+        ] {
+            let err = load(&Flags::default(), &[(var, value)])
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(var) && err.contains(value), "{err}");
+        }
     }
 }

@@ -22,12 +22,16 @@ pub enum Error {
     MonitorClosed,
     #[error("cannot start: {0}")]
     Startup(String),
+    /// Bad input found by looking at the system (a command that does not
+    /// exist, a socket that is not Docker's).
+    #[error("{0}")]
+    BadInput(String),
 }
 
 impl Error {
     pub fn exit_code(&self) -> i32 {
         match self {
-            Error::Config(_) => EXIT_BAD_INPUT,
+            Error::Config(_) | Error::BadInput(_) => EXIT_BAD_INPUT,
             _ => EXIT_FAILURE,
         }
     }

@@ -4,6 +4,7 @@
 pub mod cli;
 pub mod config;
 pub mod detect;
+pub mod docker;
 pub mod enforce;
 pub mod error;
 pub mod logging;

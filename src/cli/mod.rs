@@ -1,6 +1,7 @@
 //! Command-line parsing and dispatch: one file per subcommand.
 
 mod detect;
+mod supervise;
 mod watch;
 
 use std::path::PathBuf;
@@ -35,6 +36,8 @@ enum Command {
     Detect(detect::DetectArgs),
     /// Keep Docker's bridges, veths and containers' eth0 at or below the outer MTU.
     Watch(watch::WatchArgs),
+    /// Run dockerd with the right MTU, keep it running, and enforce the MTU.
+    Supervise(supervise::SuperviseArgs),
 }
 
 /// Runs the command line; returns the process exit code.
@@ -49,14 +52,20 @@ pub fn main() -> i32 {
         ..Flags::default()
     };
     let result = match cli.command {
-        Command::Detect(args) => load(&flags).and_then(|s| detect::run(&s, &args)),
+        Command::Detect(args) => load(&flags)
+            .and_then(|s| detect::run(&s, &args))
+            .map(|()| 0),
         Command::Watch(args) => {
             args.fill_flags(&mut flags);
-            load(&flags).and_then(watch::run)
+            load(&flags).and_then(watch::run).map(|()| 0)
+        }
+        Command::Supervise(args) => {
+            args.fill_flags(&mut flags);
+            load(&flags).and_then(|s| supervise::run(s, args))
         }
     };
     match result {
-        Ok(()) => 0,
+        Ok(code) => code,
         Err(e) => {
             eprintln!("mtuvisor: {e}");
             e.exit_code()

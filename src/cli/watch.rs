@@ -1,4 +1,7 @@
-//! `mtuvisor watch`: enforce the MTU in this network namespace until stopped.
+//! `mtuvisor watch`: enforce the MTU in this network namespace until stopped
+//! (as a sidecar beside dockerd, or on its own).
+
+use std::time::Duration;
 
 use clap::Args;
 use futures::StreamExt;
@@ -7,8 +10,13 @@ use signal_hook_tokio::Signals;
 use tracing::info;
 
 use crate::config::{Flags, Settings};
-use crate::enforce::run_watch;
+use crate::docker;
+use crate::enforce::{self, Options};
 use crate::error::Error;
+
+/// How long an existing socket gets to answer as Docker before it is
+/// refused as bad input.
+const DOCKER_CHECK_TIMEOUT: Duration = Duration::from_secs(5);
 
 #[derive(Debug, Args)]
 pub struct WatchArgs {
@@ -19,17 +27,27 @@ pub struct WatchArgs {
     /// Full reconcile period, e.g. 30s [env: MTUVISOR_RECONCILE_INTERVAL].
     #[arg(long, value_name = "DURATION")]
     reconcile_interval: Option<String>,
+
+    /// Follow this dockerd's API too, e.g. unix:///var/run/docker.sock
+    /// [env: MTUVISOR_DOCKER_HOST]. A socket that does not exist yet is waited for.
+    #[arg(long, value_name = "unix:///PATH")]
+    docker_host: Option<String>,
 }
 
 impl WatchArgs {
     pub fn fill_flags(&self, flags: &mut Flags) {
         flags.mtu = self.mtu.clone();
         flags.reconcile_interval = self.reconcile_interval.clone();
+        flags.docker_host = self.docker_host.clone();
     }
 }
 
 pub fn run(settings: Settings) -> Result<(), Error> {
     super::runtime()?.block_on(async {
+        let docker_socket = settings.docker_host.clone();
+        if let Some(socket) = &docker_socket {
+            check_docker_socket(socket).await?;
+        }
         let mut signals = Signals::new([SIGTERM, SIGINT])
             .map_err(|e| Error::Startup(format!("cannot install signal handlers: {e}")))?;
         let handle = signals.handle();
@@ -38,8 +56,30 @@ pub fn run(settings: Settings) -> Result<(), Error> {
                 info!(signal = sig, "received signal");
             }
         };
-        let result = run_watch(settings, shutdown).await;
+        let options = Options {
+            docker_socket,
+            ready: None,
+        };
+        let result = enforce::run(settings, options, shutdown).await;
         handle.close();
         result
     })
+}
+
+/// A socket that exists must answer as Docker: a wrong path is bad input,
+/// better refused now than waited on for ever. One that does not exist yet
+/// is fine (dockerd starting beside us).
+async fn check_docker_socket(socket: &std::path::Path) -> Result<(), Error> {
+    if !socket.exists() {
+        return Ok(());
+    }
+    match tokio::time::timeout(DOCKER_CHECK_TIMEOUT, docker::connect(socket)).await {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(e)) => Err(Error::BadInput(e.to_string())),
+        Err(_) => Err(Error::BadInput(format!(
+            "{} does not answer as a Docker API within {}s; check --docker-host / MTUVISOR_DOCKER_HOST",
+            socket.display(),
+            DOCKER_CHECK_TIMEOUT.as_secs()
+        ))),
+    }
 }

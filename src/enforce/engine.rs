@@ -1,6 +1,6 @@
 //! The state and the decisions: which managed link gets which MTU.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use tracing::{debug, info, warn};
 
@@ -126,6 +126,31 @@ impl<N: NetOps> Engine<N> {
         );
         self.target = target;
         self.enforce_all().await
+    }
+
+    /// Takes the bridge names of Docker's networks; manages any new ones.
+    pub async fn set_docker_bridges(&mut self, names: HashSet<String>) -> PassReport {
+        if !self.bridges.set_docker_bridges(names) {
+            return PassReport::default();
+        }
+        self.enforce_all().await
+    }
+
+    /// Checks the far ends of managed veths that live in the namespace our
+    /// namespace calls `nsid` (a container that just started or connected).
+    pub async fn enforce_peers_in(&mut self, nsid: i32) -> PassReport {
+        let mut ports: Vec<Link> = self
+            .links
+            .values()
+            .filter(|l| l.peer.is_some_and(|p| p.netnsid == Some(nsid)) && self.is_managed_port(l))
+            .cloned()
+            .collect();
+        ports.sort_by_key(|l| l.index);
+        let mut report = PassReport::default();
+        for port in &ports {
+            report.add(self.enforce_peer(port).await);
+        }
+        report
     }
 
     /// Reacts to RTM_NEWLINK.

@@ -5,15 +5,18 @@ mod engine;
 mod policy;
 
 use std::future::Future;
+use std::path::PathBuf;
 
+use tokio::sync::{mpsc, oneshot};
 use tokio::time::{interval_at, Instant, MissedTickBehavior};
-use tracing::{info, trace, warn};
+use tracing::{debug, info, trace, warn};
 
 pub use engine::{Engine, PassReport};
 pub use policy::{glob_match, is_docker_bridge_name, BridgeMatcher};
 
 use crate::config::{MtuSetting, Settings};
 use crate::detect::{detect_outer_mtu, DetectError, OuterMtu};
+use crate::docker::{self, DockerUpdate};
 use crate::error::Error;
 use crate::netlink::{NetEvent, NetMonitor, NetnsResolver, Rtnl, RtnlClient};
 
@@ -43,10 +46,20 @@ impl TargetSource {
     }
 }
 
-/// Runs `watch` in the calling thread's network namespace until `shutdown`
-/// completes.
-pub async fn run_watch(
+/// What enforcement runs against besides netlink.
+#[derive(Debug, Default)]
+pub struct Options {
+    /// The Docker API socket to follow, if any.
+    pub docker_socket: Option<PathBuf>,
+    /// Completed once the first sweep is done and notifications flow.
+    pub ready: Option<oneshot::Sender<()>>,
+}
+
+/// Runs enforcement in the calling thread's network namespace until
+/// `shutdown` completes.
+pub async fn run(
     settings: Settings,
+    options: Options,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), Error> {
     let rtnl = Rtnl::connect()?;
@@ -84,6 +97,13 @@ pub async fn run_watch(
         source.target(),
     );
     engine.sweep().await?;
+    if let Some(ready) = options.ready {
+        let _ = ready.send(());
+    }
+    let (docker_tx, mut docker_rx) = mpsc::unbounded_channel();
+    let _docker = options
+        .docker_socket
+        .map(|socket| AbortOnDrop(docker::follow(socket, docker_tx)));
 
     let period = settings.reconcile_interval;
     let mut reconcile = interval_at(Instant::now() + period, period);
@@ -123,6 +143,21 @@ pub async fn run_watch(
                     }
                 }
             }
+            Some(update) = docker_rx.recv() => match update {
+                DockerUpdate::Bridges(names) => {
+                    engine.set_docker_bridges(names).await;
+                }
+                DockerUpdate::Sandbox { container, netns } => {
+                    match engine.net().learn_netns(&netns).await {
+                        Ok(Some(nsid)) => {
+                            engine.enforce_peers_in(nsid).await;
+                        }
+                        Ok(None) => debug!(%container, netns = %netns.display(), "no veth of ours in this sandbox"),
+                        Err(e) => debug!(%container, error = %e, "cannot look into the sandbox"),
+                    }
+                }
+                DockerUpdate::Resynced => sweep_logged(&mut engine).await,
+            },
             _ = reconcile.tick() => {
                 follow_outer(&mut source, &mut engine, &rtnl).await;
                 sweep_logged(&mut engine).await;
@@ -163,4 +198,13 @@ async fn follow_outer(source: &mut TargetSource, engine: &mut Engine<RtnlClient>
 
 async fn has_ipv6_default_route(rtnl: &Rtnl) -> bool {
     matches!(detect_outer_mtu(rtnl).await, Ok(o) if o.ipv6.is_some())
+}
+
+/// Stops a spawned task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }

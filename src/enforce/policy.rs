@@ -1,20 +1,38 @@
 //! Which links are mtuvisor's to manage: pure functions of names.
 
+use std::collections::HashSet;
+
 /// Matches the bridges whose links mtuvisor keeps at or below the target:
 /// Docker's own names plus globs from the configuration.
 #[derive(Debug, Clone, Default)]
 pub struct BridgeMatcher {
     patterns: Vec<String>,
+    /// Bridges of Docker networks, learnt from the API: these may carry any
+    /// name (`com.docker.network.bridge.name`).
+    from_docker: HashSet<String>,
 }
 
 impl BridgeMatcher {
     pub fn new(patterns: Vec<String>) -> BridgeMatcher {
-        BridgeMatcher { patterns }
+        BridgeMatcher {
+            patterns,
+            from_docker: HashSet::new(),
+        }
     }
 
     pub fn matches(&self, bridge_name: &str) -> bool {
         is_docker_bridge_name(bridge_name)
+            || self.from_docker.contains(bridge_name)
             || self.patterns.iter().any(|p| glob_match(p, bridge_name))
+    }
+
+    /// Replaces the bridges learnt from Docker; true when they changed.
+    pub fn set_docker_bridges(&mut self, names: HashSet<String>) -> bool {
+        if names == self.from_docker {
+            return false;
+        }
+        self.from_docker = names;
+        true
     }
 }
 

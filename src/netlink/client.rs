@@ -220,6 +220,21 @@ impl RtnlClient {
     pub fn rtnl(&self) -> &Rtnl {
         &self.rtnl
     }
+
+    /// The nsid our namespace has for the namespace file at `path`, learnt
+    /// for later look-ups; `None` when none is assigned (no veth of ours
+    /// has an end there).
+    pub async fn learn_netns(&self, path: &std::path::Path) -> Result<Option<i32>, NetlinkError> {
+        let file = std::fs::File::open(path).map_err(|e| NetlinkError::Netns {
+            path: path.display().to_string(),
+            message: format!("cannot open it: {e}"),
+        })?;
+        let nsid = self.rtnl.nsid_of(std::os::fd::AsFd::as_fd(&file)).await?;
+        if let Some(id) = nsid {
+            self.resolver.lock().await.remember(id, path.to_path_buf());
+        }
+        Ok(nsid)
+    }
 }
 
 impl NetOps for RtnlClient {

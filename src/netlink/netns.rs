@@ -33,6 +33,12 @@ impl NetnsResolver {
         }
     }
 
+    /// Remembers a namespace file whose nsid is already known (a container's
+    /// sandbox, reported by Docker).
+    pub fn remember(&mut self, nsid: i32, path: PathBuf) {
+        self.known.insert(nsid, path);
+    }
+
     /// Opens the namespace our namespace calls `nsid`.
     pub async fn open(&mut self, nsid: i32, rtnl: &Rtnl) -> Result<(File, PathBuf), NetlinkError> {
         if let Some(path) = self.known.get(&nsid).cloned() {

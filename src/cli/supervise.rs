@@ -1,0 +1,170 @@
+//! `mtuvisor supervise [-- COMMAND ARGS...]`: the in-pod entrypoint. Detects
+//! the outer MTU, starts dockerd with it, keeps dockerd running, and
+//! enforces the MTU on everything it creates.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use clap::Args;
+use tokio::sync::oneshot;
+use tracing::{error, info, warn};
+
+use crate::config::{Flags, MtuSetting, Settings};
+use crate::detect::detect_outer_mtu;
+use crate::docker::args::{docker_socket, dockerd_args, exec_root, parse_docker_version, user_mtu};
+use crate::docker::supervisor::{self, SupervisorConfig};
+use crate::enforce::{self, Options};
+use crate::error::Error;
+use crate::netlink::Rtnl;
+
+#[derive(Debug, Args)]
+pub struct SuperviseArgs {
+    /// Target MTU: `auto` (the outer MTU) or a number [env: MTUVISOR_MTU].
+    #[arg(long, value_name = "auto|N")]
+    mtu: Option<String>,
+
+    /// Full reconcile period, e.g. 30s [env: MTUVISOR_RECONCILE_INTERVAL].
+    #[arg(long, value_name = "DURATION")]
+    reconcile_interval: Option<String>,
+
+    /// Time dockerd gets to stop before SIGKILL (default 25s) [env: MTUVISOR_STOP_TIMEOUT].
+    #[arg(long, value_name = "DURATION")]
+    stop_timeout: Option<String>,
+
+    /// Restarts before giving up: a number or `unlimited` (default) [env: MTUVISOR_MAX_RESTARTS].
+    #[arg(long, value_name = "N|unlimited")]
+    max_restarts: Option<String>,
+
+    /// The command to run (default: dockerd), e.g. `-- dockerd-entrypoint.sh`.
+    #[arg(last = true, value_name = "COMMAND")]
+    command: Vec<String>,
+}
+
+impl SuperviseArgs {
+    pub fn fill_flags(&self, flags: &mut Flags) {
+        flags.mtu = self.mtu.clone();
+        flags.reconcile_interval = self.reconcile_interval.clone();
+        flags.stop_timeout = self.stop_timeout.clone();
+        flags.max_restarts = self.max_restarts.clone();
+    }
+}
+
+pub fn run(mut settings: Settings, args: SuperviseArgs) -> Result<i32, Error> {
+    let command = if args.command.is_empty() {
+        vec!["dockerd".to_string()]
+    } else {
+        args.command
+    };
+    let program = find_program(&command[0]).ok_or_else(|| {
+        Error::BadInput(format!(
+            "command not found: {} (give the path of dockerd or of its wrapper after --)",
+            command[0]
+        ))
+    })?;
+    let rt = super::runtime()?;
+    let mtu = rt.block_on(async {
+        let rtnl = Rtnl::connect()?;
+        let outer = detect_outer_mtu(&rtnl).await;
+        settings.check_mtu_for_ipv6(matches!(&outer, Ok(o) if o.ipv6.is_some()))?;
+        let mtu = match settings.mtu {
+            MtuSetting::Fixed(n) => n,
+            MtuSetting::Auto => outer?.mtu,
+        };
+        Ok::<u32, Error>(mtu)
+    })?;
+    if let Some(given) = user_mtu(&command) {
+        if given.parse::<u32>().is_ok_and(|n| n > mtu) {
+            warn!(given_mtu = %given, target_mtu = mtu, "the command sets --mtu above the target; containers on the default bridge will be clamped anyway");
+        }
+    }
+    let version = dockerd_version(&program, &command[0]);
+    let full = dockerd_args(&command, mtu, version);
+    let socket = docker_socket(&full);
+    // Sandboxes of this dockerd live under its exec-root.
+    settings
+        .netns_dirs
+        .insert(0, exec_root(&full).join("netns"));
+    settings.mtu = MtuSetting::Fixed(mtu);
+    let supervisor_config = SupervisorConfig {
+        command: full,
+        stop_timeout: settings.stop_timeout,
+        max_restarts: settings.max_restarts,
+    };
+    // Registered before dockerd exists: no SIGCHLD or SIGTERM is missed.
+    let _context = rt.enter();
+    let signals = supervisor::signals()
+        .map_err(|e| Error::Startup(format!("cannot install signal handlers: {e}")))?;
+    info!(target_mtu = mtu, socket = %socket.display(), "supervising dockerd");
+    let code = rt.block_on(async move {
+        let (ready_tx, ready_rx) = oneshot::channel();
+        let enforcement = enforce_forever(settings, socket, ready_tx);
+        let gate = async {
+            let _ = ready_rx.await;
+        };
+        let supervision = supervisor::supervise(supervisor_config, signals, gate);
+        tokio::pin!(enforcement);
+        tokio::select! {
+            code = supervision => code,
+            () = &mut enforcement => unreachable!("enforcement runs until dropped"),
+        }
+    });
+    Ok(code)
+}
+
+/// Enforcement must outlive a failure: dockerd keeps running either way, and
+/// links created meanwhile are caught by the next start's sweep.
+async fn enforce_forever(settings: Settings, socket: PathBuf, ready: oneshot::Sender<()>) {
+    let mut ready = Some(ready);
+    loop {
+        let (tx, rx) = oneshot::channel();
+        let options = Options {
+            docker_socket: Some(socket.clone()),
+            ready: Some(tx),
+        };
+        let outer_ready = ready.take();
+        let forward = async move {
+            if rx.await.is_ok() {
+                if let Some(r) = outer_ready {
+                    let _ = r.send(());
+                }
+            }
+        };
+        let (result, ()) = tokio::join!(
+            enforce::run(settings.clone(), options, std::future::pending()),
+            forward
+        );
+        if let Err(e) = result {
+            error!(error = %e, "enforcement stopped; restarting it in 1s");
+        }
+        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    }
+}
+
+/// `dockerd --version` of the dockerd that will run: the command itself, or
+/// when it is a wrapper, the dockerd on PATH.
+fn dockerd_version(program: &Path, name: &str) -> Option<(u32, u32)> {
+    let is_dockerd = Path::new(name).file_name().is_some_and(|n| n == "dockerd");
+    let probe = if is_dockerd {
+        Some(program.to_path_buf())
+    } else {
+        find_program("dockerd")
+    }?;
+    let out = Command::new(&probe).arg("--version").output().ok()?;
+    parse_docker_version(&String::from_utf8_lossy(&out.stdout))
+}
+
+fn find_program(name: &str) -> Option<PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    let executable = |p: &Path| {
+        p.metadata()
+            .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+    };
+    if name.contains('/') {
+        let p = PathBuf::from(name);
+        return executable(&p).then_some(p);
+    }
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|d| d.join(name))
+        .find(|p| executable(p))
+}

@@ -1,0 +1,9 @@
+//! Docker: the API (bollard) and the supervised dockerd process.
+
+mod api;
+pub mod args;
+mod events;
+pub mod supervisor;
+
+pub use api::{bridge_names, connect, DockerError};
+pub use events::{follow, Backoff, DockerUpdate};
