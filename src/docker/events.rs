@@ -50,7 +50,7 @@ pub fn follow(
 }
 
 async fn read_events(socket: PathBuf, work: mpsc::UnboundedSender<Work>) {
-    let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(10));
+    let mut backoff = Backoff::with_jitter(Duration::from_millis(200), Duration::from_secs(10));
     let mut waiting_logged = false;
     loop {
         if !socket.exists() {
@@ -65,7 +65,7 @@ async fn read_events(socket: PathBuf, work: mpsc::UnboundedSender<Work>) {
             Ok(d) => d,
             Err(e) => {
                 debug!(error = %e, "Docker API not answering yet");
-                tokio::time::sleep(backoff.next()).await;
+                tokio::time::sleep(backoff.next_delay()).await;
                 continue;
             }
         };
@@ -116,7 +116,7 @@ async fn read_events(socket: PathBuf, work: mpsc::UnboundedSender<Work>) {
         if connected_at.elapsed() > Duration::from_secs(60) {
             backoff.reset();
         }
-        tokio::time::sleep(backoff.next()).await;
+        tokio::time::sleep(backoff.next_delay()).await;
     }
 }
 
@@ -217,12 +217,13 @@ async fn sandbox(
         .map_err(|_| DockerError::Closed)
 }
 
-/// Exponential backoff with jitter (±25 %), so that many sidecars do not
-/// reconnect to a restarted dockerd in lockstep.
+/// Exponential backoff, optionally with jitter (±25 %) so that many
+/// sidecars do not reconnect to a restarted dockerd in lockstep.
 pub struct Backoff {
     first: Duration,
     max: Duration,
     next: Duration,
+    jitter: bool,
 }
 
 impl Backoff {
@@ -231,6 +232,14 @@ impl Backoff {
             first,
             max,
             next: first,
+            jitter: false,
+        }
+    }
+
+    pub fn with_jitter(first: Duration, max: Duration) -> Backoff {
+        Backoff {
+            jitter: true,
+            ..Backoff::new(first, max)
         }
     }
 
@@ -238,14 +247,43 @@ impl Backoff {
         self.next = self.first;
     }
 
-    pub fn next(&mut self) -> Duration {
+    pub fn next_delay(&mut self) -> Duration {
         let base = self.next;
         self.next = (self.next * 2).min(self.max);
+        if !self.jitter {
+            return base;
+        }
         let nanos = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.subsec_nanos())
             .unwrap_or(0);
         let jitter = (nanos % 500) as f64 / 1000.0 - 0.25;
         base.mul_f64(1.0 + jitter)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn restart_backoff_doubles_to_the_cap_and_resets() {
+        let mut b = Backoff::new(Duration::from_secs(1), Duration::from_secs(30));
+        let secs: Vec<u64> = (0..7).map(|_| b.next_delay().as_secs()).collect();
+        assert_eq!(secs, vec![1, 2, 4, 8, 16, 30, 30]);
+        b.reset();
+        assert_eq!(b.next_delay(), Duration::from_secs(1));
+    }
+
+    #[test]
+    fn jitter_stays_within_a_quarter() {
+        let mut b = Backoff::with_jitter(Duration::from_secs(4), Duration::from_secs(4));
+        for _ in 0..20 {
+            let d = b.next_delay();
+            assert!(
+                d >= Duration::from_secs(3) && d <= Duration::from_secs(5),
+                "{d:?}"
+            );
+        }
     }
 }

@@ -133,7 +133,7 @@ pub async fn supervise(
                         if ran >= STABLE_RUN {
                             backoff.reset();
                         }
-                        let delay = backoff.next();
+                        let delay = backoff.next_delay();
                         restarts += 1;
                         warn!(?status, restart_in_ms = delay.as_millis() as u64, restarts, "dockerd exited unexpectedly; restarting");
                         restart_at = Some(Instant::now() + delay);
@@ -162,7 +162,7 @@ pub async fn supervise(
                 match spawn(&config.command) {
                     Ok(c) => child = Some(c),
                     Err(e) => {
-                        let delay = backoff.next();
+                        let delay = backoff.next_delay();
                         restarts += 1;
                         error!(error = %e, restart_in_ms = delay.as_millis() as u64, "cannot restart dockerd");
                         if config.max_restarts.is_some_and(|max| restarts > max) {
