@@ -1,18 +1,32 @@
 #!/usr/bin/env bash
-# Installs, from Debian's packages, the tools the demo and the tests drive:
-# iproute2 (ip, namespaces, veths, bridges) and util-linux (nsenter).
+# Installs, from Debian's packages, what the demo and the tests drive:
+# iproute2 (namespaces, veths, bridges), util-linux (nsenter), docker.io
+# (dockerd, containerd, runc and the 20.10 client), busybox-static (the
+# test image is imported from it), docker-compose, iptables and nftables.
 # Does nothing when they are already there.
 set -euo pipefail
 
 if [ "$(id -u)" != 0 ]; then
-    echo "mtuvisor: the demo and the tests build network namespaces and need root; run as root" >&2
+    echo "mtuvisor: the demo and the tests build network namespaces and run dockerd; run as root" >&2
     exit 1
 fi
 
 missing=()
-command -v ip >/dev/null 2>&1 || missing+=(iproute2)
-command -v nsenter >/dev/null 2>&1 || missing+=(util-linux)
+need() { # command-or-path package
+    if [[ $1 == /* ]]; then [ -e "$1" ] || missing+=("$2"); else command -v "$1" >/dev/null 2>&1 || missing+=("$2"); fi
+}
+need ip iproute2
+need nsenter util-linux
+need /usr/sbin/dockerd docker.io
+need /usr/bin/docker docker.io
+need docker-compose docker-compose
+need iptables iptables
+need nft nftables
+# The static build: the dynamic one cannot run inside the imported image.
+if ! [ -x /bin/busybox ] || ldd /bin/busybox >/dev/null 2>&1; then missing+=(busybox-static); fi
+
 if [ ${#missing[@]} -gt 0 ]; then
+    mapfile -t missing < <(printf '%s\n' "${missing[@]}" | sort -u)
     echo "installing ${missing[*]}" >&2
     apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null

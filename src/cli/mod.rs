@@ -67,7 +67,13 @@ pub fn main() -> i32 {
     match result {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("mtuvisor: {e}");
+            // One line, whatever a server or the kernel put in the message.
+            let message = e
+                .to_string()
+                .split_whitespace()
+                .collect::<Vec<_>>()
+                .join(" ");
+            eprintln!("mtuvisor: {message}");
             e.exit_code()
         }
     }

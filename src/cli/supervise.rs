@@ -20,19 +20,19 @@ use crate::netlink::Rtnl;
 #[derive(Debug, Args)]
 pub struct SuperviseArgs {
     /// Target MTU: `auto` (the outer MTU) or a number [env: MTUVISOR_MTU].
-    #[arg(long, value_name = "auto|N")]
+    #[arg(long, value_name = "auto|N", allow_hyphen_values = true)]
     mtu: Option<String>,
 
     /// Full reconcile period, e.g. 30s [env: MTUVISOR_RECONCILE_INTERVAL].
-    #[arg(long, value_name = "DURATION")]
+    #[arg(long, value_name = "DURATION", allow_hyphen_values = true)]
     reconcile_interval: Option<String>,
 
     /// Time dockerd gets to stop before SIGKILL (default 25s) [env: MTUVISOR_STOP_TIMEOUT].
-    #[arg(long, value_name = "DURATION")]
+    #[arg(long, value_name = "DURATION", allow_hyphen_values = true)]
     stop_timeout: Option<String>,
 
     /// Restarts before giving up: a number or `unlimited` (default) [env: MTUVISOR_MAX_RESTARTS].
-    #[arg(long, value_name = "N|unlimited")]
+    #[arg(long, value_name = "N|unlimited", allow_hyphen_values = true)]
     max_restarts: Option<String>,
 
     /// The command to run (default: dockerd), e.g. `-- dockerd-entrypoint.sh`.

@@ -21,11 +21,11 @@ const DOCKER_CHECK_TIMEOUT: Duration = Duration::from_secs(5);
 #[derive(Debug, Args)]
 pub struct WatchArgs {
     /// Target MTU: `auto` (follow the outer MTU) or a number [env: MTUVISOR_MTU].
-    #[arg(long, value_name = "auto|N")]
+    #[arg(long, value_name = "auto|N", allow_hyphen_values = true)]
     mtu: Option<String>,
 
     /// Full reconcile period, e.g. 30s [env: MTUVISOR_RECONCILE_INTERVAL].
-    #[arg(long, value_name = "DURATION")]
+    #[arg(long, value_name = "DURATION", allow_hyphen_values = true)]
     reconcile_interval: Option<String>,
 
     /// Follow this dockerd's API too, e.g. unix:///var/run/docker.sock

@@ -20,6 +20,8 @@ use netlink_packet_route::RouteNetlinkMessage;
 use netlink_sys::{protocols::NETLINK_ROUTE, Socket, SocketAddr};
 use nix::sched::{setns, CloneFlags};
 
+pub mod dockerd;
+
 pub const BIN: &str = env!("CARGO_BIN_EXE_mtuvisor");
 
 /// Returns false (and says so) when the test must be skipped; panics with
@@ -116,9 +118,27 @@ impl Lab {
         cmd.envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(Stdio::inherit());
-        self.children
-            .push(cmd.spawn().expect("spawn mtuvisor watch"));
+        self.spawn(cmd)
+    }
+
+    /// Starts a process that the lab stops (SIGKILL) when dropped.
+    pub fn spawn(&mut self, mut cmd: Command) -> usize {
+        let child = cmd.spawn().unwrap_or_else(|e| panic!("spawn {cmd:?}: {e}"));
+        self.children.push(child);
         self.children.len() - 1
+    }
+
+    pub fn pid(&self, child: usize) -> i32 {
+        self.children[child].id() as i32
+    }
+
+    /// Whether the child has exited (collecting it if so).
+    pub fn exited(&mut self, child: usize) -> Option<std::process::ExitStatus> {
+        self.children[child].try_wait().expect("try_wait")
+    }
+
+    pub fn prefix(&self) -> &str {
+        &self.prefix
     }
 
     /// Sends SIGTERM to a watcher and waits for it to exit.

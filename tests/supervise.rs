@@ -1,0 +1,192 @@
+//! `mtuvisor supervise` against a real dockerd in a pod namespace whose
+//! eth0 has MTU 1450.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::dockerd::{compose_reads_1450, fifty_in_parallel, require_docker, DockerLab, IMAGE};
+use common::{ip, mtu};
+
+fn supervised(tag: &str) -> DockerLab {
+    let mut d = DockerLab::new(tag);
+    d.start_supervised(&[]);
+    d.ready();
+    d.import_busybox();
+    d
+}
+
+#[test]
+fn default_bridge_container_reads_1450() {
+    if !require_docker("default_bridge_container_reads_1450") {
+        return;
+    }
+    let d = supervised("sdef");
+    assert_eq!(d.first_instruction_mtu(None), "1450");
+    assert_eq!(mtu(&d.pod, "docker0"), 1450);
+    let log = std::fs::read_to_string(&d.log).unwrap();
+    assert!(
+        log.contains("--mtu=1450"),
+        "dockerd started with --mtu=1450"
+    );
+}
+
+#[test]
+fn user_network_created_after_start_is_clamped_before_the_first_instruction() {
+    if !require_docker("user_network_created_after_start_is_clamped_before_the_first_instruction") {
+        return;
+    }
+    let d = supervised("susr");
+    let id = d.docker_ok(&["network", "create", "ci"]);
+    let bridge = format!("br-{}", &id[..12]);
+    for _ in 0..5 {
+        assert_eq!(d.first_instruction_mtu(Some("ci")), "1450");
+    }
+    // The bridge and the host end of a running container.
+    let cid = d.docker_ok(&["run", "-d", "--network", "ci", IMAGE, "sleep", "60"]);
+    assert_eq!(mtu(&d.pod, &bridge), 1450);
+    let ports = ip(&d.pod, &["-o", "link", "show", "master", &bridge]);
+    assert!(
+        ports.contains("mtu 1450") && !ports.contains("mtu 1500"),
+        "ports of {bridge}: {ports}"
+    );
+    d.docker_ok(&["rm", "-f", &cid]);
+
+    // A network whose bridge has a name of its own, known only from the API.
+    d.docker_ok(&[
+        "network",
+        "create",
+        "-o",
+        "com.docker.network.bridge.name=ci-custom0",
+        "custom",
+    ]);
+    assert_eq!(d.first_instruction_mtu(Some("custom")), "1450");
+    assert_eq!(mtu(&d.pod, "ci-custom0"), 1450);
+}
+
+#[test]
+fn network_from_before_mtuvisor_ran_is_clamped() {
+    if !require_docker("network_from_before_mtuvisor_ran_is_clamped") {
+        return;
+    }
+    let mut d = DockerLab::new("spre");
+    d.start_plain();
+    d.ready();
+    d.import_busybox();
+    d.docker_ok(&["network", "create", "old"]);
+    assert_eq!(
+        d.first_instruction_mtu(Some("old")),
+        "1500",
+        "a plain dockerd leaves it at 1500"
+    );
+    let status = d
+        .stop_main(Duration::from_secs(30))
+        .expect("plain dockerd stops");
+    assert!(status.success());
+
+    d.start_supervised(&[]);
+    d.ready();
+    assert_eq!(d.first_instruction_mtu(Some("old")), "1450");
+}
+
+#[test]
+fn compose_service_reads_1450() {
+    if !require_docker("compose_service_reads_1450") {
+        return;
+    }
+    let d = supervised("scmp");
+    compose_reads_1450(&d);
+}
+
+#[test]
+fn build_run_step_on_a_user_network_reads_1450() {
+    if !require_docker("build_run_step_on_a_user_network_reads_1450") {
+        return;
+    }
+    let d = supervised("sbld");
+    d.docker_ok(&["network", "create", "buildnet"]);
+    let ctx = d.dir.join("build");
+    std::fs::create_dir_all(&ctx).unwrap();
+    std::fs::write(
+        ctx.join("Dockerfile"),
+        format!("FROM {IMAGE}\nRUN cat /sys/class/net/eth0/mtu > /mtu\n"),
+    )
+    .unwrap();
+    d.docker_ok(&[
+        "build",
+        "--network",
+        "buildnet",
+        "-t",
+        "mtuprobe:build",
+        ctx.to_str().unwrap(),
+    ]);
+    assert_eq!(
+        d.docker_ok(&["run", "--rm", "mtuprobe:build", "cat", "/mtu"]),
+        "1450"
+    );
+}
+
+#[test]
+fn fifty_containers_in_parallel_all_read_1450() {
+    if !require_docker("fifty_containers_in_parallel_all_read_1450") {
+        return;
+    }
+    let d = supervised("spar");
+    d.docker_ok(&["network", "create", "par"]);
+    fifty_in_parallel(&d, "par");
+}
+
+#[test]
+fn killed_dockerd_is_restarted_within_5s() {
+    if !require_docker("killed_dockerd_is_restarted_within_5s") {
+        return;
+    }
+    let d = supervised("skil");
+    d.docker_ok(&["network", "create", "after"]);
+    let old = d.dockerd_pid().expect("pidfile");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(old),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    let killed = Instant::now();
+    // The old daemon's socket file stays behind: wait for a new pid first.
+    assert!(common::eventually(Duration::from_secs(5), || d
+        .dockerd_pid()
+        .is_some_and(|p| p != old)));
+    let left = Duration::from_secs(5).saturating_sub(killed.elapsed());
+    assert!(
+        d.wait_ready(left),
+        "a new dockerd answers within 5 s of kill -9; log:\n{}",
+        d.tail()
+    );
+    eprintln!("new dockerd answered {:?} after kill -9", killed.elapsed());
+    assert_eq!(d.first_instruction_mtu(Some("after")), "1450");
+    assert_eq!(d.first_instruction_mtu(None), "1450");
+}
+
+#[test]
+fn sigterm_stops_dockerd_and_exits_zero() {
+    if !require_docker("sigterm_stops_dockerd_and_exits_zero") {
+        return;
+    }
+    let mut d = supervised("sterm");
+    let dockerd = d.dockerd_pid().expect("pidfile");
+    let asked = Instant::now();
+    let status = d
+        .stop_main(Duration::from_secs(25))
+        .expect("mtuvisor exits within the stop timeout");
+    assert_eq!(status.code(), Some(0), "log:\n{}", d.tail());
+    eprintln!("mtuvisor exited {:?} after SIGTERM", asked.elapsed());
+    let log = std::fs::read_to_string(&d.log).unwrap();
+    assert!(log.contains("forwarding signal to dockerd"), "{}", d.tail());
+    assert!(
+        log.contains("Processing signal 'terminated'"),
+        "dockerd got SIGTERM: {}",
+        d.tail()
+    );
+    assert!(
+        !std::path::Path::new(&format!("/proc/{dockerd}")).exists(),
+        "dockerd is gone"
+    );
+}

@@ -1,0 +1,145 @@
+//! Bad input to `supervise` and `watch --docker-host`: one line, exit 2,
+//! no dockerd left behind.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::os::unix::net::UnixListener;
+use std::process::Output;
+use std::time::Duration;
+
+use common::{ip, mtu, privileged, run_mtuvisor, Lab};
+
+fn assert_rejected(out: &Output, mentions: &[&str]) {
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "exit 2, got {:?}: {err}",
+        out.status
+    );
+    assert_eq!(
+        err.trim_end().lines().count(),
+        1,
+        "exactly one line: {err:?}"
+    );
+    for m in mentions {
+        assert!(err.contains(m), "{err:?} should mention {m:?}");
+    }
+}
+
+/// No process carries `marker` (a path unique to this test) in its command line.
+fn nothing_running_with(marker: &str) -> bool {
+    std::fs::read_dir("/proc").unwrap().flatten().all(|e| {
+        std::fs::read(e.path().join("cmdline"))
+            .map(|c| !String::from_utf8_lossy(&c).contains(marker))
+            .unwrap_or(true)
+    })
+}
+
+fn pod(tag: &str) -> (Lab, String, String) {
+    let mut lab = Lab::new(tag);
+    let (pod, _) = lab.pod(1450);
+    ip(&pod, &["link", "add", "docker0", "type", "bridge"]);
+    let dir = format!("/tmp/mtuvisor-e2e/{}", lab.prefix());
+    std::fs::create_dir_all(&dir).unwrap();
+    (lab, pod, dir)
+}
+
+#[test]
+fn command_that_does_not_exist() {
+    if !privileged("command_that_does_not_exist") {
+        return;
+    }
+    let (_lab, pod, dir) = pod("bcmd");
+    let missing = format!("{dir}/no-such-dockerd");
+    let out = run_mtuvisor(
+        &pod,
+        &["supervise", "--", &missing, "--data-root", &dir],
+        &[],
+    );
+    assert_rejected(&out, &["command not found", &missing]);
+    assert!(nothing_running_with(&dir));
+    assert_eq!(mtu(&pod, "docker0"), 1500, "nothing enforced either");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn invalid_stop_timeout() {
+    if !privileged("invalid_stop_timeout") {
+        return;
+    }
+    let (_lab, pod, dir) = pod("bstop");
+    for bad in ["forever", "0s", "-5"] {
+        let out = run_mtuvisor(
+            &pod,
+            &[
+                "supervise",
+                "--stop-timeout",
+                bad,
+                "--",
+                "dockerd",
+                "--data-root",
+                &dir,
+            ],
+            &[],
+        );
+        assert_rejected(&out, &["stop_timeout", bad]);
+    }
+    let out = run_mtuvisor(
+        &pod,
+        &["supervise", "--", "dockerd", "--data-root", &dir],
+        &[("MTUVISOR_STOP_TIMEOUT", "soon")],
+    );
+    assert_rejected(&out, &["MTUVISOR_STOP_TIMEOUT", "soon"]);
+    assert!(nothing_running_with(&dir), "no dockerd was started");
+    assert_eq!(mtu(&pod, "docker0"), 1500);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn unreachable_docker_socket() {
+    if !privileged("unreachable_docker_socket") {
+        return;
+    }
+    let (_lab, pod, dir) = pod("bdead");
+    // A socket file nobody listens on any more.
+    let path = format!("{dir}/dead.sock");
+    drop(UnixListener::bind(&path).unwrap());
+    let out = run_mtuvisor(
+        &pod,
+        &["watch", &format!("--docker-host=unix://{path}")],
+        &[],
+    );
+    assert_rejected(&out, &[&path, "Docker API"]);
+    assert_eq!(mtu(&pod, "docker0"), 1500);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn socket_that_is_not_docker() {
+    if !privileged("socket_that_is_not_docker") {
+        return;
+    }
+    let (_lab, pod, dir) = pod("bhttp");
+    let path = format!("{dir}/not-docker.sock");
+    let listener = UnixListener::bind(&path).unwrap();
+    std::thread::spawn(move || {
+        for mut conn in listener.incoming().flatten() {
+            let mut buf = [0u8; 4096];
+            let _ = conn.set_read_timeout(Some(Duration::from_secs(1)));
+            let _ = conn.read(&mut buf);
+            let _ = conn.write_all(b"HTTP/1.1 404 Not Found\r\nContent-Length: 9\r\nConnection: close\r\n\r\nnot here\n");
+        }
+    });
+    let out = run_mtuvisor(
+        &pod,
+        &["watch", &format!("--docker-host=unix://{path}")],
+        &[],
+    );
+    assert_rejected(&out, &[&path, "Docker API"]);
+    let out = run_mtuvisor(&pod, &["watch", "--docker-host=tcp://127.0.0.1:2375"], &[]);
+    assert_rejected(&out, &["docker_host", "unix://"]);
+    assert_eq!(mtu(&pod, "docker0"), 1500);
+    let _ = std::fs::remove_dir_all(&dir);
+}
