@@ -137,12 +137,18 @@ impl<N: NetOps> Engine<N> {
     }
 
     /// Checks the far ends of managed veths that live in the namespace our
-    /// namespace calls `nsid` (a container that just started or connected).
+    /// namespace calls `nsid` (a container that just started or connected),
+    /// unless they were already checked there.
     pub async fn enforce_peers_in(&mut self, nsid: i32) -> PassReport {
         let mut ports: Vec<Link> = self
             .links
             .values()
-            .filter(|l| l.peer.is_some_and(|p| p.netnsid == Some(nsid)) && self.is_managed_port(l))
+            .filter(|l| {
+                // Already checked where it is now: the netlink path got there first.
+                l.peer.is_some_and(|p| {
+                    p.netnsid == Some(nsid) && self.peer_checked.get(&l.index) != Some(&p)
+                }) && self.is_managed_port(l)
+            })
             .cloned()
             .collect();
         ports.sort_by_key(|l| l.index);
