@@ -37,13 +37,35 @@ fn nothing_running_with(marker: &str) -> bool {
     })
 }
 
-fn pod(tag: &str) -> (Lab, String, String) {
+/// A directory removed when the test ends, passed or failed.
+struct Scratch(String);
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+impl std::ops::Deref for Scratch {
+    type Target = String;
+    fn deref(&self) -> &String {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for Scratch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+fn pod(tag: &str) -> (Lab, String, Scratch) {
     let mut lab = Lab::new(tag);
     let (pod, _) = lab.pod(1450);
     ip(&pod, &["link", "add", "docker0", "type", "bridge"]);
     let dir = format!("/tmp/mtuvisor-e2e/{}", lab.prefix());
     std::fs::create_dir_all(&dir).unwrap();
-    (lab, pod, dir)
+    (lab, pod, Scratch(dir))
 }
 
 #[test]
@@ -61,7 +83,6 @@ fn command_that_does_not_exist() {
     assert_rejected(&out, &["command not found", &missing]);
     assert!(nothing_running_with(&dir));
     assert_eq!(mtu(&pod, "docker0"), 1500, "nothing enforced either");
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
@@ -94,7 +115,6 @@ fn invalid_stop_timeout() {
     assert_rejected(&out, &["MTUVISOR_STOP_TIMEOUT", "soon"]);
     assert!(nothing_running_with(&dir), "no dockerd was started");
     assert_eq!(mtu(&pod, "docker0"), 1500);
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
@@ -113,7 +133,6 @@ fn unreachable_docker_socket() {
     );
     assert_rejected(&out, &[&path, "Docker API"]);
     assert_eq!(mtu(&pod, "docker0"), 1500);
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
@@ -141,5 +160,4 @@ fn socket_that_is_not_docker() {
     let out = run_mtuvisor(&pod, &["watch", "--docker-host=tcp://127.0.0.1:2375"], &[]);
     assert_rejected(&out, &["docker_host", "unix://"]);
     assert_eq!(mtu(&pod, "docker0"), 1500);
-    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -344,13 +344,21 @@ fn unmount_under(dir: &Path) {
 }
 
 /// A root file system of Debian's static busybox, as a tar for
-/// `docker import`; built once per test process.
+/// `docker import`: built once, shared by every test process (written to a
+/// temporary name, then renamed, so that a reader never sees half a tar).
 fn busybox_tar() -> &'static Path {
     static TAR: OnceLock<PathBuf> = OnceLock::new();
     TAR.get_or_init(|| {
-        let root = PathBuf::from(format!("/tmp/mtuvisor-e2e/busybox-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&root);
-        let fs = root.join("rootfs");
+        let tar = PathBuf::from("/tmp/mtuvisor-e2e/busybox.tar");
+        if tar.exists() {
+            return tar;
+        }
+        let work = PathBuf::from(format!(
+            "/tmp/mtuvisor-e2e/busybox-build-{}",
+            std::process::id()
+        ));
+        let _ = std::fs::remove_dir_all(&work);
+        let fs = work.join("rootfs");
         for d in ["bin", "etc", "tmp", "proc", "sys", "dev"] {
             std::fs::create_dir_all(fs.join(d)).unwrap();
         }
@@ -360,15 +368,17 @@ fn busybox_tar() -> &'static Path {
         ] {
             std::os::unix::fs::symlink("busybox", fs.join("bin").join(applet)).unwrap();
         }
-        let tar = root.join("busybox.tar");
+        let partial = work.join("busybox.tar");
         super::sh(&[
             "tar",
             "-C",
             fs.to_str().unwrap(),
             "-cf",
-            tar.to_str().unwrap(),
+            partial.to_str().unwrap(),
             ".",
         ]);
+        std::fs::rename(&partial, &tar).unwrap();
+        let _ = std::fs::remove_dir_all(&work);
         tar
     })
 }
