@@ -248,7 +248,18 @@ impl<N: NetOps> Engine<N> {
             self.enforce_link(port).await;
             return;
         };
-        if !force_peer && self.peer_checked.get(&port.index) == Some(&peer) {
+        let checked = self.peer_checked.get(&port.index).copied();
+        if !force_peer && checked == Some(peer) {
+            self.enforce_link(port).await;
+            return;
+        }
+        // dockerd just moved a far end we checked here into the container.
+        // A move keeps the MTU, so it is not looked at again now: entering
+        // the container's namespace waits behind dockerd's own RTNL work
+        // (tens of ms per container under load) and would hold up the next
+        // veths' clamps. The periodic sweep still checks it there.
+        if !force_peer && checked.is_some_and(|c| c.netnsid.is_none()) && peer.netnsid.is_some() {
+            self.peer_checked.insert(port.index, peer);
             self.enforce_link(port).await;
             return;
         }
@@ -686,6 +697,27 @@ mod tests {
             })
             .await;
         assert_eq!(engine.net().sets(), vec![("vethB".into(), 1450)]);
+    }
+
+    #[tokio::test]
+    async fn a_far_end_checked_here_is_not_checked_again_when_it_moves() {
+        let mut engine = Engine::new(pod(), BridgeMatcher::default(), 1450);
+        engine.sweep().await.unwrap();
+        let host = veth(10, "vethB", 1500, Some(3), 11, None);
+        engine.net().add(veth(11, "vethC", 1500, None, 10, None));
+        engine.net().add(host.clone());
+        engine
+            .on_link_changed(veth(11, "vethC", 1500, None, 10, None))
+            .await;
+        engine.on_link_changed(host.clone()).await;
+        engine.net().sets();
+        // Moved: the far end now sits in nsid 4, which FakeNet does not
+        // know; a look there would panic.
+        let moved = veth(10, "vethB", 1450, Some(3), 2, Some(4));
+        engine.net().add(moved.clone());
+        engine.on_link_removed(11);
+        engine.on_link_changed(moved).await;
+        assert!(engine.net().sets().is_empty());
     }
 
     #[tokio::test]
