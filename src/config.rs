@@ -8,6 +8,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::firewall::{BackendChoice, MssMode};
+
 /// The file read when `--config` is not given, if it exists.
 pub const DEFAULT_CONFIG_FILE: &str = "/etc/mtuvisor/config.toml";
 
@@ -89,6 +91,12 @@ pub struct Settings {
     pub stop_timeout: Duration,
     /// `supervise`: restarts before giving up; `None` for unlimited.
     pub max_restarts: Option<u32>,
+    /// TCP MSS clamping of forwarded SYNs.
+    pub mss: MssMode,
+    pub mss_origin: Origin,
+    pub mss_backend: BackendChoice,
+    /// Leave the MSS rules in place on a clean stop.
+    pub mss_keep_on_exit: bool,
 }
 
 impl Default for Settings {
@@ -107,6 +115,10 @@ impl Default for Settings {
             // Under Kubernetes' default 30 s grace period.
             stop_timeout: Duration::from_secs(25),
             max_restarts: None,
+            mss: MssMode::Pmtu,
+            mss_origin: Origin::Default,
+            mss_backend: BackendChoice::Auto,
+            mss_keep_on_exit: false,
         }
     }
 }
@@ -121,6 +133,7 @@ pub struct Flags {
     pub docker_host: Option<String>,
     pub stop_timeout: Option<String>,
     pub max_restarts: Option<String>,
+    pub mss: Option<String>,
 }
 
 /// One layer as read: every key optional, unknown keys rejected.
@@ -135,6 +148,10 @@ struct Layer {
     docker_host: Option<String>,
     stop_timeout: Option<String>,
     max_restarts: Option<String>,
+    /// `"pmtu"`, `"off"`, a number, or a `[mss]` table.
+    mss: Option<config::Value>,
+    mss_backend: Option<String>,
+    mss_keep_on_exit: Option<String>,
 }
 
 const KNOWN_KEYS: &[&str] = &[
@@ -146,6 +163,9 @@ const KNOWN_KEYS: &[&str] = &[
     "docker_host",
     "stop_timeout",
     "max_restarts",
+    "mss",
+    "mss_backend",
+    "mss_keep_on_exit",
 ];
 
 /// A list in TOML, or a comma-separated string in the environment.
@@ -199,6 +219,7 @@ impl Settings {
             docker_host: flags.docker_host.clone(),
             stop_timeout: flags.stop_timeout.clone(),
             max_restarts: flags.max_restarts.clone(),
+            mss: flags.mss.clone().map(config::Value::from),
             ..Layer::default()
         };
         settings.apply(flag_layer, &|key| Origin::Flag(flag_name(key)))?;
@@ -241,7 +262,65 @@ impl Settings {
         if let Some(v) = layer.max_restarts {
             self.max_restarts = parse_max_restarts(&v, origin("max_restarts"))?;
         }
+        if let Some(v) = layer.mss {
+            self.apply_mss(v, origin("mss"))?;
+        }
+        if let Some(v) = layer.mss_backend {
+            self.mss_backend = parse_backend(&v, origin("mss_backend"))?;
+        }
+        if let Some(v) = layer.mss_keep_on_exit {
+            self.mss_keep_on_exit = parse_bool(&v, "mss_keep_on_exit", origin("mss_keep_on_exit"))?;
+        }
         Ok(())
+    }
+
+    /// `mss = "pmtu"`, or `[mss]` with `mode`, `backend`, `keep_on_exit`.
+    fn apply_mss(&mut self, value: config::Value, origin: Origin) -> Result<(), ConfigError> {
+        let config::ValueKind::Table(table) = value.kind.clone() else {
+            let text = value.into_string().unwrap_or_default();
+            self.mss = parse_mss(&text, origin.clone())?;
+            self.mss_origin = origin;
+            return Ok(());
+        };
+        for (key, v) in table {
+            let text = v.into_string().unwrap_or_default();
+            match key.as_str() {
+                "mode" => {
+                    self.mss = parse_mss(&text, origin.clone())?;
+                    self.mss_origin = origin.clone();
+                }
+                "backend" => self.mss_backend = parse_backend(&text, origin.clone())?,
+                "keep_on_exit" => {
+                    self.mss_keep_on_exit = parse_bool(&text, "mss.keep_on_exit", origin.clone())?
+                }
+                other => {
+                    return Err(ConfigError::UnknownKey {
+                        path: origin.to_string(),
+                        key: format!("mss.{other}"),
+                        known: "mss.mode, mss.backend, mss.keep_on_exit".into(),
+                    })
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// A fixed MSS must fit the target MTU (40 bytes of IPv4 and TCP
+    /// headers); checked once the target is known, before anything is
+    /// touched.
+    pub fn check_mss_for_mtu(&self, mtu: u32) -> Result<(), ConfigError> {
+        match self.mss {
+            MssMode::Fixed(n) if u32::from(n) + 40 > mtu => Err(ConfigError::Invalid {
+                key: "mss",
+                value: n.to_string(),
+                origin: self.mss_origin.clone(),
+                expected: format!(
+                    "a fixed MSS must be at most the MTU ({mtu}) minus 40, {}",
+                    mtu - 40
+                ),
+            }),
+            _ => Ok(()),
+        }
     }
 
     /// The check that needs the namespace: an MTU below 1280 cannot carry
@@ -335,6 +414,9 @@ fn env_var_name(key: &str) -> &'static str {
         "docker_host" => "MTUVISOR_DOCKER_HOST",
         "stop_timeout" => "MTUVISOR_STOP_TIMEOUT",
         "max_restarts" => "MTUVISOR_MAX_RESTARTS",
+        "mss" => "MTUVISOR_MSS",
+        "mss_backend" => "MTUVISOR_MSS_BACKEND",
+        "mss_keep_on_exit" => "MTUVISOR_MSS_KEEP_ON_EXIT",
         _ => unreachable!("not a setting: {key}"),
     }
 }
@@ -347,6 +429,7 @@ fn flag_name(key: &str) -> &'static str {
         "docker_host" => "--docker-host",
         "stop_timeout" => "--stop-timeout",
         "max_restarts" => "--max-restarts",
+        "mss" => "--mss",
         _ => unreachable!("no flag for {key}"),
     }
 }
@@ -434,6 +517,57 @@ fn parse_docker_host(value: &str, origin: Origin) -> Result<Option<PathBuf>, Con
             value: value.to_string(),
             origin,
             expected: "expected unix:///absolute/path/to/docker.sock".into(),
+        }),
+    }
+}
+
+pub const MIN_MSS: u16 = 536;
+pub const MAX_MSS: u16 = 65495;
+
+fn parse_mss(value: &str, origin: Origin) -> Result<MssMode, ConfigError> {
+    let v = value.trim();
+    match v {
+        "pmtu" => return Ok(MssMode::Pmtu),
+        "off" => return Ok(MssMode::Off),
+        _ => {}
+    }
+    match v.parse::<u16>() {
+        Ok(n) if (MIN_MSS..=MAX_MSS).contains(&n) => Ok(MssMode::Fixed(n)),
+        _ => Err(ConfigError::Invalid {
+            key: "mss",
+            value: value.to_string(),
+            origin,
+            expected: format!(
+                "expected \"pmtu\", \"off\" or a whole number from {MIN_MSS} to {MAX_MSS}"
+            ),
+        }),
+    }
+}
+
+fn parse_backend(value: &str, origin: Origin) -> Result<BackendChoice, ConfigError> {
+    match value.trim() {
+        "auto" => Ok(BackendChoice::Auto),
+        "iptables" | "iptables-nft" => Ok(BackendChoice::IptablesNft),
+        "iptables-legacy" => Ok(BackendChoice::IptablesLegacy),
+        "nftables" | "nft" => Ok(BackendChoice::Nftables),
+        _ => Err(ConfigError::Invalid {
+            key: "mss_backend",
+            value: value.to_string(),
+            origin,
+            expected: "expected auto, iptables, iptables-legacy or nftables".into(),
+        }),
+    }
+}
+
+fn parse_bool(value: &str, key: &'static str, origin: Origin) -> Result<bool, ConfigError> {
+    match value.trim() {
+        "true" | "1" | "yes" => Ok(true),
+        "false" | "0" | "no" => Ok(false),
+        _ => Err(ConfigError::Invalid {
+            key,
+            value: value.to_string(),
+            origin,
+            expected: "expected true or false".into(),
         }),
     }
 }
@@ -598,6 +732,44 @@ mod tests {
         assert_eq!(parse_interval("15", o()).unwrap(), Duration::from_secs(15));
         assert!(parse_interval("0s", o()).is_err());
         assert!(parse_interval("1y", o()).is_err());
+    }
+
+    #[test]
+    fn mss_settings() {
+        let f = file("[mss]\nmode = 1360\nbackend = \"nftables\"\nkeep_on_exit = true\n");
+        let flags = Flags {
+            config: Some(f.0.clone()),
+            ..Flags::default()
+        };
+        let s = load(&flags, &[]).unwrap();
+        assert_eq!(s.mss, MssMode::Fixed(1360));
+        assert_eq!(s.mss_backend, BackendChoice::Nftables);
+        assert!(s.mss_keep_on_exit);
+        assert!(s.check_mss_for_mtu(1400).is_ok());
+        assert!(s.check_mss_for_mtu(1399).is_err());
+        let s = load(&Flags::default(), &[("MTUVISOR_MSS", "off")]).unwrap();
+        assert_eq!(s.mss, MssMode::Off);
+        let f = file("mss = \"pmtu\"\n");
+        let flags = Flags {
+            config: Some(f.0.clone()),
+            ..Flags::default()
+        };
+        assert_eq!(load(&flags, &[]).unwrap().mss, MssMode::Pmtu);
+        for bad in ["20", "sometimes", "70000"] {
+            let err = load(&Flags::default(), &[("MTUVISOR_MSS", bad)])
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("mss") && err.contains(bad), "{err}");
+        }
+        let f = file("[mss]\nmodee = \"pmtu\"\n");
+        let flags = Flags {
+            config: Some(f.0.clone()),
+            ..Flags::default()
+        };
+        assert!(load(&flags, &[])
+            .unwrap_err()
+            .to_string()
+            .contains("mss.modee"));
     }
 
     #[test]

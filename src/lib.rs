@@ -7,5 +7,6 @@ pub mod detect;
 pub mod docker;
 pub mod enforce;
 pub mod error;
+pub mod firewall;
 pub mod logging;
 pub mod netlink;

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use clap::Args;
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, watch};
 use tracing::{error, info, warn};
 
 use crate::config::{Flags, MtuSetting, Settings};
@@ -31,6 +31,10 @@ pub struct SuperviseArgs {
     #[arg(long, value_name = "DURATION", allow_hyphen_values = true)]
     stop_timeout: Option<String>,
 
+    /// TCP MSS clamping: pmtu (default), off, or a fixed MSS [env: MTUVISOR_MSS].
+    #[arg(long, value_name = "pmtu|off|N", allow_hyphen_values = true)]
+    mss: Option<String>,
+
     /// Restarts before giving up: a number or `unlimited` (default) [env: MTUVISOR_MAX_RESTARTS].
     #[arg(long, value_name = "N|unlimited", allow_hyphen_values = true)]
     max_restarts: Option<String>,
@@ -46,6 +50,7 @@ impl SuperviseArgs {
         flags.reconcile_interval = self.reconcile_interval.clone();
         flags.stop_timeout = self.stop_timeout.clone();
         flags.max_restarts = self.max_restarts.clone();
+        flags.mss = self.mss.clone();
     }
 }
 
@@ -97,25 +102,40 @@ pub fn run(mut settings: Settings, args: SuperviseArgs) -> Result<i32, Error> {
     info!(target_mtu = mtu, socket = %socket.display(), "supervising dockerd");
     let code = rt.block_on(async move {
         let (ready_tx, ready_rx) = oneshot::channel();
-        let enforcement = enforce_forever(settings, socket, ready_tx);
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let enforcement = enforce_until_stopped(settings, socket, ready_tx, stop_rx);
         let gate = async {
             let _ = ready_rx.await;
         };
         let supervision = supervisor::supervise(supervisor_config, signals, gate);
         tokio::pin!(enforcement);
-        tokio::select! {
+        let code = tokio::select! {
             code = supervision => code,
-            () = &mut enforcement => unreachable!("enforcement runs until dropped"),
+            () = &mut enforcement => unreachable!("enforcement runs until told to stop"),
+        };
+        // dockerd is gone: let enforcement clean up (MSS rules) and end.
+        let _ = stop_tx.send(true);
+        if tokio::time::timeout(std::time::Duration::from_secs(10), enforcement)
+            .await
+            .is_err()
+        {
+            warn!("enforcement did not stop within 10s");
         }
+        code
     });
     Ok(code)
 }
 
 /// Enforcement must outlive a failure: dockerd keeps running either way, and
 /// links created meanwhile are caught by the next start's sweep.
-async fn enforce_forever(settings: Settings, socket: PathBuf, ready: oneshot::Sender<()>) {
+async fn enforce_until_stopped(
+    settings: Settings,
+    socket: PathBuf,
+    ready: oneshot::Sender<()>,
+    mut stop: watch::Receiver<bool>,
+) {
     let mut ready = Some(ready);
-    loop {
+    while !*stop.borrow() {
         let (tx, rx) = oneshot::channel();
         let options = Options {
             docker_socket: Some(socket.clone()),
@@ -129,14 +149,19 @@ async fn enforce_forever(settings: Settings, socket: PathBuf, ready: oneshot::Se
                 }
             }
         };
-        let (result, ()) = tokio::join!(
-            enforce::run(settings.clone(), options, std::future::pending()),
-            forward
-        );
-        if let Err(e) = result {
-            error!(error = %e, "enforcement stopped; restarting it in 1s");
+        let mut stop_here = stop.clone();
+        let shutdown = async move {
+            let _ = stop_here.wait_for(|stopped| *stopped).await;
+        };
+        let (result, ()) = tokio::join!(enforce::run(settings.clone(), options, shutdown), forward);
+        match result {
+            Ok(()) => return,
+            Err(e) => error!(error = %e, "enforcement stopped; restarting it in 1s"),
         }
-        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+        tokio::select! {
+            () = tokio::time::sleep(std::time::Duration::from_secs(1)) => {}
+            _ = stop.wait_for(|stopped| *stopped) => return,
+        }
     }
 }
 

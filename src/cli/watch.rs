@@ -28,6 +28,10 @@ pub struct WatchArgs {
     #[arg(long, value_name = "DURATION", allow_hyphen_values = true)]
     reconcile_interval: Option<String>,
 
+    /// TCP MSS clamping: pmtu (default), off, or a fixed MSS [env: MTUVISOR_MSS].
+    #[arg(long, value_name = "pmtu|off|N", allow_hyphen_values = true)]
+    mss: Option<String>,
+
     /// Follow this dockerd's API too, e.g. unix:///var/run/docker.sock
     /// [env: MTUVISOR_DOCKER_HOST]. A socket that does not exist yet is waited for.
     #[arg(long, value_name = "unix:///PATH")]
@@ -39,6 +43,7 @@ impl WatchArgs {
         flags.mtu = self.mtu.clone();
         flags.reconcile_interval = self.reconcile_interval.clone();
         flags.docker_host = self.docker_host.clone();
+        flags.mss = self.mss.clone();
     }
 }
 

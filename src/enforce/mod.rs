@@ -18,6 +18,7 @@ use crate::config::{MtuSetting, Settings};
 use crate::detect::{detect_outer_mtu, DetectError, OuterMtu};
 use crate::docker::{self, DockerUpdate};
 use crate::error::Error;
+use crate::firewall::MssClamp;
 use crate::netlink::{NetEvent, NetMonitor, NetnsResolver, Rtnl, RtnlClient};
 
 /// Where the target MTU comes from.
@@ -75,6 +76,14 @@ pub async fn run(
             last: detect_outer_mtu(&rtnl).await?,
         },
     };
+    // Everything checked before anything is said or touched.
+    settings.check_mss_for_mtu(source.target())?;
+    let mss = MssClamp::prepare(
+        settings.mss,
+        settings.mss_backend,
+        settings.mss_keep_on_exit,
+    )
+    .map_err(|e| Error::BadInput(e.to_string()))?;
     match &source {
         TargetSource::Fixed(n) => info!(
             target_mtu = n,
@@ -97,6 +106,9 @@ pub async fn run(
         source.target(),
     );
     engine.sweep().await?;
+    if let Some(mss) = &mss {
+        mss.ensure().await;
+    }
     if let Some(ready) = options.ready {
         let _ = ready.send(());
     }
@@ -114,6 +126,9 @@ pub async fn run(
             biased;
             () = &mut shutdown => {
                 info!("stopping");
+                if let Some(mss) = &mss {
+                    mss.finish().await;
+                }
                 return Ok(());
             }
             event = monitor.next() => {
@@ -156,11 +171,20 @@ pub async fn run(
                         Err(e) => debug!(%container, error = %e, "cannot look into the sandbox"),
                     }
                 }
-                DockerUpdate::Resynced => sweep_logged(&mut engine).await,
+                DockerUpdate::Resynced => {
+                    sweep_logged(&mut engine).await;
+                    // dockerd (re)started: it may have rebuilt its tables.
+                    if let Some(mss) = &mss {
+                        mss.ensure().await;
+                    }
+                }
             },
             _ = reconcile.tick() => {
                 follow_outer(&mut source, &mut engine, &rtnl).await;
                 sweep_logged(&mut engine).await;
+                if let Some(mss) = &mss {
+                    mss.ensure().await;
+                }
             }
         }
     }
