@@ -97,6 +97,9 @@ pub struct Settings {
     pub mss_backend: BackendChoice,
     /// Leave the MSS rules in place on a clean stop.
     pub mss_keep_on_exit: bool,
+    /// Keep managed links at or below the target (default). Off leaves MSS
+    /// clamping as the only protection.
+    pub enforce_mtu: bool,
 }
 
 impl Default for Settings {
@@ -119,6 +122,7 @@ impl Default for Settings {
             mss_origin: Origin::Default,
             mss_backend: BackendChoice::Auto,
             mss_keep_on_exit: false,
+            enforce_mtu: true,
         }
     }
 }
@@ -152,6 +156,7 @@ struct Layer {
     mss: Option<config::Value>,
     mss_backend: Option<String>,
     mss_keep_on_exit: Option<String>,
+    enforce_mtu: Option<String>,
 }
 
 const KNOWN_KEYS: &[&str] = &[
@@ -166,6 +171,7 @@ const KNOWN_KEYS: &[&str] = &[
     "mss",
     "mss_backend",
     "mss_keep_on_exit",
+    "enforce_mtu",
 ];
 
 /// A list in TOML, or a comma-separated string in the environment.
@@ -267,6 +273,9 @@ impl Settings {
         }
         if let Some(v) = layer.mss_backend {
             self.mss_backend = parse_backend(&v, origin("mss_backend"))?;
+        }
+        if let Some(v) = layer.enforce_mtu {
+            self.enforce_mtu = parse_bool(&v, "enforce_mtu", origin("enforce_mtu"))?;
         }
         if let Some(v) = layer.mss_keep_on_exit {
             self.mss_keep_on_exit = parse_bool(&v, "mss_keep_on_exit", origin("mss_keep_on_exit"))?;
@@ -417,6 +426,7 @@ fn env_var_name(key: &str) -> &'static str {
         "mss" => "MTUVISOR_MSS",
         "mss_backend" => "MTUVISOR_MSS_BACKEND",
         "mss_keep_on_exit" => "MTUVISOR_MSS_KEEP_ON_EXIT",
+        "enforce_mtu" => "MTUVISOR_ENFORCE_MTU",
         _ => unreachable!("not a setting: {key}"),
     }
 }

@@ -83,7 +83,13 @@ pub fn run(mut settings: Settings, args: SuperviseArgs) -> Result<i32, Error> {
         }
     }
     let version = dockerd_version(&program, &command[0]);
-    let full = dockerd_args(&command, mtu, version);
+    // With MTU enforcement off (MSS clamping only), dockerd's MTU is left
+    // as the user gave it.
+    let full = if settings.enforce_mtu {
+        dockerd_args(&command, mtu, version)
+    } else {
+        command.clone()
+    };
     let socket = docker_socket(&full);
     // Sandboxes of this dockerd live under its exec-root.
     settings

@@ -105,7 +105,12 @@ pub async fn run(
         BridgeMatcher::new(settings.bridge_patterns.clone()),
         source.target(),
     );
-    engine.sweep().await?;
+    let enforce_mtu = settings.enforce_mtu;
+    if enforce_mtu {
+        engine.sweep().await?;
+    } else {
+        info!("MTU enforcement disabled by configuration; MSS clamping only");
+    }
     if let Some(mss) = &mss {
         mss.ensure().await;
     }
@@ -131,7 +136,7 @@ pub async fn run(
                 }
                 return Ok(());
             }
-            event = monitor.next() => {
+            event = monitor.next(), if enforce_mtu => {
                 let Some(event) = event else {
                     return Err(Error::MonitorClosed);
                 };
@@ -159,6 +164,7 @@ pub async fn run(
                 }
             }
             Some(update) = docker_rx.recv() => match update {
+                DockerUpdate::Bridges(_) | DockerUpdate::Sandbox { .. } if !enforce_mtu => {}
                 DockerUpdate::Bridges(names) => {
                     engine.set_docker_bridges(names).await;
                 }
@@ -172,7 +178,9 @@ pub async fn run(
                     }
                 }
                 DockerUpdate::Resynced => {
-                    sweep_logged(&mut engine).await;
+                    if enforce_mtu {
+                        sweep_logged(&mut engine).await;
+                    }
                     // dockerd (re)started: it may have rebuilt its tables.
                     if let Some(mss) = &mss {
                         mss.ensure().await;
@@ -180,8 +188,10 @@ pub async fn run(
                 }
             },
             _ = reconcile.tick() => {
-                follow_outer(&mut source, &mut engine, &rtnl).await;
-                sweep_logged(&mut engine).await;
+                if enforce_mtu {
+                    follow_outer(&mut source, &mut engine, &rtnl).await;
+                    sweep_logged(&mut engine).await;
+                }
                 if let Some(mss) = &mss {
                     mss.ensure().await;
                 }

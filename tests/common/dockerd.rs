@@ -42,6 +42,8 @@ pub fn require_docker(test: &str) -> bool {
 pub struct DockerLab {
     pub lab: Lab,
     pub pod: String,
+    /// The namespace at the other end of the pod's eth0.
+    pub router: String,
     pub dir: PathBuf,
     pub socket: PathBuf,
     pub exec_root: PathBuf,
@@ -58,13 +60,14 @@ impl DockerLab {
     pub fn new(tag: &str) -> DockerLab {
         let one = ONE_DAEMON.lock().unwrap_or_else(|e| e.into_inner());
         let mut lab = Lab::new(tag);
-        let (pod, _) = lab.pod(OUTER_MTU);
+        let (pod, router) = lab.pod(OUTER_MTU);
         let dir = PathBuf::from(format!("/tmp/mtuvisor-e2e/{}", lab.prefix()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
         DockerLab {
             lab,
             pod,
+            router,
             socket: dir.join("docker.sock"),
             exec_root: dir.join("exec"),
             data_root: dir.join("data"),
@@ -125,9 +128,14 @@ impl DockerLab {
 
     /// `mtuvisor watch --docker-host` beside the dockerd.
     pub fn start_sidecar(&mut self) -> usize {
+        self.start_sidecar_with(&[], &[])
+    }
+
+    pub fn start_sidecar_with(&mut self, args: &[&str], env: &[(&str, &str)]) -> usize {
         let mut cmd = mtuvisor_in(&self.pod);
         cmd.arg("watch")
             .arg(format!("--docker-host=unix://{}", self.socket.display()));
+        cmd.args(args).envs(env.iter().copied());
         cmd.env("MTUVISOR_NETNS_DIRS", self.exec_root.join("netns"));
         cmd.env("MTUVISOR_LOG", "debug")
             .stdout(self.log_file())
@@ -349,7 +357,7 @@ fn unmount_under(dir: &Path) {
 fn busybox_tar() -> &'static Path {
     static TAR: OnceLock<PathBuf> = OnceLock::new();
     TAR.get_or_init(|| {
-        let tar = PathBuf::from("/tmp/mtuvisor-e2e/busybox.tar");
+        let tar = PathBuf::from("/tmp/mtuvisor-e2e/busybox-v2.tar");
         if tar.exists() {
             return tar;
         }

@@ -20,6 +20,7 @@ use netlink_packet_route::RouteNetlinkMessage;
 use netlink_sys::{protocols::NETLINK_ROUTE, Socket, SocketAddr};
 use nix::sched::{setns, CloneFlags};
 
+pub mod blackhole;
 pub mod dockerd;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_mtuvisor");

@@ -1,0 +1,317 @@
+//! The PMTU black hole users hit, made reproducible: a server (MTU 1500)
+//! behind a router whose link to the pod has a smaller MTU and which drops
+//! the ICMP "fragmentation needed" it would send, and the pod with dockerd.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use super::dockerd::{DockerLab, IMAGE};
+use super::{eventually, ip, sh};
+
+pub const SERVER: &str = "198.51.100.10";
+pub const BIG: &str = "8mb.bin";
+const BIG_BYTES: usize = 8 << 20;
+
+pub struct BlackHole {
+    pub d: DockerLab,
+    pub server: String,
+}
+
+fn in_ns(netns: &str, args: &[&str]) -> Command {
+    let mut cmd = Command::new("nsenter");
+    cmd.arg(format!("--net=/run/netns/{netns}")).args(args);
+    cmd
+}
+
+fn run_in(netns: &str, args: &[&str]) {
+    let out = in_ns(netns, args).output().expect("nsenter");
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+impl BlackHole {
+    /// `router_to_pod_mtu`: the MTU of the router's link toward the pod
+    /// (1450 like the pod's eth0, or smaller for a bottleneck beyond it).
+    pub fn new(tag: &str, router_to_pod_mtu: u32) -> BlackHole {
+        let mut d = DockerLab::new(tag);
+        let router = d.router.clone();
+        ip(
+            &router,
+            &[
+                "link",
+                "set",
+                "down0",
+                "mtu",
+                &router_to_pod_mtu.to_string(),
+            ],
+        );
+        let server = d.lab.netns("srv");
+        ip(
+            &server,
+            &[
+                "link", "add", "s0", "type", "veth", "peer", "name", "up0", "netns", &router,
+            ],
+        );
+        ip(&server, &["link", "set", "s0", "mtu", "1500", "up"]);
+        ip(&router, &["link", "set", "up0", "mtu", "1500", "up"]);
+        ip(
+            &server,
+            &["addr", "add", &format!("{SERVER}/24"), "dev", "s0"],
+        );
+        ip(&router, &["addr", "add", "198.51.100.1/24", "dev", "up0"]);
+        ip(&server, &["route", "add", "default", "via", "198.51.100.1"]);
+        run_in(&router, &["sysctl", "-qw", "net.ipv4.ip_forward=1"]);
+        // The black hole: the router cannot say "fragmentation needed".
+        run_in(
+            &router,
+            &[
+                "iptables",
+                "-A",
+                "OUTPUT",
+                "-p",
+                "icmp",
+                "--icmp-type",
+                "fragmentation-needed",
+                "-j",
+                "DROP",
+            ],
+        );
+
+        let www = d.dir.join("www");
+        std::fs::create_dir_all(&www).unwrap();
+        let data: Vec<u8> = (0..BIG_BYTES)
+            .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+            .collect();
+        std::fs::write(www.join(BIG), data).unwrap();
+        std::fs::write(www.join("small.txt"), "hello\n").unwrap();
+        let pki = pki();
+        let mut httpd = in_ns(
+            &server,
+            &[
+                "busybox",
+                "httpd",
+                "-f",
+                "-p",
+                "80",
+                "-h",
+                www.to_str().unwrap(),
+            ],
+        );
+        httpd.stdout(Stdio::null()).stderr(Stdio::null());
+        d.lab.spawn(httpd);
+        let mut tls = in_ns(
+            &server,
+            &[
+                "openssl",
+                "s_server",
+                "-quiet",
+                "-accept",
+                "443",
+                "-WWW",
+                "-cert",
+                pki.join("leaf.crt").to_str().unwrap(),
+                "-key",
+                pki.join("leaf.key").to_str().unwrap(),
+                "-cert_chain",
+                pki.join("chain.pem").to_str().unwrap(),
+                // busybox's own TLS (the image has no openssl for wget to
+                // hand over to) signs only with SHA-1, which OpenSSL 3
+                // refuses at its default level. The chain sent is still the
+                // full three RSA-4096 certificates.
+                "-cipher",
+                "DEFAULT:@SECLEVEL=0",
+            ],
+        );
+        tls.current_dir(&www)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        d.lab.spawn(tls);
+        // Up when the router itself (no bottleneck on its side) can fetch.
+        let up = eventually(Duration::from_secs(10), || {
+            [
+                "http://198.51.100.10/small.txt",
+                "https://198.51.100.10/small.txt",
+            ]
+            .iter()
+            .all(|url| {
+                in_ns(
+                    &router,
+                    &[
+                        "busybox",
+                        "wget",
+                        "--no-check-certificate",
+                        "-q",
+                        "-O",
+                        "/dev/null",
+                        url,
+                    ],
+                )
+                .status()
+                .is_ok_and(|s| s.success())
+            })
+        });
+        assert!(up, "lab servers did not come up");
+        BlackHole { d, server }
+    }
+
+    /// From a fresh container on `network`: fetch `url` within `limit`.
+    /// `--init`: a wget that is PID 1 would ignore the timeout's signal.
+    /// Returns how long it took, or `None` when it stalled or failed.
+    pub fn fetch(&self, network: &str, url: &str, limit: Duration) -> Option<Duration> {
+        let secs = limit.as_secs().to_string();
+        let start = Instant::now();
+        let out = self.d.docker(&[
+            "run",
+            "--rm",
+            "--init",
+            "--network",
+            network,
+            IMAGE,
+            "timeout",
+            "-s",
+            "KILL",
+            &secs,
+            "wget",
+            "--no-check-certificate",
+            "-q",
+            "-O",
+            "/dev/null",
+            url,
+        ]);
+        if !out.status.success() {
+            eprintln!(
+                "fetch {url} on {network}: {:?} after {:?}: {}",
+                out.status.code(),
+                start.elapsed(),
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+        }
+        out.status.success().then(|| start.elapsed())
+    }
+
+    pub fn http_big(&self) -> String {
+        format!("http://{SERVER}/{BIG}")
+    }
+
+    /// The handshake is what stalls: the server's certificate chain spans
+    /// several full-size packets.
+    pub fn https_small(&self) -> String {
+        format!("https://{SERVER}/small.txt")
+    }
+}
+
+/// A chain of three RSA-4096 certificates (root, intermediate, leaf),
+/// made once and shared by every test process.
+fn pki() -> &'static Path {
+    static PKI: OnceLock<PathBuf> = OnceLock::new();
+    PKI.get_or_init(|| {
+        let dir = PathBuf::from("/tmp/mtuvisor-e2e/pki-rsa4096-v1");
+        if dir.join("chain.pem").exists() {
+            return dir;
+        }
+        let work = PathBuf::from(format!(
+            "/tmp/mtuvisor-e2e/pki-build-{}",
+            std::process::id()
+        ));
+        let _ = std::fs::remove_dir_all(&work);
+        std::fs::create_dir_all(&work).unwrap();
+        let w = |f: &str| work.join(f).to_str().unwrap().to_string();
+        std::fs::write(work.join("ca.ext"), "basicConstraints=critical,CA:TRUE\n").unwrap();
+        let days = "3650";
+        sh(&[
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:4096",
+            "-nodes",
+            "-keyout",
+            &w("root.key"),
+            "-out",
+            &w("root.crt"),
+            "-subj",
+            "/CN=mtuvisor-test-root",
+            "-days",
+            days,
+            "-addext",
+            "basicConstraints=critical,CA:TRUE",
+        ]);
+        sh(&[
+            "openssl",
+            "req",
+            "-newkey",
+            "rsa:4096",
+            "-nodes",
+            "-keyout",
+            &w("int.key"),
+            "-out",
+            &w("int.csr"),
+            "-subj",
+            "/CN=mtuvisor-test-intermediate",
+        ]);
+        sh(&[
+            "openssl",
+            "x509",
+            "-req",
+            "-in",
+            &w("int.csr"),
+            "-CA",
+            &w("root.crt"),
+            "-CAkey",
+            &w("root.key"),
+            "-CAcreateserial",
+            "-out",
+            &w("int.crt"),
+            "-days",
+            days,
+            "-extfile",
+            &w("ca.ext"),
+        ]);
+        sh(&[
+            "openssl",
+            "req",
+            "-newkey",
+            "rsa:4096",
+            "-nodes",
+            "-keyout",
+            &w("leaf.key"),
+            "-out",
+            &w("leaf.csr"),
+            "-subj",
+            &format!("/CN={SERVER}"),
+        ]);
+        sh(&[
+            "openssl",
+            "x509",
+            "-req",
+            "-in",
+            &w("leaf.csr"),
+            "-CA",
+            &w("int.crt"),
+            "-CAkey",
+            &w("int.key"),
+            "-CAcreateserial",
+            "-out",
+            &w("leaf.crt"),
+            "-days",
+            days,
+        ]);
+        let chain = std::fs::read_to_string(work.join("int.crt")).unwrap()
+            + &std::fs::read_to_string(work.join("root.crt")).unwrap();
+        std::fs::write(work.join("chain.pem"), chain).unwrap();
+        match std::fs::rename(&work, &dir) {
+            Ok(()) => {}
+            // Another test process made it first.
+            Err(_) => {
+                let _ = std::fs::remove_dir_all(&work);
+            }
+        }
+        dir
+    })
+}
