@@ -22,6 +22,7 @@ need /usr/bin/docker docker.io
 need docker-compose docker-compose
 need iptables iptables
 need nft nftables
+need openssl openssl
 # The static build: the dynamic one cannot run inside the imported image.
 if ! [ -x /bin/busybox ] || ldd /bin/busybox >/dev/null 2>&1; then missing+=(busybox-static); fi
 

@@ -195,6 +195,47 @@ impl BlackHole {
         out.status.success().then(|| start.elapsed())
     }
 
+    /// One container downloading `url` `count` times in a row, timed
+    /// inside the container (`/proc/uptime`, 10 ms steps) so that neither
+    /// its start nor the network's set-up is counted: the time per download.
+    pub fn download_time(
+        &self,
+        network: &str,
+        url: &str,
+        count: usize,
+        limit: Duration,
+    ) -> Option<Duration> {
+        let script =
+            format!(
+            "read a _ < /proc/uptime; for i in {}; do wget -q -O /dev/null {url} || exit 1; done; \
+             read b _ < /proc/uptime; echo $a $b",
+            (1..=count).map(|i| i.to_string()).collect::<Vec<_>>().join(" ")
+        );
+        let secs = limit.as_secs().to_string();
+        let out = self.d.docker(&[
+            "run",
+            "--rm",
+            "--init",
+            "--network",
+            network,
+            IMAGE,
+            "timeout",
+            "-s",
+            "KILL",
+            &secs,
+            "sh",
+            "-c",
+            &script,
+        ]);
+        if !out.status.success() {
+            return None;
+        }
+        let text = String::from_utf8_lossy(&out.stdout);
+        let mut it = text.split_whitespace().map(|v| v.parse::<f64>().ok());
+        let (a, b) = (it.next()??, it.next()??);
+        Some(Duration::from_secs_f64((b - a) / count as f64))
+    }
+
     pub fn http_big(&self) -> String {
         format!("http://{SERVER}/{BIG}")
     }

@@ -117,9 +117,15 @@ impl DockerLab {
 
     /// dockerd alone, as `docker:dind` runs it.
     pub fn start_plain(&mut self) -> usize {
+        self.start_plain_with(&[])
+    }
+
+    /// dockerd alone with extra flags (e.g. a hand-set `--mtu`).
+    pub fn start_plain_with(&mut self, extra: &[&str]) -> usize {
         let mut cmd = Command::new("nsenter");
         cmd.arg(format!("--net=/run/netns/{}", self.pod))
-            .args(self.dockerd_args());
+            .args(self.dockerd_args())
+            .args(extra);
         cmd.stdout(self.log_file()).stderr(self.log_file());
         let i = self.lab.spawn(cmd);
         self.main = Some(i);
