@@ -203,6 +203,57 @@ fn fixed_mss_is_installed_as_given() {
 }
 
 #[test]
+fn auto_picks_legacy_beside_a_dockerd_on_legacy_iptables() {
+    if !common::dockerd::require_docker("auto_picks_legacy_beside_a_dockerd_on_legacy_iptables") {
+        return;
+    }
+    let mut d = common::dockerd::DockerLab::new("mssdl");
+    // dockerd runs `iptables` from PATH: make that the legacy one, as on
+    // hosts whose kernel or distribution uses legacy iptables.
+    let bin = d.dir.join("legacy-bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    for tool in [
+        "iptables",
+        "iptables-save",
+        "iptables-restore",
+        "ip6tables",
+        "ip6tables-save",
+        "ip6tables-restore",
+    ] {
+        std::os::unix::fs::symlink("/usr/sbin/xtables-legacy-multi", bin.join(tool)).unwrap();
+    }
+    let path = format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    d.start_plain_env(&[], &[("PATH", &path)]);
+    d.ready();
+    assert!(
+        dump(&d.pod, &["iptables-legacy-save"]).contains("DOCKER"),
+        "dockerd wrote legacy rules"
+    );
+    assert!(
+        !dump(&d.pod, &["nft", "list", "ruleset"]).contains("DOCKER"),
+        "and none in nf_tables"
+    );
+    d.start_sidecar();
+    assert!(
+        eventually(Duration::from_secs(5), || dump(
+            &d.pod,
+            &["iptables-legacy-save", "-t", "mangle"]
+        )
+        .contains("-A FORWARD -j MTUVISOR-MSS")),
+        "auto chose legacy: {}",
+        d.tail()
+    );
+    assert!(
+        !dump(&d.pod, &["nft", "list", "ruleset"]).contains("MTUVISOR"),
+        "nothing in nf_tables"
+    );
+}
+
+#[test]
 fn auto_follows_the_family_dockerd_uses() {
     if !privileged("auto_follows_the_family_dockerd_uses") {
         return;

@@ -122,7 +122,13 @@ impl DockerLab {
 
     /// dockerd alone with extra flags (e.g. a hand-set `--mtu`).
     pub fn start_plain_with(&mut self, extra: &[&str]) -> usize {
+        self.start_plain_env(extra, &[])
+    }
+
+    /// dockerd alone with extra flags and environment.
+    pub fn start_plain_env(&mut self, extra: &[&str], env: &[(&str, &str)]) -> usize {
         let mut cmd = Command::new("nsenter");
+        cmd.envs(env.iter().copied());
         cmd.arg(format!("--net=/run/netns/{}", self.pod))
             .args(self.dockerd_args())
             .args(extra);
