@@ -2,27 +2,7 @@
 
 mod common;
 
-use std::process::Output;
-
-use common::{ip, mtu, privileged, run_mtuvisor, Lab};
-
-fn assert_rejected(out: &Output, mentions: &[&str]) {
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(
-        out.status.code(),
-        Some(2),
-        "exit 2, got {:?}: {err}",
-        out.status
-    );
-    assert_eq!(
-        err.trim_end().lines().count(),
-        1,
-        "exactly one line: {err:?}"
-    );
-    for m in mentions {
-        assert!(err.contains(m), "{err:?} should mention {m:?}");
-    }
-}
+use common::{assert_rejected, ip, mtu, privileged, run_mtuvisor, Lab};
 
 /// A pod with a managed bridge at 1500 that a bad run must leave alone.
 fn lab(tag: &str) -> (Lab, String) {

@@ -5,10 +5,9 @@ mod common;
 
 use std::fs::File;
 use std::os::fd::AsFd;
-use std::process::Output;
 use std::time::Duration;
 
-use common::{eventually, privileged, run_mtuvisor, Lab};
+use common::{assert_rejected, eventually, privileged, run_mtuvisor, Lab};
 use mtuvisor::firewall::{select_backend, BackendChoice, Ensured, MssMode};
 
 /// What a tool prints inside `netns`.
@@ -302,24 +301,6 @@ fn auto_follows_the_family_dockerd_uses() {
         "nothing in legacy tables"
     );
     assert_eq!(lab2.stop(w, Duration::from_secs(5)).code(), Some(0));
-}
-
-fn assert_rejected(out: &Output, mentions: &[&str]) {
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(
-        out.status.code(),
-        Some(2),
-        "exit 2, got {:?}: {err}",
-        out.status
-    );
-    assert_eq!(
-        err.trim_end().lines().count(),
-        1,
-        "exactly one line: {err:?}"
-    );
-    for m in mentions {
-        assert!(err.contains(m), "{err:?} should mention {m:?}");
-    }
 }
 
 #[test]

@@ -5,28 +5,9 @@ mod common;
 
 use std::io::{Read, Write};
 use std::os::unix::net::UnixListener;
-use std::process::Output;
 use std::time::Duration;
 
-use common::{ip, mtu, privileged, run_mtuvisor, Lab};
-
-fn assert_rejected(out: &Output, mentions: &[&str]) {
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(
-        out.status.code(),
-        Some(2),
-        "exit 2, got {:?}: {err}",
-        out.status
-    );
-    assert_eq!(
-        err.trim_end().lines().count(),
-        1,
-        "exactly one line: {err:?}"
-    );
-    for m in mentions {
-        assert!(err.contains(m), "{err:?} should mention {m:?}");
-    }
-}
+use common::{assert_rejected, ip, mtu, privileged, run_mtuvisor, Lab};
 
 /// No process carries `marker` (a path unique to this test) in its command line.
 fn nothing_running_with(marker: &str) -> bool {

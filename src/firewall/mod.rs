@@ -111,21 +111,7 @@ pub(crate) fn which(tool: &str) -> Option<std::path::PathBuf> {
 
 /// Runs a tool; its stdout on success, its stderr in the error otherwise.
 pub(crate) fn run(tool: &str, args: &[&str]) -> Result<String, FirewallError> {
-    let out = Command::new(tool)
-        .args(args)
-        .output()
-        .map_err(|source| FirewallError::Spawn {
-            tool: tool.to_string(),
-            source,
-        })?;
-    if out.status.success() {
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-    } else {
-        Err(FirewallError::Command {
-            command: format!("{tool} {}", args.join(" ")),
-            stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
-        })
-    }
+    run_with_input(tool, args, "")
 }
 
 /// Runs a tool with `input` on stdin.
@@ -135,31 +121,23 @@ pub(crate) fn run_with_input(
     input: &str,
 ) -> Result<String, FirewallError> {
     use std::io::Write;
+    let spawn_err = |source| FirewallError::Spawn {
+        tool: tool.to_string(),
+        source,
+    };
     let mut child = Command::new(tool)
         .args(args)
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
-        .map_err(|source| FirewallError::Spawn {
-            tool: tool.to_string(),
-            source,
-        })?;
-    child
-        .stdin
-        .take()
-        .expect("piped stdin")
-        .write_all(input.as_bytes())
-        .map_err(|source| FirewallError::Spawn {
-            tool: tool.to_string(),
-            source,
-        })?;
-    let out = child
-        .wait_with_output()
-        .map_err(|source| FirewallError::Spawn {
-            tool: tool.to_string(),
-            source,
-        })?;
+        .map_err(spawn_err)?;
+    let mut stdin = child.stdin.take().expect("piped stdin");
+    if !input.is_empty() {
+        stdin.write_all(input.as_bytes()).map_err(spawn_err)?;
+    }
+    drop(stdin);
+    let out = child.wait_with_output().map_err(spawn_err)?;
     if out.status.success() {
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     } else {

@@ -160,13 +160,16 @@ impl BlackHole {
         BlackHole { d, server }
     }
 
-    /// From a fresh container on `network`: fetch `url` within `limit`.
-    /// `--init`: a wget that is PID 1 would ignore the timeout's signal.
-    /// Returns how long it took, or `None` when it stalled or failed.
-    pub fn fetch(&self, network: &str, url: &str, limit: Duration) -> Option<Duration> {
+    /// Runs `command` in a fresh container on `network`, killed after
+    /// `limit`. `--init`: a process that is PID 1 would ignore the signal.
+    fn run_limited(
+        &self,
+        network: &str,
+        limit: Duration,
+        command: &[&str],
+    ) -> std::process::Output {
         let secs = limit.as_secs().to_string();
-        let start = Instant::now();
-        let out = self.d.docker(&[
+        let mut args = vec![
             "run",
             "--rm",
             "--init",
@@ -177,13 +180,27 @@ impl BlackHole {
             "-s",
             "KILL",
             &secs,
-            "wget",
-            "--no-check-certificate",
-            "-q",
-            "-O",
-            "/dev/null",
-            url,
-        ]);
+        ];
+        args.extend_from_slice(command);
+        self.d.docker(&args)
+    }
+
+    /// From a fresh container on `network`: fetch `url` within `limit`.
+    /// Returns how long it took, or `None` when it stalled or failed.
+    pub fn fetch(&self, network: &str, url: &str, limit: Duration) -> Option<Duration> {
+        let start = Instant::now();
+        let out = self.run_limited(
+            network,
+            limit,
+            &[
+                "wget",
+                "--no-check-certificate",
+                "-q",
+                "-O",
+                "/dev/null",
+                url,
+            ],
+        );
         if !out.status.success() {
             eprintln!(
                 "fetch {url} on {network}: {:?} after {:?}: {}",
@@ -211,22 +228,7 @@ impl BlackHole {
              read b _ < /proc/uptime; echo $a $b",
             (1..=count).map(|i| i.to_string()).collect::<Vec<_>>().join(" ")
         );
-        let secs = limit.as_secs().to_string();
-        let out = self.d.docker(&[
-            "run",
-            "--rm",
-            "--init",
-            "--network",
-            network,
-            IMAGE,
-            "timeout",
-            "-s",
-            "KILL",
-            &secs,
-            "sh",
-            "-c",
-            &script,
-        ]);
+        let out = self.run_limited(network, limit, &["sh", "-c", &script]);
         if !out.status.success() {
             return None;
         }

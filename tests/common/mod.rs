@@ -226,6 +226,25 @@ pub fn mtu(netns: &str, link: &str) -> u32 {
     v[0]["mtu"].as_u64().expect("mtu field") as u32
 }
 
+/// Bad input: exit 2 and exactly one line on stderr, naming `mentions`.
+pub fn assert_rejected(out: &Output, mentions: &[&str]) {
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "exit 2, got {:?}: {err}",
+        out.status
+    );
+    assert_eq!(
+        err.trim_end().lines().count(),
+        1,
+        "exactly one line: {err:?}"
+    );
+    for m in mentions {
+        assert!(err.contains(m), "{err:?} should mention {m:?}");
+    }
+}
+
 /// Polls until `check` holds or `within` passes; returns whether it held.
 pub fn eventually(within: Duration, mut check: impl FnMut() -> bool) -> bool {
     let deadline = Instant::now() + within;
