@@ -142,3 +142,45 @@ fn socket_that_is_not_docker() {
     assert_rejected(&out, &["docker_host", "unix://"]);
     assert_eq!(mtu(&pod, "docker0"), 1500);
 }
+
+#[test]
+fn mss_backend_missing_or_mss_too_large() {
+    if !privileged("mss_backend_missing_or_mss_too_large") {
+        return;
+    }
+    let (_lab, pod, dir) = pod("bmss");
+    let out = run_mtuvisor(
+        &pod,
+        &[
+            "supervise",
+            "--mss",
+            "1420",
+            "--",
+            "dockerd",
+            "--data-root",
+            &dir,
+        ],
+        &[],
+    );
+    assert_rejected(&out, &["mss", "1410"]);
+    // A PATH without iptables-legacy (nsenter by its path: PATH is emptied).
+    let empty = format!("{dir}/emptybin");
+    std::fs::create_dir_all(&empty).unwrap();
+    let out = std::process::Command::new("/usr/bin/nsenter")
+        .arg(format!("--net=/run/netns/{pod}"))
+        .args([
+            common::BIN,
+            "supervise",
+            "--",
+            "/usr/sbin/dockerd",
+            "--data-root",
+            &dir,
+        ])
+        .env("MTUVISOR_MSS_BACKEND", "iptables-legacy")
+        .env("PATH", &empty)
+        .output()
+        .unwrap();
+    assert_rejected(&out, &["iptables-legacy", "not installed"]);
+    assert!(nothing_running_with(&dir), "no dockerd was started");
+    assert_eq!(mtu(&pod, "docker0"), 1500);
+}

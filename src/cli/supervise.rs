@@ -105,19 +105,23 @@ pub fn run(mut settings: Settings, args: SuperviseArgs) -> Result<i32, Error> {
     let _context = rt.enter();
     let signals = supervisor::signals()
         .map_err(|e| Error::Startup(format!("cannot install signal handlers: {e}")))?;
-    info!(target_mtu = mtu, socket = %socket.display(), "supervising dockerd");
     let code = rt.block_on(async move {
         let (ready_tx, ready_rx) = oneshot::channel();
         let (stop_tx, stop_rx) = watch::channel(false);
+        let shown = socket.display().to_string();
         let enforcement = enforce_until_stopped(settings, socket, ready_tx, stop_rx);
+        // Said once everything was checked and enforcement runs.
         let gate = async {
             let _ = ready_rx.await;
+            info!(target_mtu = mtu, socket = %shown, "supervising dockerd");
         };
         let supervision = supervisor::supervise(supervisor_config, signals, gate);
         tokio::pin!(enforcement);
         let code = tokio::select! {
             code = supervision => code,
-            () = &mut enforcement => unreachable!("enforcement runs until told to stop"),
+            // Only a failure before enforcement was ever ready ends it here
+            // (bad input found on the system): dockerd was never started.
+            result = &mut enforcement => return result.map(|()| 0),
         };
         // dockerd is gone: let enforcement clean up (MSS rules) and end.
         let _ = stop_tx.send(true);
@@ -127,46 +131,55 @@ pub fn run(mut settings: Settings, args: SuperviseArgs) -> Result<i32, Error> {
         {
             warn!("enforcement did not stop within 10s");
         }
-        code
-    });
+        Ok(code)
+    })?;
     Ok(code)
 }
 
-/// Enforcement must outlive a failure: dockerd keeps running either way, and
-/// links created meanwhile are caught by the next start's sweep.
+/// Runs enforcement until told to stop. A failure before it was first ready
+/// is returned (nothing has been started yet); after that, a failure is
+/// logged and enforcement restarted, since dockerd keeps running either way
+/// and the next start's sweep catches what happened meanwhile.
 async fn enforce_until_stopped(
     settings: Settings,
     socket: PathBuf,
     ready: oneshot::Sender<()>,
     mut stop: watch::Receiver<bool>,
-) {
+) -> Result<(), Error> {
     let mut ready = Some(ready);
-    while !*stop.borrow() {
+    loop {
         let (tx, rx) = oneshot::channel();
         let options = Options {
             docker_socket: Some(socket.clone()),
             ready: Some(tx),
         };
-        let outer_ready = ready.take();
-        let forward = async move {
-            if rx.await.is_ok() {
-                if let Some(r) = outer_ready {
-                    let _ = r.send(());
-                }
-            }
-        };
         let mut stop_here = stop.clone();
         let shutdown = async move {
             let _ = stop_here.wait_for(|stopped| *stopped).await;
         };
-        let (result, ()) = tokio::join!(enforce::run(settings.clone(), options, shutdown), forward);
+        let run = enforce::run(settings.clone(), options, shutdown);
+        tokio::pin!(run);
+        let early = tokio::select! {
+            result = &mut run => Some(result),
+            Ok(()) = rx => {
+                if let Some(r) = ready.take() {
+                    let _ = r.send(());
+                }
+                None
+            }
+        };
+        let result = match early {
+            Some(result) => result,
+            None => run.await,
+        };
         match result {
-            Ok(()) => return,
+            Ok(()) => return Ok(()),
+            Err(e) if ready.is_some() => return Err(e),
             Err(e) => error!(error = %e, "enforcement stopped; restarting it in 1s"),
         }
         tokio::select! {
             () = tokio::time::sleep(std::time::Duration::from_secs(1)) => {}
-            _ = stop.wait_for(|stopped| *stopped) => return,
+            _ = stop.wait_for(|stopped| *stopped) => return Ok(()),
         }
     }
 }
