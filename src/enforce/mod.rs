@@ -112,7 +112,7 @@ pub async fn run(
         info!("MTU enforcement disabled by configuration; MSS clamping only");
     }
     if let Some(mss) = &mss {
-        mss.ensure().await;
+        mss.ensure();
     }
     if let Some(ready) = options.ready {
         let _ = ready.send(());
@@ -183,7 +183,7 @@ pub async fn run(
                     }
                     // dockerd (re)started: it may have rebuilt its tables.
                     if let Some(mss) = &mss {
-                        mss.ensure().await;
+                        mss.ensure();
                     }
                 }
             },
@@ -193,7 +193,7 @@ pub async fn run(
                     sweep_logged(&mut engine).await;
                 }
                 if let Some(mss) = &mss {
-                    mss.ensure().await;
+                    mss.ensure();
                 }
             }
         }

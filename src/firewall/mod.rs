@@ -6,6 +6,8 @@ mod iptables;
 mod nftables;
 
 use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
 pub use iptables::Iptables;
 pub use nftables::Nftables;
@@ -155,11 +157,15 @@ pub(crate) fn ipv6_enabled() -> bool {
 
 /// The MSS rules as the enforcement loop drives them: `ensure` at start,
 /// on every reconcile and after every dockerd (re)start; `finish` on a
-/// clean stop. The tools are run off the loop (they fork and wait).
+/// clean stop. The tools fork and wait for tens of milliseconds, so they
+/// run on a task of their own: link notifications keep being handled
+/// meanwhile (a veth that waits is a veth dockerd may move unclamped).
 pub struct MssClamp {
-    backend: std::sync::Arc<dyn MssBackend>,
+    backend: Arc<dyn MssBackend>,
     mode: MssMode,
     keep_on_exit: bool,
+    /// An `ensure` is under way; a second one is not started beside it.
+    busy: Arc<AtomicBool>,
 }
 
 impl MssClamp {
@@ -177,9 +183,10 @@ impl MssClamp {
             Err(e) => return Err(e),
         };
         Ok(Some(MssClamp {
-            backend: std::sync::Arc::from(backend),
+            backend: Arc::from(backend),
             mode,
             keep_on_exit,
+            busy: Arc::new(AtomicBool::new(false)),
         }))
     }
 
@@ -187,22 +194,33 @@ impl MssClamp {
         self.backend.describe()
     }
 
-    pub async fn ensure(&self) {
-        let (backend, mode) = (self.backend.clone(), self.mode);
-        let result = tokio::task::spawn_blocking(move || backend.ensure(mode)).await;
-        match result {
-            Ok(Ok(Ensured::Installed)) => {
-                tracing::info!(backend = %self.backend.describe(), mode = ?self.mode, "MSS clamping rules installed")
-            }
-            Ok(Ok(Ensured::Unchanged)) => tracing::debug!("MSS clamping rules in place"),
-            Ok(Err(e)) => {
-                tracing::warn!(error = %e, "cannot install MSS clamping rules; retrying at the next reconcile")
-            }
-            Err(e) => tracing::warn!(error = %e, "MSS clamping task failed"),
+    /// Starts an `ensure` in the background unless one is under way.
+    pub fn ensure(&self) {
+        if self.busy.swap(true, Ordering::AcqRel) {
+            return;
         }
+        let (backend, mode, busy) = (self.backend.clone(), self.mode, self.busy.clone());
+        tokio::task::spawn_blocking(move || {
+            match backend.ensure(mode) {
+                Ok(Ensured::Installed) => {
+                    tracing::info!(backend = %backend.describe(), ?mode, "MSS clamping rules installed")
+                }
+                Ok(Ensured::Unchanged) => tracing::debug!("MSS clamping rules in place"),
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot install MSS clamping rules; retrying at the next reconcile")
+                }
+            }
+            busy.store(false, Ordering::Release);
+        });
     }
 
+    /// On a clean stop: waits for an `ensure` under way (so that it cannot
+    /// put rules back), then removes the rules unless told to keep them.
     pub async fn finish(&self) {
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+        while self.busy.load(Ordering::Acquire) && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
         if self.keep_on_exit {
             tracing::info!("leaving MSS clamping rules in place (keep_on_exit)");
             return;
