@@ -13,7 +13,7 @@ use std::io::Write;
 use std::os::fd::AsFd;
 use std::time::{Duration, Instant};
 
-use common::{eventually, ip, ms, mtu, percentile, sh, timed_veth_series, Lab, Pace};
+use common::{ip, ms, mtu, percentile, sh, timed_veth_series, Lab, Pace};
 use mtuvisor::enforce::{BridgeMatcher, Engine};
 use mtuvisor::netlink::{NetnsResolver, Rtnl, RtnlClient};
 use nix::sched::{setns, CloneFlags};
@@ -40,16 +40,7 @@ fn main() {
 }
 
 fn latency(pace: Pace) {
-    let mut lab = Lab::new("blat");
-    let (pod, _) = lab.pod(1450);
-    let containers: Vec<String> = (0..4).map(|i| lab.netns(&format!("c{i}"))).collect();
-    ip(&pod, &["link", "add", "br-0123456789ab", "type", "bridge"]);
-    ip(&pod, &["link", "set", "br-0123456789ab", "up"]);
-    lab.watch(&pod, &[], &[("MTUVISOR_LOG", "warn")]);
-    assert!(eventually(Duration::from_secs(2), || mtu(
-        &pod,
-        "br-0123456789ab"
-    ) == 1450));
+    let (_lab, pod, containers) = common::latency_lab("blat");
 
     let samples = timed_veth_series(&pod, &containers, "br-0123456789ab", VETHS, 1450, pace);
     let mut from_note: Vec<Duration> = samples.iter().filter_map(|s| s.from_notification).collect();

@@ -5,23 +5,14 @@ mod common;
 
 use std::time::Duration;
 
-use common::{eventually, ip, ms, mtu, percentile, privileged, timed_veth_series, Lab, Pace};
+use common::{ms, percentile, privileged, timed_veth_series, Pace};
 
 #[test]
 fn two_hundred_veths_back_to_back_are_clamped_within_10ms() {
     if !privileged("two_hundred_veths_back_to_back_are_clamped_within_10ms") {
         return;
     }
-    let mut lab = Lab::new("lat");
-    let (pod, _) = lab.pod(1450);
-    let containers: Vec<String> = (0..4).map(|i| lab.netns(&format!("c{i}"))).collect();
-    ip(&pod, &["link", "add", "br-0123456789ab", "type", "bridge"]);
-    ip(&pod, &["link", "set", "br-0123456789ab", "up"]);
-    lab.watch(&pod, &[], &[("MTUVISOR_LOG", "warn")]);
-    assert!(eventually(Duration::from_secs(2), || mtu(
-        &pod,
-        "br-0123456789ab"
-    ) == 1450));
+    let (_lab, pod, containers) = common::latency_lab("lat");
 
     let samples = timed_veth_series(
         &pod,

@@ -259,6 +259,24 @@ pub fn eventually(within: Duration, mut check: impl FnMut() -> bool) -> bool {
     }
 }
 
+/// The clamp-latency set-up: a pod (eth0 1450) with `br-0123456789ab` up,
+/// four container namespaces, and `mtuvisor watch` running with the bridge
+/// already clamped. Returns the lab (keep it alive), the pod and the
+/// containers.
+pub fn latency_lab(tag: &str) -> (Lab, String, Vec<String>) {
+    let mut lab = Lab::new(tag);
+    let (pod, _) = lab.pod(1450);
+    let containers: Vec<String> = (0..4).map(|i| lab.netns(&format!("c{i}"))).collect();
+    ip(&pod, &["link", "add", "br-0123456789ab", "type", "bridge"]);
+    ip(&pod, &["link", "set", "br-0123456789ab", "up"]);
+    lab.watch(&pod, &[], &[("MTUVISOR_LOG", "warn")]);
+    assert!(eventually(Duration::from_secs(2), || mtu(
+        &pod,
+        "br-0123456789ab"
+    ) == 1450));
+    (lab, pod, containers)
+}
+
 /// Adds a veth `host` enslaved to `bridge` in `pod` with its peer moved into
 /// `container` and renamed `eth0`, as dockerd does (with `ip`, for set-up
 /// rather than timing).
