@@ -2,7 +2,7 @@
 
 mod common;
 
-use common::{assert_rejected, ip, mtu, privileged, run_mtuvisor, Lab};
+use common::{assert_rejected, ip, ipv6_default_route, mtu, privileged, run_mtuvisor, Lab};
 
 /// A pod with a managed bridge at 1500 that a bad run must leave alone.
 fn lab(tag: &str) -> (Lab, String) {
@@ -67,31 +67,7 @@ fn mtu_below_ipv6_minimum_where_ipv6_is_routed() {
         return;
     }
     let (_lab, pod) = lab("bi5");
-    ip(
-        &pod,
-        &[
-            "-6",
-            "addr",
-            "add",
-            "2001:db8:6::2/64",
-            "dev",
-            "eth0",
-            "nodad",
-        ],
-    );
-    ip(
-        &pod,
-        &[
-            "-6",
-            "route",
-            "add",
-            "default",
-            "via",
-            "2001:db8:6::1",
-            "dev",
-            "eth0",
-        ],
-    );
+    ipv6_default_route(&pod, "eth0", "2001:db8:6");
     let out = run_mtuvisor(&pod, &["watch", "--mtu", "1200"], &[]);
     assert_rejected(&out, &["1280", "IPv6"]);
     assert_eq!(mtu(&pod, "docker0"), 1500);

@@ -2,7 +2,7 @@
 
 mod common;
 
-use common::{ip, privileged, run_mtuvisor, Lab};
+use common::{ip, ipv6_default_route, privileged, run_mtuvisor, Lab};
 
 fn detect_json(netns: &str) -> serde_json::Value {
     let out = run_mtuvisor(netns, &["detect", "--json"], &[]);
@@ -75,31 +75,7 @@ fn smaller_ipv6_default_route_wins() {
     );
     ip(&pod, &["link", "set", "eth1", "mtu", "1420", "up"]);
     ip(&router, &["link", "set", "down1", "up"]);
-    ip(
-        &pod,
-        &[
-            "-6",
-            "addr",
-            "add",
-            "2001:db8:5::2/64",
-            "dev",
-            "eth1",
-            "nodad",
-        ],
-    );
-    ip(
-        &pod,
-        &[
-            "-6",
-            "route",
-            "add",
-            "default",
-            "via",
-            "2001:db8:5::1",
-            "dev",
-            "eth1",
-        ],
-    );
+    ipv6_default_route(&pod, "eth1", "2001:db8:5");
     let v = detect_json(&pod);
     assert_eq!(v["mtu"], 1420);
     assert_eq!(v["interface"], "eth1");

@@ -62,11 +62,7 @@ impl Rtnl {
         let mut stream = self.handle.link().get().match_index(ifindex).execute();
         match stream.try_next().await {
             Ok(msg) => Ok(msg.as_ref().and_then(Link::from_message)),
-            Err(rtnetlink::Error::NetlinkError(e))
-                if e.raw_code() == -(nix::errno::Errno::ENODEV as i32) =>
-            {
-                Ok(None)
-            }
+            Err(rtnetlink::Error::NetlinkError(e)) if super::is_enodev(&e) => Ok(None),
             Err(source) => Err(NetlinkError::Request {
                 op: format!("reading link ifindex {ifindex}"),
                 source,
@@ -84,22 +80,20 @@ impl Rtnl {
             .set(msg)
             .execute()
             .await
-            .map_err(|source| {
-                let err = NetlinkError::Request {
+            .map_err(|source| match &source {
+                rtnetlink::Error::NetlinkError(e) if super::is_enodev(e) => {
+                    NetlinkError::NoSuchLink {
+                        name: link.name.clone(),
+                        ifindex: link.index,
+                    }
+                }
+                _ => NetlinkError::Request {
                     op: format!(
                         "setting MTU {mtu} on {} (ifindex {})",
                         link.name, link.index
                     ),
                     source,
-                };
-                if err.is_gone() {
-                    NetlinkError::NoSuchLink {
-                        name: link.name.clone(),
-                        ifindex: link.index,
-                    }
-                } else {
-                    err
-                }
+                },
             })
     }
 

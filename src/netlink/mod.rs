@@ -52,14 +52,16 @@ impl NetlinkError {
             NetlinkError::Request {
                 source: rtnetlink::Error::NetlinkError(e),
                 ..
-            } => e.raw_code() == -libc_enodev(),
+            } => is_enodev(e),
             _ => false,
         }
     }
 }
 
-const fn libc_enodev() -> i32 {
-    nix::errno::Errno::ENODEV as i32
+/// The kernel's "no such device": the link was deleted (or moved away)
+/// before our request reached it.
+fn is_enodev(e: &netlink_packet_core::ErrorMessage) -> bool {
+    e.raw_code() == -(nix::errno::Errno::ENODEV as i32)
 }
 
 /// The state of a veth's far end, as read in its own namespace.

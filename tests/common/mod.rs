@@ -219,6 +219,36 @@ pub fn ip(netns: &str, args: &[&str]) -> String {
     sh(&full)
 }
 
+/// Gives `dev` in `netns` the address `<prefix>::2/64` and an IPv6 default
+/// route via `<prefix>::1` (no DAD wait: the route must exist at once).
+pub fn ipv6_default_route(netns: &str, dev: &str, prefix: &str) {
+    ip(
+        netns,
+        &[
+            "-6",
+            "addr",
+            "add",
+            &format!("{prefix}::2/64"),
+            "dev",
+            dev,
+            "nodad",
+        ],
+    );
+    ip(
+        netns,
+        &[
+            "-6",
+            "route",
+            "add",
+            "default",
+            "via",
+            &format!("{prefix}::1"),
+            "dev",
+            dev,
+        ],
+    );
+}
+
 /// The MTU of `link` in `netns`, read over netlink (`ip -j`), never /sys.
 pub fn mtu(netns: &str, link: &str) -> u32 {
     let out = ip(netns, &["-j", "link", "show", "dev", link]);
