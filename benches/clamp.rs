@@ -109,7 +109,8 @@ fn sweep(moved: bool) {
             let client = RtnlClient::new(
                 Rtnl::connect().unwrap(),
                 NetnsResolver::new(vec!["/run/netns".into()]),
-            );
+            )
+            .unwrap();
             let mut engine = Engine::new(client, BridgeMatcher::default(), 1450);
             let t = Instant::now();
             let report = engine.sweep().await.unwrap();

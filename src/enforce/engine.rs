@@ -7,10 +7,11 @@ use tracing::{debug, info, warn};
 use super::policy::BridgeMatcher;
 use futures::StreamExt;
 
-use crate::netlink::{Link, MtuRule, NetOps, NetlinkError, PeerChange, PeerRef};
+use crate::netlink::{Link, LinkKind, MtuRule, NetOps, NetlinkError, PeerChange, PeerRef};
 
-/// How many far ends in other namespaces a sweep checks at once.
-const PEER_CONCURRENCY: usize = 8;
+/// How many requests a sweep keeps in flight: MTU sets in our namespace,
+/// or checks of far ends in other namespaces.
+const IN_FLIGHT: usize = 8;
 
 /// What mtuvisor lowered, so that it can raise it back (and only that).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -215,8 +216,23 @@ impl<N: NetOps> Engine<N> {
             .cloned()
             .collect();
         ports.sort_by_key(|l| l.index);
-        for port in &ports {
-            report.add(self.enforce_link(port).await);
+        // Each request waits for the kernel's RTNL lock on a setter thread:
+        // keep several in flight rather than one after another.
+        let jobs: Vec<(Link, MtuRule)> = ports
+            .iter()
+            .map(|p| (p.clone(), self.rule(Owned::Link(p.index))))
+            .collect();
+        let this = &*self;
+        let results: Vec<(Link, Result<Option<u32>, NetlinkError>)> = futures::stream::iter(jobs)
+            .map(|(port, rule)| async move {
+                let result = this.set_if_needed(&port, rule).await;
+                (port, result)
+            })
+            .buffer_unordered(IN_FLIGHT)
+            .collect()
+            .await;
+        for (port, result) in results {
+            report.add(self.finish_link(&port, result));
         }
         // A far end in another namespace costs a thread; check several at
         // once rather than one after another.
@@ -234,7 +250,7 @@ impl<N: NetOps> Engine<N> {
                 let result = net.adjust_peer(&port, rule).await;
                 (port, result)
             })
-            .buffer_unordered(PEER_CONCURRENCY)
+            .buffer_unordered(IN_FLIGHT)
             .collect()
             .await;
         for (port, result) in results {
@@ -293,12 +309,19 @@ impl<N: NetOps> Engine<N> {
     }
 
     /// The far end of veth `host` when it is in our namespace and known.
+    ///
+    /// The kernel announces the first end of a new pair before the second
+    /// exists, so that first notification names no peer (`ip monitor` shows
+    /// `@NONE`). dockerd's container end is that first end, and nothing
+    /// announces it again before the move: a far end that names no peer is
+    /// taken on our end's word.
     fn local_peer(&self, host: &Link) -> Option<Link> {
         let peer = host.peer.filter(|p| p.netnsid.is_none())?;
         let far = self.links.get(&peer.ifindex)?;
-        let points_back = far
-            .peer
-            .is_some_and(|p| p.ifindex == host.index && p.netnsid.is_none());
+        let points_back = far.kind == LinkKind::Veth
+            && far
+                .peer
+                .is_none_or(|p| p.ifindex == host.index && p.netnsid.is_none());
         points_back.then(|| far.clone())
     }
 
@@ -478,6 +501,8 @@ mod tests {
         links: Mutex<BTreeMap<u32, Link>>,
         remote: Mutex<HashMap<u32, u32>>,
         sets: Mutex<Vec<(String, u32)>>,
+        /// Calls of `adjust_peer`: each is a read before any set.
+        peer_lookups: Mutex<usize>,
     }
 
     impl FakeNet {
@@ -519,6 +544,7 @@ mod tests {
             host: &Link,
             rule: MtuRule,
         ) -> Result<PeerChange, NetlinkError> {
+            *self.peer_lookups.lock().unwrap() += 1;
             let peer = host.peer.expect("veth");
             if peer.netnsid.is_none() {
                 let far = self.links.lock().unwrap()[&peer.ifindex].clone();
@@ -697,6 +723,40 @@ mod tests {
             })
             .await;
         assert_eq!(engine.net().sets(), vec![("vethB".into(), 1450)]);
+    }
+
+    #[tokio::test]
+    async fn far_end_announced_without_a_peer_is_set_together_with_the_host_end() {
+        let mut engine = Engine::new(pod(), BridgeMatcher::default(), 1450);
+        engine.sweep().await.unwrap();
+        engine.net().sets();
+        // The kernel announces the first end of a new pair before the
+        // second exists: that notification names no peer.
+        let far = Link {
+            peer: None,
+            ..veth(11, "vethC", 1500, None, 0, None)
+        };
+        let host = veth(12, "vethB", 1500, None, 11, None);
+        engine.net().add(veth(11, "vethC", 1500, None, 12, None));
+        engine.net().add(host.clone());
+        engine.on_link_changed(far).await;
+        engine.on_link_changed(host.clone()).await;
+        let lookups_before = *engine.net().peer_lookups.lock().unwrap();
+
+        let attached = Link {
+            master: Some(3),
+            ..host
+        };
+        engine.net().add(attached.clone());
+        engine.on_link_changed(attached).await;
+        let mut sets = engine.net().sets();
+        sets.sort();
+        assert_eq!(sets, vec![("vethB".into(), 1450), ("vethC".into(), 1450)]);
+        assert_eq!(
+            *engine.net().peer_lookups.lock().unwrap(),
+            lookups_before,
+            "both ends set at once, without reading the far end first"
+        );
     }
 
     #[tokio::test]

@@ -99,7 +99,7 @@ pub async fn run(
     let client = RtnlClient::new(
         rtnl.clone(),
         NetnsResolver::new(settings.netns_dirs.clone()),
-    );
+    )?;
     let mut engine = Engine::new(
         client,
         BridgeMatcher::new(settings.bridge_patterns.clone()),

@@ -14,7 +14,8 @@ use rtnetlink::{Handle, LinkUnspec};
 use tokio::sync::Mutex;
 
 use super::{
-    in_netns, Link, LinkKind, MtuRule, NetOps, NetlinkError, NetnsResolver, PeerChange, PeerState,
+    in_netns, Link, LinkKind, MtuRule, MtuSetter, NetOps, NetlinkError, NetnsResolver, PeerChange,
+    PeerState,
 };
 use futures::StreamExt;
 
@@ -200,15 +201,19 @@ impl Rtnl {
 /// resolver that finds the namespaces veth peers were moved into.
 pub struct RtnlClient {
     rtnl: Rtnl,
+    setter: MtuSetter,
     resolver: Mutex<NetnsResolver>,
 }
 
 impl RtnlClient {
-    pub fn new(rtnl: Rtnl, resolver: NetnsResolver) -> RtnlClient {
-        RtnlClient {
+    /// Opens the MTU setter's sockets in the calling thread's namespace,
+    /// which must be `rtnl`'s.
+    pub fn new(rtnl: Rtnl, resolver: NetnsResolver) -> Result<RtnlClient, NetlinkError> {
+        Ok(RtnlClient {
             rtnl,
+            setter: MtuSetter::new()?,
             resolver: Mutex::new(resolver),
-        }
+        })
     }
 
     pub fn rtnl(&self) -> &Rtnl {
@@ -241,7 +246,7 @@ impl NetOps for RtnlClient {
     }
 
     async fn set_mtu(&self, link: &Link, mtu: u32) -> Result<(), NetlinkError> {
-        self.rtnl.set_mtu(link, mtu).await
+        self.setter.set(link.index, &link.name, mtu).await
     }
 
     async fn adjust_peer(&self, host: &Link, rule: MtuRule) -> Result<PeerChange, NetlinkError> {

@@ -5,6 +5,7 @@ mod client;
 mod link;
 mod monitor;
 mod netns;
+mod setter;
 
 use std::future::Future;
 
@@ -12,6 +13,7 @@ pub use client::{Rtnl, RtnlClient};
 pub use link::{Link, LinkKind, PeerRef};
 pub use monitor::{NetEvent, NetMonitor};
 pub use netns::{in_netns, NetnsResolver};
+pub use setter::MtuSetter;
 
 /// Errors of netlink requests, each naming the object it concerns.
 #[derive(Debug, thiserror::Error)]
@@ -26,6 +28,8 @@ pub enum NetlinkError {
         op: String,
         source: rtnetlink::Error,
     },
+    #[error("{op} failed: {source}")]
+    Io { op: String, source: std::io::Error },
     #[error("link {name} (ifindex {ifindex}) no longer exists")]
     NoSuchLink { name: String, ifindex: u32 },
     #[error("network namespace {path}: {message}")]

@@ -1,0 +1,153 @@
+//! MTU changes sent from threads of their own.
+//!
+//! The kernel runs an rtnetlink request inside the sender's `sendmsg`, under
+//! the RTNL lock. When dockerd starts many containers at once, that lock is
+//! held for 15–30 ms per veth it moves into a container or deletes, and a
+//! request waits in line. On the enforcement thread the wait would stop
+//! everything else; two requests on one socket would also queue one behind
+//! the other, each waiting its own turn. Here each request goes to an idle
+//! worker with a blocking socket of its own, so the two ends of a new veth
+//! wait for the lock side by side and the event loop keeps reading
+//! notifications meanwhile.
+
+use std::io;
+use std::sync::{mpsc, Arc, Mutex};
+use std::thread;
+
+use netlink_packet_core::{ErrorMessage, NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_REQUEST};
+use netlink_packet_route::link::{LinkAttribute, LinkMessage};
+use netlink_packet_route::RouteNetlinkMessage;
+use netlink_sys::{protocols::NETLINK_ROUTE, Socket, SocketAddr};
+use tokio::sync::oneshot;
+
+use super::NetlinkError;
+
+/// Requests that may wait for RTNL at the same time.
+const WORKERS: usize = 4;
+
+struct Job {
+    ifindex: u32,
+    mtu: u32,
+    reply: oneshot::Sender<Result<(), Failure>>,
+}
+
+/// Why one request failed, before it is given a link's name.
+enum Failure {
+    Io(io::Error),
+    Nack(ErrorMessage),
+}
+
+/// A pool of threads that set MTUs in the namespace it was created in.
+/// Dropping it ends the workers once their current request is answered.
+pub struct MtuSetter {
+    jobs: mpsc::Sender<Job>,
+}
+
+impl MtuSetter {
+    /// Opens the workers' sockets in the calling thread's network namespace.
+    pub fn new() -> Result<MtuSetter, NetlinkError> {
+        let (tx, rx) = mpsc::channel::<Job>();
+        let rx = Arc::new(Mutex::new(rx));
+        for n in 0..WORKERS {
+            let socket = open().map_err(|source| NetlinkError::Socket {
+                context: " for MTU changes".into(),
+                source,
+            })?;
+            let rx = Arc::clone(&rx);
+            thread::Builder::new()
+                .name(format!("mtu-set-{n}"))
+                .spawn(move || work(&socket, &rx))
+                .map_err(|source| NetlinkError::Socket {
+                    context: " (cannot start its thread)".into(),
+                    source,
+                })?;
+        }
+        Ok(MtuSetter { jobs: tx })
+    }
+
+    /// Sets the MTU of link `ifindex` (named `name`, for errors).
+    pub async fn set(&self, ifindex: u32, name: &str, mtu: u32) -> Result<(), NetlinkError> {
+        let (reply, done) = oneshot::channel();
+        let gone = || NetlinkError::Socket {
+            context: " for MTU changes".into(),
+            source: io::Error::other("its worker threads are gone"),
+        };
+        self.jobs
+            .send(Job {
+                ifindex,
+                mtu,
+                reply,
+            })
+            .map_err(|_| gone())?;
+        let op = || format!("setting MTU {mtu} on {name} (ifindex {ifindex})");
+        match done.await.map_err(|_| gone())? {
+            Ok(()) => Ok(()),
+            Err(Failure::Nack(e)) if super::is_enodev(&e) => Err(NetlinkError::NoSuchLink {
+                name: name.to_string(),
+                ifindex,
+            }),
+            Err(Failure::Nack(e)) => Err(NetlinkError::Request {
+                op: op(),
+                source: rtnetlink::Error::NetlinkError(e),
+            }),
+            Err(Failure::Io(source)) => Err(NetlinkError::Io { op: op(), source }),
+        }
+    }
+}
+
+fn open() -> io::Result<Socket> {
+    let mut socket = Socket::new(NETLINK_ROUTE)?;
+    socket.bind_auto()?;
+    socket.connect(&SocketAddr::new(0, 0))?;
+    Ok(socket)
+}
+
+fn work(socket: &Socket, jobs: &Mutex<mpsc::Receiver<Job>>) {
+    let mut seq = 0u32;
+    loop {
+        // Holding the lock only while taking a job lets idle workers queue.
+        let job = match jobs.lock() {
+            Ok(rx) => rx.recv(),
+            Err(_) => return,
+        };
+        let Ok(job) = job else { return };
+        seq = seq.wrapping_add(1);
+        let result = set_mtu(socket, seq, job.ifindex, job.mtu);
+        let _ = job.reply.send(result);
+    }
+}
+
+/// One RTM_SETLINK and its acknowledgement.
+fn set_mtu(socket: &Socket, seq: u32, ifindex: u32, mtu: u32) -> Result<(), Failure> {
+    let mut link = LinkMessage::default();
+    link.header.index = ifindex;
+    link.attributes.push(LinkAttribute::Mtu(mtu));
+    let mut request = NetlinkMessage::from(RouteNetlinkMessage::SetLink(link));
+    request.header.flags = NLM_F_REQUEST | NLM_F_ACK;
+    request.header.sequence_number = seq;
+    request.finalize();
+    let mut buf = vec![0; request.buffer_len()];
+    request.serialize(&mut buf);
+    socket.send(&buf, 0).map_err(Failure::Io)?;
+    loop {
+        let (data, _) = socket.recv_from_full().map_err(Failure::Io)?;
+        let mut offset = 0;
+        while offset < data.len() {
+            let reply = NetlinkMessage::<RouteNetlinkMessage>::deserialize(&data[offset..])
+                .map_err(|e| Failure::Io(io::Error::new(io::ErrorKind::InvalidData, e)))?;
+            let len = reply.header.length as usize;
+            if reply.header.sequence_number == seq {
+                if let NetlinkPayload::Error(e) = reply.payload {
+                    return match e.code {
+                        None => Ok(()),
+                        Some(_) => Err(Failure::Nack(e)),
+                    };
+                }
+            }
+            if len == 0 {
+                break;
+            }
+            offset += (len + 3) & !3;
+        }
+    }
+}

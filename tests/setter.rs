@@ -1,0 +1,80 @@
+//! The MTU setter's threads against a real namespace: each request is
+//! answered with what the kernel said, named after the link it concerns.
+
+mod common;
+
+use std::fs::File;
+use std::os::fd::AsFd;
+
+use common::{ip, mtu, privileged, Lab};
+use mtuvisor::netlink::{MtuSetter, NetlinkError};
+use nix::sched::{setns, CloneFlags};
+
+/// Runs `f` with a setter opened inside `netns`.
+fn with_setter_in<T: Send + 'static>(
+    netns: &str,
+    f: impl FnOnce(MtuSetter) -> T + Send + 'static,
+) -> T {
+    let path = format!("/run/netns/{netns}");
+    std::thread::spawn(move || {
+        let file = File::open(path).expect("open netns");
+        setns(file.as_fd(), CloneFlags::CLONE_NEWNET).expect("setns");
+        f(MtuSetter::new().expect("setter"))
+    })
+    .join()
+    .expect("setter thread")
+}
+
+fn ifindex(netns: &str, link: &str) -> u32 {
+    let out = ip(netns, &["-j", "link", "show", "dev", link]);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    v[0]["ifindex"].as_u64().unwrap() as u32
+}
+
+#[test]
+fn sets_in_its_own_namespace_and_names_the_link_on_failure() {
+    if !privileged("sets_in_its_own_namespace_and_names_the_link_on_failure") {
+        return;
+    }
+    let mut lab = Lab::new("set1");
+    let ns = lab.netns("a");
+    ip(
+        &ns,
+        &["link", "add", "sa", "type", "veth", "peer", "name", "sb"],
+    );
+    let (a, b) = (ifindex(&ns, "sa"), ifindex(&ns, "sb"));
+
+    let results = with_setter_in(&ns, move |setter| {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            // Both at once, as the engine sets the two ends of a new veth.
+            let (ra, rb) = tokio::join!(setter.set(a, "sa", 1400), setter.set(b, "sb", 1380));
+            let gone = setter.set(999_999, "nothere", 1400).await;
+            let invalid = setter.set(a, "sa", 40).await;
+            (ra, rb, gone, invalid)
+        })
+    });
+    let (ra, rb, gone, invalid) = results;
+    ra.expect("set sa");
+    rb.expect("set sb");
+    assert_eq!((mtu(&ns, "sa"), mtu(&ns, "sb")), (1400, 1380));
+
+    let gone = gone.unwrap_err();
+    assert!(gone.is_gone(), "ENODEV is a vanished link: {gone}");
+    assert!(matches!(
+        gone,
+        NetlinkError::NoSuchLink {
+            ifindex: 999_999,
+            ..
+        }
+    ));
+
+    let invalid = invalid.unwrap_err().to_string();
+    assert!(
+        invalid.contains("setting MTU 40 on sa (ifindex"),
+        "names the request and the link: {invalid}"
+    );
+    assert_eq!(mtu(&ns, "sa"), 1400, "a refused request changes nothing");
+}
