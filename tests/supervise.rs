@@ -190,3 +190,34 @@ fn sigterm_stops_dockerd_and_exits_zero() {
         "dockerd is gone"
     );
 }
+
+#[test]
+fn a_lower_outer_mtu_later_is_followed() {
+    if !require_docker("a_lower_outer_mtu_later_is_followed") {
+        return;
+    }
+    let d = supervised("sfol");
+    let id = d.docker_ok(&["network", "create", "ci"]);
+    let bridge = format!("br-{}", &id[..12]);
+    let cid = d.docker_ok(&["run", "-d", "--network", "ci", IMAGE, "sleep", "60"]);
+    // The pod's network is reconfigured under a running dockerd.
+    ip(&d.pod, &["link", "set", "eth0", "mtu", "1400"]);
+    let lowered = common::eventually(Duration::from_secs(2), || {
+        let ports = ip(&d.pod, &["-o", "link", "show", "master", &bridge]);
+        mtu(&d.pod, "docker0") == 1400
+            && mtu(&d.pod, &bridge) == 1400
+            && ports.contains("mtu 1400")
+            && !ports.contains("mtu 1450")
+    });
+    assert!(
+        lowered,
+        "docker0, {bridge} and its port follow eth0 to 1400"
+    );
+    let inside = d.docker_ok(&["exec", &cid, "cat", "/sys/class/net/eth0/mtu"]);
+    assert_eq!(inside, "1400", "the running container's eth0");
+    // dockerd still says 1450 for the default bridge; what it creates is
+    // clamped before the first instruction.
+    assert_eq!(d.first_instruction_mtu(None), "1400");
+    assert_eq!(d.first_instruction_mtu(Some("ci")), "1400");
+    d.docker_ok(&["rm", "-f", &cid]);
+}

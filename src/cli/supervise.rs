@@ -95,7 +95,6 @@ pub fn run(mut settings: Settings, args: SuperviseArgs) -> Result<i32, Error> {
     settings
         .netns_dirs
         .insert(0, exec_root(&full).join("netns"));
-    settings.mtu = MtuSetting::Fixed(mtu);
     let supervisor_config = SupervisorConfig {
         command: full,
         stop_timeout: settings.stop_timeout,
