@@ -15,7 +15,7 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use common::dockerd::{require_docker, DockerLab};
-use common::{ms, percentile, Notifications};
+use common::{ms, percentile, Notifications, RtnlProbe};
 
 const STARTS: usize = 200;
 const AT_ONCE: usize = 50;
@@ -46,6 +46,7 @@ fn main() {
 
     let notes = Notifications::listen(std::slice::from_ref(&d.pod));
     let events = docker_connect_events(&d);
+    let probe = RtnlProbe::start(&d.pod, "mvprobe", Duration::from_millis(5));
 
     let serial_start = Instant::now();
     let serial: Vec<String> = (0..STARTS)
@@ -65,6 +66,7 @@ fn main() {
         }));
     }
     let batch_time = batch_start.elapsed();
+    let probed = probe.finish();
 
     let right = |v: &[String]| v.iter().filter(|m| *m == "1450").count();
     println!("first instruction reads 1450 (container eth0 on a user-defined network)");
@@ -92,15 +94,22 @@ fn main() {
     // first-instruction figures above cover them).
     #[derive(Default)]
     struct Veth {
+        created: Option<Instant>,
         joined: Option<Instant>,
         peer: Option<u32>,
         host_done: Option<Instant>,
     }
     let mut veths: HashMap<u32, Veth> = HashMap::new();
     let mut far_done: HashMap<u32, Instant> = HashMap::new();
-    let mut far_first_seen: HashMap<u32, u32> = HashMap::new();
     while let Ok(seen) = notes.rx.try_recv() {
         let l = &seen.link;
+        if l.peer.is_some() && l.master.is_none() && l.name.starts_with("veth") {
+            veths
+                .entry(l.index)
+                .or_default()
+                .created
+                .get_or_insert(seen.at);
+        }
         if l.master == Some(bridge_index) {
             let v = veths.entry(l.index).or_default();
             v.joined.get_or_insert(seen.at);
@@ -110,11 +119,8 @@ fn main() {
             if l.mtu <= 1450 {
                 v.host_done.get_or_insert(seen.at);
             }
-        } else if l.peer.is_some() && l.master.is_none() {
-            far_first_seen.entry(l.index).or_insert(l.mtu);
-            if l.mtu <= 1450 {
-                far_done.entry(l.index).or_insert(seen.at);
-            }
+        } else if l.peer.is_some() && l.master.is_none() && l.mtu <= 1450 {
+            far_done.entry(l.index).or_insert(seen.at);
         }
     }
     let connect_times = events.join().unwrap();
@@ -164,6 +170,47 @@ fn main() {
                 "MISSED"
             }
         );
+    }
+    // The floor under those figures: what any RTNL request from the pod
+    // namespace waited meanwhile, and dockerd's own wait between creating
+    // a pair and attaching it (two requests one after the other).
+    let mut probe_phases: [Vec<Duration>; 2] = [Vec::new(), Vec::new()];
+    for (at, took) in probed {
+        if at >= serial_start {
+            probe_phases[usize::from(at >= batch_began)].push(took);
+        }
+    }
+    let mut gap_phases: [Vec<Duration>; 2] = [Vec::new(), Vec::new()];
+    for v in &joined {
+        if let (Some(c), Some(j)) = (v.created, v.joined) {
+            gap_phases[usize::from(j >= batch_began)].push(j.saturating_duration_since(c));
+        }
+    }
+    println!("the floor: RTNL waits in the pod namespace meanwhile");
+    for (what, phases) in [
+        (
+            "a probe's RTM_SETLINK on a link of its own, every 5 ms",
+            probe_phases,
+        ),
+        (
+            "dockerd's own: veth pair created -> attached to the bridge",
+            gap_phases,
+        ),
+    ] {
+        println!("  {what}");
+        for (name, mut lat) in ["serial", "50 at a time"].into_iter().zip(phases) {
+            lat.sort();
+            if lat.is_empty() {
+                continue;
+            }
+            println!(
+                "    {name:<13} n={:<5} p50 {}  p99 {}  max {}",
+                lat.len(),
+                ms(percentile(&lat, 50.0)),
+                ms(percentile(&lat, 99.0)),
+                ms(*lat.last().unwrap()),
+            );
+        }
     }
     println!("  Docker's connect event came before the kernel notification: {connect_first} of {} (serial)", phases[0].len());
     println!("  far end clamped only after the move (not timed from the pod namespace): {far_after_move}");

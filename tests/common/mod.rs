@@ -602,3 +602,68 @@ pub fn ms(d: Duration) -> String {
 pub fn path_exists(p: &str) -> bool {
     Path::new(p).exists()
 }
+
+/// How long any RTNL request from a namespace waits while something else
+/// runs: a thread in `netns` sets the MTU of a veth pair of its own (on no
+/// bridge, so nothing manages it) every `every`, and times each request
+/// from send to acknowledgement. This is the floor for any netlink client
+/// there, mtuvisor included.
+pub struct RtnlProbe {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<Vec<(Instant, Duration)>>>,
+}
+
+impl RtnlProbe {
+    pub fn start(netns: &str, name: &str, every: Duration) -> RtnlProbe {
+        use std::sync::atomic::AtomicBool;
+        use std::sync::Arc;
+        let (a, b) = (format!("{name}a"), format!("{name}b"));
+        ip(
+            netns,
+            &["link", "add", &a, "type", "veth", "peer", "name", &b],
+        );
+        let stop = Arc::new(AtomicBool::new(false));
+        let path = format!("/run/netns/{netns}");
+        let thread = std::thread::spawn({
+            let stop = stop.clone();
+            move || {
+                let f = File::open(&path).expect("open netns");
+                setns(f.as_fd(), CloneFlags::CLONE_NEWNET).expect("setns");
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .unwrap();
+                rt.block_on(async move {
+                    let rtnl = mtuvisor::netlink::Rtnl::connect().unwrap();
+                    let link = rtnl
+                        .links()
+                        .await
+                        .unwrap()
+                        .into_iter()
+                        .find(|l| l.name == a)
+                        .expect("probe link");
+                    let mut samples = Vec::new();
+                    let mut tick = tokio::time::interval(every);
+                    while !stop.load(Ordering::Relaxed) {
+                        tick.tick().await;
+                        let mtu = 1400 + (samples.len() as u32 % 2);
+                        let t = Instant::now();
+                        rtnl.set_mtu(&link, mtu).await.expect("probe set MTU");
+                        samples.push((t, t.elapsed()));
+                    }
+                    samples
+                })
+            }
+        });
+        RtnlProbe {
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    /// Stops the probe; every request as (sent at, round trip).
+    pub fn finish(mut self) -> Vec<(Instant, Duration)> {
+        self.stop.store(true, Ordering::Relaxed);
+        self.thread.take().unwrap().join().expect("probe thread")
+    }
+}
