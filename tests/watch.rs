@@ -163,3 +163,66 @@ fn sigterm_and_sigint_exit_zero() {
     let status = lab.wait(w, Duration::from_secs(5));
     assert_eq!(status.code(), Some(0));
 }
+
+#[test]
+fn lost_notifications_trigger_a_full_sweep() {
+    if !privileged("lost_notifications_trigger_a_full_sweep") {
+        return;
+    }
+    use nix::sys::signal::Signal;
+    let mut lab = Lab::new("w7");
+    let (pod, _) = lab.pod(1450);
+    ip(&pod, &["link", "add", "docker0", "type", "bridge"]);
+    ip(
+        &pod,
+        &[
+            "link", "add", "vethl", "type", "veth", "peer", "name", "vethm",
+        ],
+    );
+    ip(&pod, &["link", "set", "vethl", "master", "docker0"]);
+    ip(
+        &pod,
+        &[
+            "link", "add", "noise0", "type", "veth", "peer", "name", "noise1",
+        ],
+    );
+    let log = lab.temp_file("log", "");
+    let mut cmd = common::mtuvisor_in(&pod);
+    cmd.args(["watch", "--reconcile-interval", "1h"])
+        .env("MTUVISOR_LOG", "debug")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap());
+    let w = lab.spawn(cmd);
+    assert!(eventually(Duration::from_secs(2), || mtu(&pod, "vethl")
+        == 1450
+        && mtu(&pod, "vethm") == 1450));
+
+    // While mtuvisor is stopped, fill its socket's receive buffer with
+    // notifications about a link nobody manages; then raise the managed
+    // port, whose notification the kernel must drop (ENOBUFS).
+    lab.signal(w, Signal::SIGSTOP);
+    let batch: String = (0..30_000)
+        .map(|i| format!("link set noise0 mtu {}\n", 1300 + i % 2))
+        .collect();
+    let script = lab.temp_file("batch", &batch);
+    ip(&pod, &["-batch", script.to_str().unwrap()]);
+    ip(&pod, &["link", "set", "vethl", "mtu", "1500"]);
+    lab.signal(w, Signal::SIGCONT);
+
+    // The periodic sweep is an hour away: only the overrun sweep fixes it.
+    assert!(
+        eventually(Duration::from_secs(5), || mtu(&pod, "vethl") == 1450),
+        "the raised port is lowered again after the overrun"
+    );
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        text.contains("link notifications were lost (netlink overrun); sweeping"),
+        "the overrun is logged: {}",
+        text.lines().rev().take(5).collect::<Vec<_>>().join("\n")
+    );
+    assert_eq!(
+        mtu(&pod, "noise0"),
+        1301,
+        "the unmanaged link is left alone"
+    );
+}
