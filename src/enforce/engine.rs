@@ -223,14 +223,10 @@ impl<N: NetOps> Engine<N> {
             .map(|p| (p.clone(), self.rule(Owned::Link(p.index))))
             .collect();
         let this = &*self;
-        let results: Vec<(Link, Result<Option<u32>, NetlinkError>)> = futures::stream::iter(jobs)
-            .map(|(port, rule)| async move {
-                let result = this.set_if_needed(&port, rule).await;
-                (port, result)
-            })
-            .buffer_unordered(IN_FLIGHT)
-            .collect()
-            .await;
+        let results = in_flight(jobs, |port, rule| async move {
+            this.set_if_needed(&port, rule).await
+        })
+        .await;
         for (port, result) in results {
             report.add(self.finish_link(&port, result));
         }
@@ -245,14 +241,10 @@ impl<N: NetOps> Engine<N> {
             })
             .collect();
         let net = &self.net;
-        let results: Vec<(Link, Result<PeerChange, NetlinkError>)> = futures::stream::iter(jobs)
-            .map(|(port, rule)| async move {
-                let result = net.adjust_peer(&port, rule).await;
-                (port, result)
-            })
-            .buffer_unordered(IN_FLIGHT)
-            .collect()
-            .await;
+        let results = in_flight(jobs, |port, rule| async move {
+            net.adjust_peer(&port, rule).await
+        })
+        .await;
         for (port, result) in results {
             report.add(self.finish_adjust_peer(&port, result));
         }
@@ -473,6 +465,25 @@ impl<N: NetOps> Engine<N> {
             .is_some_and(|far| far.index == link.index);
         (points_back && self.is_managed_port(host)).then(|| host.clone())
     }
+}
+
+/// Runs `op` for every job, `IN_FLIGHT` at a time; results in the order
+/// they complete.
+async fn in_flight<R, Fut>(
+    jobs: Vec<(Link, MtuRule)>,
+    op: impl Fn(Link, MtuRule) -> Fut,
+) -> Vec<(Link, R)>
+where
+    Fut: std::future::Future<Output = R>,
+{
+    futures::stream::iter(jobs)
+        .map(|(link, rule)| {
+            let done = op(link.clone(), rule);
+            async move { (link, done.await) }
+        })
+        .buffer_unordered(IN_FLIGHT)
+        .collect()
+        .await
 }
 
 fn report_failure(e: &NetlinkError, what: &str, ifindex: u32) -> Outcome {
