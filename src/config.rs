@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 use std::fmt;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -100,6 +101,8 @@ pub struct Settings {
     /// Keep managed links at or below the target (default). Off leaves MSS
     /// clamping as the only protection.
     pub enforce_mtu: bool,
+    /// Where to serve Prometheus metrics and `/healthz`; `None`: nowhere.
+    pub metrics_addr: Option<SocketAddr>,
 }
 
 impl Default for Settings {
@@ -123,6 +126,7 @@ impl Default for Settings {
             mss_backend: BackendChoice::Auto,
             mss_keep_on_exit: false,
             enforce_mtu: true,
+            metrics_addr: None,
         }
     }
 }
@@ -138,6 +142,7 @@ pub struct Flags {
     pub stop_timeout: Option<String>,
     pub max_restarts: Option<String>,
     pub mss: Option<String>,
+    pub metrics_addr: Option<String>,
 }
 
 /// One layer as read: every key optional, unknown keys rejected.
@@ -157,6 +162,7 @@ struct Layer {
     mss_backend: Option<String>,
     mss_keep_on_exit: Option<String>,
     enforce_mtu: Option<String>,
+    metrics_addr: Option<String>,
 }
 
 const KNOWN_KEYS: &[&str] = &[
@@ -172,6 +178,7 @@ const KNOWN_KEYS: &[&str] = &[
     "mss_backend",
     "mss_keep_on_exit",
     "enforce_mtu",
+    "metrics_addr",
 ];
 
 /// A list in TOML, or a comma-separated string in the environment.
@@ -226,6 +233,7 @@ impl Settings {
             stop_timeout: flags.stop_timeout.clone(),
             max_restarts: flags.max_restarts.clone(),
             mss: flags.mss.clone().map(config::Value::from),
+            metrics_addr: flags.metrics_addr.clone(),
             ..Layer::default()
         };
         settings.apply(flag_layer, &|key| Origin::Flag(flag_name(key)))?;
@@ -276,6 +284,9 @@ impl Settings {
         }
         if let Some(v) = layer.enforce_mtu {
             self.enforce_mtu = parse_bool(&v, "enforce_mtu", origin("enforce_mtu"))?;
+        }
+        if let Some(v) = layer.metrics_addr {
+            self.metrics_addr = parse_metrics_addr(&v, origin("metrics_addr"))?;
         }
         if let Some(v) = layer.mss_keep_on_exit {
             self.mss_keep_on_exit = parse_bool(&v, "mss_keep_on_exit", origin("mss_keep_on_exit"))?;
@@ -427,6 +438,7 @@ fn env_var_name(key: &str) -> &'static str {
         "mss_backend" => "MTUVISOR_MSS_BACKEND",
         "mss_keep_on_exit" => "MTUVISOR_MSS_KEEP_ON_EXIT",
         "enforce_mtu" => "MTUVISOR_ENFORCE_MTU",
+        "metrics_addr" => "MTUVISOR_METRICS_ADDR",
         _ => unreachable!("not a setting: {key}"),
     }
 }
@@ -440,6 +452,7 @@ fn flag_name(key: &str) -> &'static str {
         "stop_timeout" => "--stop-timeout",
         "max_restarts" => "--max-restarts",
         "mss" => "--mss",
+        "metrics_addr" => "--metrics-addr",
         _ => unreachable!("no flag for {key}"),
     }
 }
@@ -529,6 +542,21 @@ fn parse_docker_host(value: &str, origin: Origin) -> Result<Option<PathBuf>, Con
             expected: "expected unix:///absolute/path/to/docker.sock".into(),
         }),
     }
+}
+
+/// `HOST:PORT` with HOST an IP address (`0.0.0.0:9464`, `[::]:9464`), or
+/// `off` / empty for none.
+fn parse_metrics_addr(value: &str, origin: Origin) -> Result<Option<SocketAddr>, ConfigError> {
+    let v = value.trim();
+    if v.is_empty() || v == "off" {
+        return Ok(None);
+    }
+    v.parse().map(Some).map_err(|_| ConfigError::Invalid {
+        key: "metrics_addr",
+        value: value.to_string(),
+        origin,
+        expected: "expected IP:PORT such as 0.0.0.0:9464 or [::]:9464, or off".into(),
+    })
 }
 
 pub const MIN_MSS: u16 = 536;
@@ -807,5 +835,28 @@ mod tests {
                 .to_string();
             assert!(err.contains(var) && err.contains(value), "{err}");
         }
+    }
+
+    #[test]
+    fn metrics_addr() {
+        assert_eq!(load(&Flags::default(), &[]).unwrap().metrics_addr, None);
+        let s = load(&Flags::default(), &[("MTUVISOR_METRICS_ADDR", "[::]:9464")]).unwrap();
+        assert_eq!(s.metrics_addr, Some("[::]:9464".parse().unwrap()));
+        let flags = Flags {
+            metrics_addr: Some("off".into()),
+            ..Flags::default()
+        };
+        let s = load(&flags, &[("MTUVISOR_METRICS_ADDR", "0.0.0.0:9464")]).unwrap();
+        assert_eq!(s.metrics_addr, None, "the flag wins, and off means none");
+        let err = load(
+            &Flags::default(),
+            &[("MTUVISOR_METRICS_ADDR", "localhost:9464")],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("MTUVISOR_METRICS_ADDR") && err.contains("IP:PORT"),
+            "{err}"
+        );
     }
 }

@@ -9,4 +9,14 @@ pub mod enforce;
 pub mod error;
 pub mod firewall;
 pub mod logging;
+pub mod metrics;
 pub mod netlink;
+
+/// Stops a spawned task when dropped.
+pub struct AbortOnDrop(pub tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}

@@ -141,7 +141,10 @@ fn killed_dockerd_is_restarted_within_5s() {
     if !require_docker("killed_dockerd_is_restarted_within_5s") {
         return;
     }
-    let d = supervised("skil");
+    let mut d = DockerLab::new("skil");
+    d.start_supervised(&["--metrics-addr", "127.0.0.1:9464"]);
+    d.ready();
+    d.import_busybox();
     d.docker_ok(&["network", "create", "after"]);
     let old = d.dockerd_pid().expect("pidfile");
     nix::sys::signal::kill(
@@ -163,6 +166,18 @@ fn killed_dockerd_is_restarted_within_5s() {
     eprintln!("new dockerd answered {:?} after kill -9", killed.elapsed());
     assert_eq!(d.first_instruction_mtu(Some("after")), "1450");
     assert_eq!(d.first_instruction_mtu(None), "1450");
+    let scrape = || common::http_get(&d.pod, "127.0.0.1:9464", "/metrics").1;
+    assert_eq!(
+        common::metric(&scrape(), "mtuvisor_dockerd_restarts_total"),
+        1.0
+    );
+    assert!(
+        common::eventually(Duration::from_secs(10), || common::metric(
+            &scrape(),
+            "mtuvisor_docker_resyncs_total"
+        ) >= 2.0),
+        "the API is followed again after the restart"
+    );
 }
 
 #[test]

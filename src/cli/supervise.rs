@@ -15,7 +15,9 @@ use crate::docker::args::{docker_socket, dockerd_args, exec_root, parse_docker_v
 use crate::docker::supervisor::{self, SupervisorConfig};
 use crate::enforce::{self, Options};
 use crate::error::Error;
+use crate::metrics;
 use crate::netlink::Rtnl;
+use crate::AbortOnDrop;
 
 #[derive(Debug, Args)]
 pub struct SuperviseArgs {
@@ -39,6 +41,11 @@ pub struct SuperviseArgs {
     #[arg(long, value_name = "N|unlimited", allow_hyphen_values = true)]
     max_restarts: Option<String>,
 
+    /// Serve Prometheus metrics and /healthz on IP:PORT, e.g. 0.0.0.0:9464
+    /// [env: MTUVISOR_METRICS_ADDR].
+    #[arg(long, value_name = "IP:PORT")]
+    metrics_addr: Option<String>,
+
     /// The command to run (default: dockerd), e.g. `-- dockerd-entrypoint.sh`.
     #[arg(last = true, value_name = "COMMAND")]
     command: Vec<String>,
@@ -51,6 +58,7 @@ impl SuperviseArgs {
         flags.stop_timeout = self.stop_timeout.clone();
         flags.max_restarts = self.max_restarts.clone();
         flags.mss = self.mss.clone();
+        flags.metrics_addr = self.metrics_addr.clone();
     }
 }
 
@@ -66,6 +74,7 @@ pub fn run(mut settings: Settings, args: SuperviseArgs) -> Result<i32, Error> {
             command[0]
         ))
     })?;
+    let metrics = settings.metrics_addr.map(metrics::bind).transpose()?;
     let rt = super::runtime()?;
     let mtu = rt.block_on(async {
         let rtnl = Rtnl::connect()?;
@@ -105,6 +114,7 @@ pub fn run(mut settings: Settings, args: SuperviseArgs) -> Result<i32, Error> {
     let signals = supervisor::signals()
         .map_err(|e| Error::Startup(format!("cannot install signal handlers: {e}")))?;
     let code = rt.block_on(async move {
+        let _metrics = metrics.map(|l| AbortOnDrop(tokio::spawn(metrics::serve(l))));
         let (ready_tx, ready_rx) = oneshot::channel();
         let (stop_tx, stop_rx) = watch::channel(false);
         let shown = socket.display().to_string();

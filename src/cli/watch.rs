@@ -13,6 +13,8 @@ use crate::config::{Flags, Settings};
 use crate::docker;
 use crate::enforce::{self, Options};
 use crate::error::Error;
+use crate::metrics;
+use crate::AbortOnDrop;
 
 /// How long an existing socket gets to answer as Docker before it is
 /// refused as bad input.
@@ -36,6 +38,11 @@ pub struct WatchArgs {
     /// [env: MTUVISOR_DOCKER_HOST]. A socket that does not exist yet is waited for.
     #[arg(long, value_name = "unix:///PATH")]
     docker_host: Option<String>,
+
+    /// Serve Prometheus metrics and /healthz on IP:PORT, e.g. 0.0.0.0:9464
+    /// [env: MTUVISOR_METRICS_ADDR].
+    #[arg(long, value_name = "IP:PORT")]
+    metrics_addr: Option<String>,
 }
 
 impl WatchArgs {
@@ -44,11 +51,14 @@ impl WatchArgs {
         flags.reconcile_interval = self.reconcile_interval.clone();
         flags.docker_host = self.docker_host.clone();
         flags.mss = self.mss.clone();
+        flags.metrics_addr = self.metrics_addr.clone();
     }
 }
 
 pub fn run(settings: Settings) -> Result<(), Error> {
+    let metrics = settings.metrics_addr.map(metrics::bind).transpose()?;
     super::runtime()?.block_on(async {
+        let _metrics = metrics.map(|l| AbortOnDrop(tokio::spawn(metrics::serve(l))));
         let docker_socket = settings.docker_host.clone();
         if let Some(socket) = &docker_socket {
             check_docker_socket(socket).await?;

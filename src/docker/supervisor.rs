@@ -7,6 +7,7 @@ use std::future::Future;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use crate::metrics::METRICS;
 use futures::{Stream, StreamExt};
 use nix::sys::signal::{kill, Signal};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
@@ -160,7 +161,10 @@ pub async fn supervise(
             () = sleep_until(restart_at.unwrap_or(far)), if restart_at.is_some() && stop_deadline.is_none() => {
                 restart_at = None;
                 match spawn(&config.command) {
-                    Ok(c) => child = Some(c),
+                    Ok(c) => {
+                        METRICS.dockerd_restarted();
+                        child = Some(c);
+                    }
                     Err(e) => {
                         let delay = backoff.next_delay();
                         restarts += 1;

@@ -7,6 +7,7 @@ use tracing::{debug, info, warn};
 use super::policy::BridgeMatcher;
 use futures::StreamExt;
 
+use crate::metrics::METRICS;
 use crate::netlink::{Link, LinkKind, MtuRule, NetOps, NetlinkError, PeerChange, PeerRef};
 
 /// How many requests a sweep keeps in flight: MTU sets in our namespace,
@@ -71,6 +72,7 @@ pub struct Engine<N> {
 
 impl<N: NetOps> Engine<N> {
     pub fn new(net: N, bridges: BridgeMatcher, target: u32) -> Engine<N> {
+        METRICS.set_target_mtu(target);
         Engine {
             net,
             bridges,
@@ -101,6 +103,7 @@ impl<N: NetOps> Engine<N> {
         self.peer_checked.retain(|i, _| links.contains_key(i));
         self.pending.clear();
         let report = self.enforce_all().await;
+        METRICS.swept(report.managed);
         if report.changed > 0 || report.failed > 0 {
             info!(
                 managed = report.managed,
@@ -126,6 +129,7 @@ impl<N: NetOps> Engine<N> {
             "target MTU changed"
         );
         self.target = target;
+        METRICS.set_target_mtu(target);
         self.enforce_all().await
     }
 
@@ -179,7 +183,10 @@ impl<N: NetOps> Engine<N> {
                 }
             }
         } else if self.is_managed_port(&link) {
-            self.enforce_port(&link, false).await;
+            let began = std::time::Instant::now();
+            if self.enforce_port(&link, false).await {
+                METRICS.observe_clamp(began.elapsed());
+            }
         } else if let Some(host) = self.managed_port_whose_peer_is(&link) {
             // The far end of a managed veth, still in our namespace.
             self.enforce_peer(&host).await;
@@ -251,15 +258,16 @@ impl<N: NetOps> Engine<N> {
         report
     }
 
-    async fn enforce_port(&mut self, port: &Link, force_peer: bool) {
+    /// Enforces a port and, when it may have changed, its far end; true
+    /// when an MTU was changed.
+    async fn enforce_port(&mut self, port: &Link, force_peer: bool) -> bool {
+        let changed = |outcomes: &[Outcome]| outcomes.contains(&Outcome::Changed);
         let Some(peer) = port.peer else {
-            self.enforce_link(port).await;
-            return;
+            return changed(&[self.enforce_link(port).await]);
         };
         let checked = self.peer_checked.get(&port.index).copied();
         if !force_peer && checked == Some(peer) {
-            self.enforce_link(port).await;
-            return;
+            return changed(&[self.enforce_link(port).await]);
         }
         // dockerd just moved a far end we checked here into the container.
         // A move keeps the MTU, so it is not looked at again now: entering
@@ -268,8 +276,7 @@ impl<N: NetOps> Engine<N> {
         // veths' clamps. The periodic sweep still checks it there.
         if !force_peer && checked.is_some_and(|c| c.netnsid.is_none()) && peer.netnsid.is_some() {
             self.peer_checked.insert(port.index, peer);
-            self.enforce_link(port).await;
-            return;
+            return changed(&[self.enforce_link(port).await]);
         }
         match self.local_peer(port) {
             // Both ends here: dockerd is about to move the far end into the
@@ -285,17 +292,19 @@ impl<N: NetOps> Engine<N> {
                     self.set_if_needed(port, host_rule),
                     self.set_if_needed(&far, far_rule)
                 );
-                self.finish_link(port, host_res);
-                if far_res.as_ref().is_err_and(NetlinkError::is_gone) {
-                    self.enforce_peer(port).await;
+                let host = self.finish_link(port, host_res);
+                let far = if far_res.as_ref().is_err_and(NetlinkError::is_gone) {
+                    self.enforce_peer(port).await
                 } else {
                     self.peer_checked.insert(port.index, peer);
-                    self.finish_peer(port, &far, far_res);
-                }
+                    self.finish_peer(port, &far, far_res)
+                };
+                changed(&[host, far])
             }
             None => {
-                self.enforce_link(port).await;
-                self.enforce_peer(port).await;
+                let host = self.enforce_link(port).await;
+                let far = self.enforce_peer(port).await;
+                changed(&[host, far])
             }
         }
     }
@@ -431,6 +440,7 @@ impl<N: NetOps> Engine<N> {
     }
 
     fn record(&mut self, owned: Owned, from: u32, to: u32) {
+        METRICS.mtu_changed();
         if to < from {
             self.original.entry(owned).or_insert(from);
         } else if self.original.get(&owned) == Some(&to) {
@@ -493,6 +503,7 @@ fn report_failure(e: &NetlinkError, what: &str, ifindex: u32) -> Outcome {
         Outcome::Unchanged
     } else {
         warn!(link = %what, ifindex, error = %e, "cannot enforce MTU; will retry on the next sweep");
+        METRICS.mtu_change_failed();
         Outcome::Failed
     }
 }

@@ -19,7 +19,9 @@ use crate::detect::{detect_outer_mtu, DetectError, OuterMtu};
 use crate::docker::{self, DockerUpdate};
 use crate::error::Error;
 use crate::firewall::MssClamp;
+use crate::metrics::METRICS;
 use crate::netlink::{NetEvent, NetMonitor, NetnsResolver, Rtnl, RtnlClient};
+use crate::AbortOnDrop;
 
 /// Where the target MTU comes from.
 enum TargetSource {
@@ -114,6 +116,9 @@ pub async fn run(
     if let Some(mss) = &mss {
         mss.ensure();
     }
+    METRICS.set_ready(true);
+    // However this returns: a stop, or an error that supervise restarts from.
+    let _not_ready_after = NotReadyOnDrop;
     if let Some(ready) = options.ready {
         let _ = ready.send(());
     }
@@ -158,6 +163,7 @@ pub async fn run(
                     NetEvent::DefaultRouteChanged => follow_outer(&mut source, &mut engine, &rtnl).await,
                     NetEvent::Overrun => {
                         warn!("link notifications were lost (netlink overrun); sweeping");
+                        METRICS.netlink_overrun();
                         follow_outer(&mut source, &mut engine, &rtnl).await;
                         sweep_logged(&mut engine).await;
                     }
@@ -178,6 +184,7 @@ pub async fn run(
                     }
                 }
                 DockerUpdate::Resynced => {
+                    METRICS.docker_resynced();
                     if enforce_mtu {
                         sweep_logged(&mut engine).await;
                     }
@@ -234,11 +241,11 @@ async fn has_ipv6_default_route(rtnl: &Rtnl) -> bool {
     matches!(detect_outer_mtu(rtnl).await, Ok(o) if o.ipv6.is_some())
 }
 
-/// Stops a spawned task when dropped.
-struct AbortOnDrop(tokio::task::JoinHandle<()>);
+/// Clears the readiness gauge (and `/healthz`) when enforcement ends.
+struct NotReadyOnDrop;
 
-impl Drop for AbortOnDrop {
+impl Drop for NotReadyOnDrop {
     fn drop(&mut self) {
-        self.0.abort();
+        METRICS.set_ready(false);
     }
 }

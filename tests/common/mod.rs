@@ -667,3 +667,42 @@ impl RtnlProbe {
         self.thread.take().unwrap().join().expect("probe thread")
     }
 }
+
+/// `GET path` from inside `netns` to `addr` (such as the loopback address
+/// mtuvisor serves metrics on there); (status code, body).
+pub fn http_get(netns: &str, addr: &str, path: &str) -> (u16, String) {
+    use std::io::Read;
+    let netns_path = format!("/run/netns/{netns}");
+    let (addr, path) = (addr.to_string(), path.to_string());
+    std::thread::spawn(move || {
+        let f = File::open(&netns_path).expect("open netns");
+        setns(f.as_fd(), CloneFlags::CLONE_NEWNET).expect("setns");
+        let mut stream = std::net::TcpStream::connect(&addr)
+            .unwrap_or_else(|e| panic!("connect to {addr} in {netns_path}: {e}"));
+        stream
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
+        write!(stream, "GET {path} HTTP/1.1\r\nHost: {addr}\r\n\r\n").unwrap();
+        let mut response = String::new();
+        stream.read_to_string(&mut response).unwrap();
+        let status = response
+            .split_whitespace()
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| panic!("not an HTTP response: {response:?}"));
+        let body = response
+            .split_once("\r\n\r\n")
+            .map(|(_, b)| b.to_string())
+            .unwrap_or_default();
+        (status, body)
+    })
+    .join()
+    .expect("http thread")
+}
+
+/// The value of an unlabelled sample in a Prometheus text exposition.
+pub fn metric(text: &str, name: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or_else(|| panic!("no sample {name} in:\n{text}"))
+}

@@ -1,0 +1,357 @@
+//! Prometheus metrics, served as text at `/metrics` on `metrics_addr`, with
+//! `/healthz` for Kubernetes probes.
+//!
+//! A handful of counters and gauges that answer what an operator asks of
+//! mtuvisor: what is the target, is it working, how much does it change,
+//! how fast, and is anything failing. They are process-wide atomics, updated
+//! where the work happens; the server only reads them.
+
+use std::fmt::Write as _;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tracing::{debug, info};
+
+use crate::error::Error;
+
+/// Upper bounds of the clamp-latency buckets, in microseconds.
+const CLAMP_BUCKETS_US: [u64; 10] = [
+    250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000,
+];
+
+/// A request must arrive whole within this, or the connection is dropped.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+const MAX_REQUEST_BYTES: usize = 8192;
+
+pub struct Metrics {
+    target_mtu: AtomicU64,
+    ready: AtomicU64,
+    managed_links: AtomicU64,
+    mtu_changes: AtomicU64,
+    mtu_change_failures: AtomicU64,
+    sweeps: AtomicU64,
+    netlink_overruns: AtomicU64,
+    docker_resyncs: AtomicU64,
+    dockerd_restarts: AtomicU64,
+    clamp_buckets: [AtomicU64; CLAMP_BUCKETS_US.len()],
+    clamp_count: AtomicU64,
+    clamp_sum_us: AtomicU64,
+}
+
+/// The process's metrics.
+pub static METRICS: Metrics = Metrics::new();
+
+impl Metrics {
+    #[allow(clippy::new_without_default)]
+    pub const fn new() -> Metrics {
+        Metrics {
+            target_mtu: AtomicU64::new(0),
+            ready: AtomicU64::new(0),
+            managed_links: AtomicU64::new(0),
+            mtu_changes: AtomicU64::new(0),
+            mtu_change_failures: AtomicU64::new(0),
+            sweeps: AtomicU64::new(0),
+            netlink_overruns: AtomicU64::new(0),
+            docker_resyncs: AtomicU64::new(0),
+            dockerd_restarts: AtomicU64::new(0),
+            clamp_buckets: [const { AtomicU64::new(0) }; CLAMP_BUCKETS_US.len()],
+            clamp_count: AtomicU64::new(0),
+            clamp_sum_us: AtomicU64::new(0),
+        }
+    }
+
+    pub fn set_target_mtu(&self, mtu: u32) {
+        self.target_mtu.store(mtu.into(), Relaxed);
+    }
+
+    pub fn set_ready(&self, ready: bool) {
+        self.ready.store(ready.into(), Relaxed);
+    }
+
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Relaxed) == 1
+    }
+
+    pub fn mtu_changed(&self) {
+        self.mtu_changes.fetch_add(1, Relaxed);
+    }
+
+    pub fn mtu_change_failed(&self) {
+        self.mtu_change_failures.fetch_add(1, Relaxed);
+    }
+
+    pub fn swept(&self, managed: usize) {
+        self.sweeps.fetch_add(1, Relaxed);
+        self.managed_links.store(managed as u64, Relaxed);
+    }
+
+    pub fn netlink_overrun(&self) {
+        self.netlink_overruns.fetch_add(1, Relaxed);
+    }
+
+    pub fn docker_resynced(&self) {
+        self.docker_resyncs.fetch_add(1, Relaxed);
+    }
+
+    pub fn dockerd_restarted(&self) {
+        self.dockerd_restarts.fetch_add(1, Relaxed);
+    }
+
+    /// A new port clamped: from its notification to the last end set.
+    pub fn observe_clamp(&self, took: Duration) {
+        let us = u64::try_from(took.as_micros()).unwrap_or(u64::MAX);
+        for (bound, bucket) in CLAMP_BUCKETS_US.iter().zip(&self.clamp_buckets) {
+            if us <= *bound {
+                bucket.fetch_add(1, Relaxed);
+            }
+        }
+        self.clamp_count.fetch_add(1, Relaxed);
+        self.clamp_sum_us.fetch_add(us, Relaxed);
+    }
+
+    /// The text exposition format, version 0.0.4.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        let mut one = |name: &str, kind: &str, help: &str, value: u64| {
+            let _ = write!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}\n"
+            );
+        };
+        one(
+            "mtuvisor_target_mtu",
+            "gauge",
+            "MTU that managed links are kept at or below.",
+            self.target_mtu.load(Relaxed),
+        );
+        one(
+            "mtuvisor_ready",
+            "gauge",
+            "1 once the first sweep is done and link notifications flow.",
+            self.ready.load(Relaxed),
+        );
+        one(
+            "mtuvisor_managed_links",
+            "gauge",
+            "Managed links (bridges and ports) found by the last sweep.",
+            self.managed_links.load(Relaxed),
+        );
+        one(
+            "mtuvisor_mtu_changes_total",
+            "counter",
+            "MTUs set on managed links, far ends in containers included.",
+            self.mtu_changes.load(Relaxed),
+        );
+        one(
+            "mtuvisor_mtu_change_failures_total",
+            "counter",
+            "MTU checks or changes that failed (retried at the next sweep).",
+            self.mtu_change_failures.load(Relaxed),
+        );
+        one(
+            "mtuvisor_sweeps_total",
+            "counter",
+            "Full passes over every managed link.",
+            self.sweeps.load(Relaxed),
+        );
+        one(
+            "mtuvisor_netlink_overruns_total",
+            "counter",
+            "Times the kernel dropped link notifications (each followed by a sweep).",
+            self.netlink_overruns.load(Relaxed),
+        );
+        one(
+            "mtuvisor_docker_resyncs_total",
+            "counter",
+            "Times the Docker API was (re)connected and its networks listed.",
+            self.docker_resyncs.load(Relaxed),
+        );
+        one(
+            "mtuvisor_dockerd_restarts_total",
+            "counter",
+            "Times supervise restarted a dockerd that exited unexpectedly.",
+            self.dockerd_restarts.load(Relaxed),
+        );
+        let name = "mtuvisor_clamp_seconds";
+        let _ = write!(
+            out,
+            "# HELP {name} From the notification of a new port on a managed bridge \
+             to both of its ends clamped.\n# TYPE {name} histogram\n"
+        );
+        for (bound, bucket) in CLAMP_BUCKETS_US.iter().zip(&self.clamp_buckets) {
+            let le = *bound as f64 / 1e6;
+            let _ = writeln!(out, "{name}_bucket{{le=\"{le}\"}} {}", bucket.load(Relaxed));
+        }
+        let count = self.clamp_count.load(Relaxed);
+        let sum = self.clamp_sum_us.load(Relaxed) as f64 / 1e6;
+        let _ = write!(
+            out,
+            "{name}_bucket{{le=\"+Inf\"}} {count}\n{name}_sum {sum}\n{name}_count {count}\n"
+        );
+        let _ = write!(
+            out,
+            "# HELP mtuvisor_build_info The running version.\n# TYPE mtuvisor_build_info gauge\n\
+             mtuvisor_build_info{{version=\"{}\"}} 1\n",
+            env!("CARGO_PKG_VERSION")
+        );
+        out
+    }
+}
+
+/// Binds the metrics address before anything else is started, so that a
+/// port in use is bad input that changes nothing.
+pub fn bind(addr: SocketAddr) -> Result<std::net::TcpListener, Error> {
+    let listener = std::net::TcpListener::bind(addr)
+        .and_then(|l| l.set_nonblocking(true).map(|()| l))
+        .map_err(|e| {
+            Error::BadInput(format!(
+                "cannot listen on {addr} for metrics: {e}; \
+                 pick a free port in metrics_addr / --metrics-addr, or set it to off"
+            ))
+        })?;
+    Ok(listener)
+}
+
+/// Serves `/metrics` and `/healthz` until the task is dropped. Must run
+/// inside a tokio runtime.
+pub async fn serve(listener: std::net::TcpListener) {
+    let listener = match TcpListener::from_std(listener) {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot serve metrics");
+            return;
+        }
+    };
+    if let Ok(addr) = listener.local_addr() {
+        info!(%addr, "serving metrics at /metrics and health at /healthz");
+    }
+    loop {
+        match listener.accept().await {
+            Ok((stream, peer)) => {
+                tokio::spawn(async move {
+                    if let Err(e) = answer(stream).await {
+                        debug!(%peer, error = %e, "metrics request failed");
+                    }
+                });
+            }
+            // Out of file descriptors and the like: back off a little.
+            Err(e) => {
+                debug!(error = %e, "cannot accept a metrics connection");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
+async fn answer(mut stream: TcpStream) -> std::io::Result<()> {
+    let head = tokio::time::timeout(REQUEST_TIMEOUT, read_head(&mut stream))
+        .await
+        .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "request too slow"))??;
+    let (status, content_type, body) = route(&head);
+    let response = format!(
+        "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n\
+         Connection: close\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(response.as_bytes()).await?;
+    if !head.starts_with("HEAD ") {
+        stream.write_all(body.as_bytes()).await?;
+    }
+    stream.shutdown().await
+}
+
+/// The request line and headers, up to the blank line.
+async fn read_head(stream: &mut TcpStream) -> std::io::Result<String> {
+    let mut buf = Vec::with_capacity(512);
+    let mut chunk = [0u8; 1024];
+    while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+        if buf.len() > MAX_REQUEST_BYTES {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                "request head too large",
+            ));
+        }
+        let n = stream.read(&mut chunk).await?;
+        if n == 0 {
+            break;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
+    Ok(String::from_utf8_lossy(&buf).into_owned())
+}
+
+/// (status, content type, body) for a request head.
+fn route(head: &str) -> (&'static str, &'static str, String) {
+    const TEXT: &str = "text/plain; charset=utf-8";
+    let mut parts = head.lines().next().unwrap_or("").split_whitespace();
+    let (method, target) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+    if method != "GET" && method != "HEAD" {
+        return ("405 Method Not Allowed", TEXT, "only GET and HEAD\n".into());
+    }
+    match target.split('?').next().unwrap_or("") {
+        "/metrics" => (
+            "200 OK",
+            "text/plain; version=0.0.4; charset=utf-8",
+            METRICS.render(),
+        ),
+        "/healthz" if METRICS.is_ready() => ("200 OK", TEXT, "ok\n".into()),
+        "/healthz" => (
+            "503 Service Unavailable",
+            TEXT,
+            "not ready: the first sweep has not finished\n".into(),
+        ),
+        _ => ("404 Not Found", TEXT, "try /metrics or /healthz\n".into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn histogram_buckets_are_cumulative() {
+        let m = Metrics::new();
+        m.observe_clamp(Duration::from_micros(300));
+        m.observe_clamp(Duration::from_millis(30));
+        m.observe_clamp(Duration::from_secs(2));
+        let text = m.render();
+        assert!(text.contains("mtuvisor_clamp_seconds_bucket{le=\"0.00025\"} 0\n"));
+        assert!(text.contains("mtuvisor_clamp_seconds_bucket{le=\"0.0005\"} 1\n"));
+        assert!(text.contains("mtuvisor_clamp_seconds_bucket{le=\"0.05\"} 2\n"));
+        assert!(text.contains("mtuvisor_clamp_seconds_bucket{le=\"0.25\"} 2\n"));
+        assert!(text.contains("mtuvisor_clamp_seconds_bucket{le=\"+Inf\"} 3\n"));
+        assert!(text.contains("mtuvisor_clamp_seconds_count 3\n"));
+        assert!(text.contains("mtuvisor_clamp_seconds_sum 2.0303\n"));
+    }
+
+    #[test]
+    fn every_sample_has_help_and_type() {
+        let text = Metrics::new().render();
+        for line in text.lines().filter(|l| !l.starts_with('#')) {
+            let name = line.split(['{', ' ']).next().unwrap();
+            let family = ["_bucket", "_sum", "_count"]
+                .iter()
+                .find_map(|s| name.strip_suffix(s))
+                .unwrap_or(name);
+            assert!(
+                text.contains(&format!("# TYPE {family} ")),
+                "{name} has no TYPE line"
+            );
+        }
+    }
+
+    #[test]
+    fn routes() {
+        assert_eq!(route("GET /metrics HTTP/1.1\r\n").0, "200 OK");
+        assert_eq!(route("GET /metrics?x=1 HTTP/1.1\r\n").0, "200 OK");
+        assert_eq!(
+            route("POST /metrics HTTP/1.1\r\n").0,
+            "405 Method Not Allowed"
+        );
+        assert_eq!(route("GET / HTTP/1.1\r\n").0, "404 Not Found");
+        assert_eq!(route("").0, "405 Method Not Allowed");
+    }
+}
