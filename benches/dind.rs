@@ -7,6 +7,10 @@
 //! first sign of a new container interface (the kernel's notification that
 //! its host end joined the bridge, or Docker's `connect` event, whichever
 //! comes first) to both ends clamped. Targets: 100 % correct; p99 < 10 ms.
+//!
+//! Beside it, the floor any netlink client in the pod stands on while dockerd
+//! works: an unrelated RTM_SETLINK sent every 5 ms, and dockerd's own
+//! requests (create -> attach, and its next request after the attach).
 
 #[path = "../tests/common/mod.rs"]
 mod common;
@@ -98,6 +102,9 @@ fn main() {
         joined: Option<Instant>,
         peer: Option<u32>,
         host_done: Option<Instant>,
+        /// dockerd bringing the host end up: its next request after the
+        /// join, sent before the join's notification reaches anyone.
+        host_up: Option<Instant>,
     }
     let mut veths: HashMap<u32, Veth> = HashMap::new();
     let mut far_done: HashMap<u32, Instant> = HashMap::new();
@@ -118,6 +125,9 @@ fn main() {
             }
             if l.mtu <= 1450 {
                 v.host_done.get_or_insert(seen.at);
+            }
+            if seen.up {
+                v.host_up.get_or_insert(seen.at);
             }
         } else if l.peer.is_some() && l.master.is_none() && l.mtu <= 1450 {
             far_done.entry(l.index).or_insert(seen.at);
@@ -172,8 +182,10 @@ fn main() {
         );
     }
     // The floor under those figures: what any RTNL request from the pod
-    // namespace waited meanwhile, and dockerd's own wait between creating
-    // a pair and attaching it (two requests one after the other).
+    // namespace waited meanwhile; dockerd's own wait between creating a
+    // pair and attaching it (two requests one after the other); and how
+    // long dockerd's own next request after the join took to land, sent at
+    // the moment the notification mtuvisor acts on was sent.
     let mut probe_phases: [Vec<Duration>; 2] = [Vec::new(), Vec::new()];
     for (at, took) in probed {
         if at >= serial_start {
@@ -181,9 +193,15 @@ fn main() {
         }
     }
     let mut gap_phases: [Vec<Duration>; 2] = [Vec::new(), Vec::new()];
+    let mut up_phases: [Vec<Duration>; 2] = [Vec::new(), Vec::new()];
     for v in &joined {
-        if let (Some(c), Some(j)) = (v.created, v.joined) {
-            gap_phases[usize::from(j >= batch_began)].push(j.saturating_duration_since(c));
+        let j = v.joined.unwrap();
+        let phase = usize::from(j >= batch_began);
+        if let Some(c) = v.created {
+            gap_phases[phase].push(j.saturating_duration_since(c));
+        }
+        if let Some(u) = v.host_up {
+            up_phases[phase].push(u.saturating_duration_since(j));
         }
     }
     println!("the floor: RTNL waits in the pod namespace meanwhile");
@@ -195,6 +213,10 @@ fn main() {
         (
             "dockerd's own: veth pair created -> attached to the bridge",
             gap_phases,
+        ),
+        (
+            "dockerd's own, from the same notification as mtuvisor: attached -> host end up (its next request)",
+            up_phases,
         ),
     ] {
         println!("  {what}");

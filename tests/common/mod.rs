@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 
 use mtuvisor::netlink::Link;
 use netlink_packet_core::{NetlinkMessage, NetlinkPayload};
+use netlink_packet_route::link::{LinkAttribute, LinkFlags};
 use netlink_packet_route::RouteNetlinkMessage;
 use netlink_sys::{protocols::NETLINK_ROUTE, Socket, SocketAddr};
 use nix::sched::{setns, CloneFlags};
@@ -328,6 +329,10 @@ pub struct Seen {
     pub at: Instant,
     pub netns: usize,
     pub link: Link,
+    /// IFF_UP.
+    pub up: bool,
+    /// The hardware address.
+    pub address: Vec<u8>,
 }
 
 /// Blocking readers of RTNLGRP_LINK in several namespaces, one thread each,
@@ -370,7 +375,23 @@ impl Notifications {
                             msg.payload
                         {
                             if let Some(link) = Link::from_message(&m) {
-                                if tx.send(Seen { at, netns: i, link }).is_err() {
+                                let up = m.header.flags.contains(LinkFlags::Up);
+                                let address = m
+                                    .attributes
+                                    .iter()
+                                    .find_map(|a| match a {
+                                        LinkAttribute::Address(a) => Some(a.clone()),
+                                        _ => None,
+                                    })
+                                    .unwrap_or_default();
+                                let seen = Seen {
+                                    at,
+                                    netns: i,
+                                    link,
+                                    up,
+                                    address,
+                                };
+                                if tx.send(seen).is_err() {
                                     return;
                                 }
                             }
