@@ -2,7 +2,8 @@
 # Installs, from Debian's packages, what the demo and the tests drive:
 # iproute2 (namespaces, veths, bridges), util-linux (nsenter), docker.io
 # (dockerd, containerd, runc and the 20.10 client), busybox-static (the
-# test image is imported from it), docker-compose, iptables and nftables.
+# test image is imported from it), docker-compose, iptables, nftables and
+# debootstrap (the image test builds its Debian base with it).
 # Does nothing when they are already there.
 set -euo pipefail
 
@@ -23,6 +24,7 @@ need docker-compose docker-compose
 need iptables iptables
 need nft nftables
 need openssl openssl
+need debootstrap debootstrap
 # The static build: the dynamic one cannot run inside the imported image.
 if ! [ -x /bin/busybox ] || ldd /bin/busybox >/dev/null 2>&1; then missing+=(busybox-static); fi
 

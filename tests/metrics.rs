@@ -23,10 +23,9 @@ fn watch_serves_what_it_did() {
     docker_style_veth(&pod, "docker0", "vethx", &c);
     lab.watch(&pod, &["--metrics-addr", ADDR], &[]);
     assert!(eventually(Duration::from_secs(2), || mtu(&c, "eth0") == 1450));
-    assert!(eventually(Duration::from_secs(2), || http_get(
-        &pod, ADDR, "/healthz"
-    )
-    .0 == 200));
+    assert!(eventually(Duration::from_secs(2), || {
+        common::try_http_get(&pod, ADDR, "/healthz").is_ok_and(|(status, _)| status == 200)
+    }));
 
     // One more veth after start: clamped from its notification, and timed.
     let c2 = lab.netns("c2");

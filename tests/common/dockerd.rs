@@ -366,7 +366,7 @@ fn unmount_under(dir: &Path) {
 /// A root file system of Debian's static busybox, as a tar for
 /// `docker import`: built once, shared by every test process (written to a
 /// temporary name, then renamed, so that a reader never sees half a tar).
-fn busybox_tar() -> &'static Path {
+pub fn busybox_tar() -> &'static Path {
     static TAR: OnceLock<PathBuf> = OnceLock::new();
     TAR.get_or_init(|| {
         let tar = PathBuf::from("/tmp/mtuvisor-e2e/busybox-v2.tar");

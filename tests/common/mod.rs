@@ -692,6 +692,11 @@ impl RtnlProbe {
 /// `GET path` from inside `netns` to `addr` (such as the loopback address
 /// mtuvisor serves metrics on there); (status code, body).
 pub fn http_get(netns: &str, addr: &str, path: &str) -> (u16, String) {
+    try_http_get(netns, addr, path).unwrap_or_else(|e| panic!("GET {path} from {addr}: {e}"))
+}
+
+/// `http_get` that reports a refused connection instead of panicking.
+pub fn try_http_get(netns: &str, addr: &str, path: &str) -> Result<(u16, String), String> {
     use std::io::Read;
     let netns_path = format!("/run/netns/{netns}");
     let (addr, path) = (addr.to_string(), path.to_string());
@@ -699,23 +704,25 @@ pub fn http_get(netns: &str, addr: &str, path: &str) -> (u16, String) {
         let f = File::open(&netns_path).expect("open netns");
         setns(f.as_fd(), CloneFlags::CLONE_NEWNET).expect("setns");
         let mut stream = std::net::TcpStream::connect(&addr)
-            .unwrap_or_else(|e| panic!("connect to {addr} in {netns_path}: {e}"));
+            .map_err(|e| format!("connect in {netns_path}: {e}"))?;
         stream
             .set_read_timeout(Some(Duration::from_secs(5)))
             .unwrap();
-        write!(stream, "GET {path} HTTP/1.1\r\nHost: {addr}\r\n\r\n").unwrap();
+        write!(stream, "GET {path} HTTP/1.1\r\nHost: {addr}\r\n\r\n").map_err(|e| e.to_string())?;
         let mut response = String::new();
-        stream.read_to_string(&mut response).unwrap();
+        stream
+            .read_to_string(&mut response)
+            .map_err(|e| e.to_string())?;
         let status = response
             .split_whitespace()
             .nth(1)
             .and_then(|s| s.parse().ok())
-            .unwrap_or_else(|| panic!("not an HTTP response: {response:?}"));
+            .ok_or_else(|| format!("not an HTTP response: {response:?}"))?;
         let body = response
             .split_once("\r\n\r\n")
             .map(|(_, b)| b.to_string())
             .unwrap_or_default();
-        (status, body)
+        Ok((status, body))
     })
     .join()
     .expect("http thread")
