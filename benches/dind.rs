@@ -169,11 +169,12 @@ fn main() {
         }
         let p99 = percentile(&lat, 99.0);
         println!(
-            "  {name:<13} n={:<4} p50 {}  p99 {}  max {}   target p99 < 10 ms: {}",
+            "  {name:<13} n={:<4} p50 {}  p99 {}  max {}  over 10 ms: {:>4.1} %   target p99 < 10 ms: {}",
             lat.len(),
             ms(percentile(&lat, 50.0)),
             ms(p99),
             ms(*lat.last().unwrap()),
+            over_10ms(&lat),
             if p99 < Duration::from_millis(10) {
                 "met"
             } else {
@@ -226,16 +227,26 @@ fn main() {
                 continue;
             }
             println!(
-                "    {name:<13} n={:<5} p50 {}  p99 {}  max {}",
+                "    {name:<13} n={:<5} p50 {}  p99 {}  max {}  over 10 ms: {:>4.1} %",
                 lat.len(),
                 ms(percentile(&lat, 50.0)),
                 ms(percentile(&lat, 99.0)),
                 ms(*lat.last().unwrap()),
+                over_10ms(&lat),
             );
         }
     }
     println!("  Docker's connect event came before the kernel notification: {connect_first} of {} (serial)", phases[0].len());
     println!("  far end clamped only after the move (not timed from the pod namespace): {far_after_move}");
+}
+
+/// Share of the durations above 10 ms, in percent.
+fn over_10ms(durations: &[Duration]) -> f64 {
+    let over = durations
+        .iter()
+        .filter(|d| **d > Duration::from_millis(10))
+        .count();
+    100.0 * over as f64 / durations.len() as f64
 }
 
 /// Times of Docker `network connect` events for the bench network, read
