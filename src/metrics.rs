@@ -114,67 +114,70 @@ impl Metrics {
 
     /// The text exposition format, version 0.0.4.
     pub fn render(&self) -> String {
+        let scalars: [(&str, &str, &str, &AtomicU64); 9] = [
+            (
+                "mtuvisor_target_mtu",
+                "gauge",
+                "MTU that managed links are kept at or below.",
+                &self.target_mtu,
+            ),
+            (
+                "mtuvisor_ready",
+                "gauge",
+                "1 once the first sweep is done and link notifications flow.",
+                &self.ready,
+            ),
+            (
+                "mtuvisor_managed_links",
+                "gauge",
+                "Managed links (bridges and ports) found by the last sweep.",
+                &self.managed_links,
+            ),
+            (
+                "mtuvisor_mtu_changes_total",
+                "counter",
+                "MTUs set on managed links, far ends in containers included.",
+                &self.mtu_changes,
+            ),
+            (
+                "mtuvisor_mtu_change_failures_total",
+                "counter",
+                "MTU checks or changes that failed (retried at the next sweep).",
+                &self.mtu_change_failures,
+            ),
+            (
+                "mtuvisor_sweeps_total",
+                "counter",
+                "Full passes over every managed link.",
+                &self.sweeps,
+            ),
+            (
+                "mtuvisor_netlink_overruns_total",
+                "counter",
+                "Times the kernel dropped link notifications (each followed by a sweep).",
+                &self.netlink_overruns,
+            ),
+            (
+                "mtuvisor_docker_resyncs_total",
+                "counter",
+                "Times the Docker API was (re)connected and its networks listed.",
+                &self.docker_resyncs,
+            ),
+            (
+                "mtuvisor_dockerd_restarts_total",
+                "counter",
+                "Times supervise restarted a dockerd that exited unexpectedly.",
+                &self.dockerd_restarts,
+            ),
+        ];
         let mut out = String::new();
-        let mut one = |name: &str, kind: &str, help: &str, value: u64| {
+        for (name, kind, help, value) in scalars {
             let _ = write!(
                 out,
-                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}\n"
+                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {}\n",
+                value.load(Relaxed)
             );
-        };
-        one(
-            "mtuvisor_target_mtu",
-            "gauge",
-            "MTU that managed links are kept at or below.",
-            self.target_mtu.load(Relaxed),
-        );
-        one(
-            "mtuvisor_ready",
-            "gauge",
-            "1 once the first sweep is done and link notifications flow.",
-            self.ready.load(Relaxed),
-        );
-        one(
-            "mtuvisor_managed_links",
-            "gauge",
-            "Managed links (bridges and ports) found by the last sweep.",
-            self.managed_links.load(Relaxed),
-        );
-        one(
-            "mtuvisor_mtu_changes_total",
-            "counter",
-            "MTUs set on managed links, far ends in containers included.",
-            self.mtu_changes.load(Relaxed),
-        );
-        one(
-            "mtuvisor_mtu_change_failures_total",
-            "counter",
-            "MTU checks or changes that failed (retried at the next sweep).",
-            self.mtu_change_failures.load(Relaxed),
-        );
-        one(
-            "mtuvisor_sweeps_total",
-            "counter",
-            "Full passes over every managed link.",
-            self.sweeps.load(Relaxed),
-        );
-        one(
-            "mtuvisor_netlink_overruns_total",
-            "counter",
-            "Times the kernel dropped link notifications (each followed by a sweep).",
-            self.netlink_overruns.load(Relaxed),
-        );
-        one(
-            "mtuvisor_docker_resyncs_total",
-            "counter",
-            "Times the Docker API was (re)connected and its networks listed.",
-            self.docker_resyncs.load(Relaxed),
-        );
-        one(
-            "mtuvisor_dockerd_restarts_total",
-            "counter",
-            "Times supervise restarted a dockerd that exited unexpectedly.",
-            self.dockerd_restarts.load(Relaxed),
-        );
+        }
         let name = "mtuvisor_clamp_seconds";
         let _ = write!(
             out,

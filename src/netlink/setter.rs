@@ -58,7 +58,7 @@ impl MtuSetter {
                 .name(format!("mtu-set-{n}"))
                 .spawn(move || work(&socket, &rx))
                 .map_err(|source| NetlinkError::Socket {
-                    context: " (cannot start its thread)".into(),
+                    context: " for MTU changes (its thread did not start)".into(),
                     source,
                 })?;
         }
