@@ -297,7 +297,8 @@ impl<N: NetOps> Engine<N> {
                     self.enforce_peer(port).await
                 } else {
                     self.peer_checked.insert(port.index, peer);
-                    self.finish_peer(port, &far, far_res)
+                    let change = far_res.map(|set_to| PeerChange::new(far, "self", set_to));
+                    self.finish_adjust_peer(port, change)
                 };
                 changed(&[host, far])
             }
@@ -350,23 +351,6 @@ impl<N: NetOps> Engine<N> {
                 Outcome::Changed
             }
             Err(e) => report_failure(&e, &link.name, link.index),
-        }
-    }
-
-    fn finish_peer(
-        &mut self,
-        host: &Link,
-        far: &Link,
-        result: Result<Option<u32>, NetlinkError>,
-    ) -> Outcome {
-        match result {
-            Ok(None) => Outcome::Unchanged,
-            Ok(Some(mtu)) => {
-                info!(link = %far.name, ifindex = far.index, netns = %"self", peer_of = %host.name, from_mtu = far.mtu, to_mtu = mtu, "set MTU");
-                self.note_set(Owned::PeerOf(host.index), far.index, far.mtu, mtu);
-                Outcome::Changed
-            }
-            Err(e) => report_failure(&e, &format!("peer of {}", host.name), host.index),
         }
     }
 

@@ -15,7 +15,6 @@ use tokio::sync::Mutex;
 
 use super::{
     in_netns, Link, LinkKind, MtuRule, MtuSetter, NetOps, NetlinkError, NetnsResolver, PeerChange,
-    PeerState,
 };
 use futures::StreamExt;
 
@@ -81,21 +80,7 @@ impl Rtnl {
             .set(msg)
             .execute()
             .await
-            .map_err(|source| match &source {
-                rtnetlink::Error::NetlinkError(e) if super::is_enodev(e) => {
-                    NetlinkError::NoSuchLink {
-                        name: link.name.clone(),
-                        ifindex: link.index,
-                    }
-                }
-                _ => NetlinkError::Request {
-                    op: format!(
-                        "setting MTU {mtu} on {} (ifindex {})",
-                        link.name, link.index
-                    ),
-                    source,
-                },
-            })
+            .map_err(|source| super::set_mtu_failed(&link.name, link.index, mtu, source))
     }
 
     /// Every route of one family in every table.
@@ -148,15 +133,14 @@ impl Rtnl {
         Ok(nsid)
     }
 
-    /// Reads veth `peer_index`, checks that it is the far end of `host`, and
-    /// applies `rule` to it. Runs in the namespace this socket belongs to.
-    pub async fn adjust_peer_here(
+    /// Reads veth `peer_index` in the namespace this socket belongs to and
+    /// checks that it is the far end of `host`.
+    pub async fn far_end_here(
         &self,
         host: &Link,
         peer_index: u32,
-        rule: MtuRule,
         netns: &str,
-    ) -> Result<PeerChange, NetlinkError> {
+    ) -> Result<Link, NetlinkError> {
         let peer = self
             .link(peer_index)
             .await?
@@ -181,19 +165,7 @@ impl Rtnl {
                 peer.name
             )));
         }
-        let set_to = rule.desired(peer.mtu);
-        if let Some(mtu) = set_to {
-            self.set_mtu(&peer, mtu).await?;
-        }
-        Ok(PeerChange {
-            peer: PeerState {
-                name: peer.name,
-                ifindex: peer.index,
-                mtu: peer.mtu,
-                netns: netns.to_string(),
-            },
-            set_to,
-        })
+        Ok(peer)
     }
 }
 
@@ -258,17 +230,25 @@ impl NetOps for RtnlClient {
             });
         };
         let Some(nsid) = peer.netnsid else {
-            return self
-                .rtnl
-                .adjust_peer_here(host, peer.ifindex, rule, "self")
-                .await;
+            // Here in our namespace: set through the setter, like every
+            // other MTU change here.
+            let far = self.rtnl.far_end_here(host, peer.ifindex, "self").await?;
+            let set_to = rule.desired(far.mtu);
+            if let Some(mtu) = set_to {
+                self.set_mtu(&far, mtu).await?;
+            }
+            return Ok(PeerChange::new(far, "self", set_to));
         };
         let (file, path) = self.resolver.lock().await.open(nsid, &self.rtnl).await?;
         let host = host.clone();
         let label = path.display().to_string();
         in_netns(file, label.clone(), move |rtnl| async move {
-            rtnl.adjust_peer_here(&host, peer.ifindex, rule, &label)
-                .await
+            let far = rtnl.far_end_here(&host, peer.ifindex, &label).await?;
+            let set_to = rule.desired(far.mtu);
+            if let Some(mtu) = set_to {
+                rtnl.set_mtu(&far, mtu).await?;
+            }
+            Ok(PeerChange::new(far, &label, set_to))
         })
         .await
     }

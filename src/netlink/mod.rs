@@ -62,6 +62,21 @@ impl NetlinkError {
     }
 }
 
+/// What a refused RTM_SETLINK of `mtu` on a link means: the link is gone
+/// (ENODEV), or the request failed, named after the link.
+fn set_mtu_failed(name: &str, ifindex: u32, mtu: u32, source: rtnetlink::Error) -> NetlinkError {
+    match &source {
+        rtnetlink::Error::NetlinkError(e) if is_enodev(e) => NetlinkError::NoSuchLink {
+            name: name.to_string(),
+            ifindex,
+        },
+        _ => NetlinkError::Request {
+            op: format!("setting MTU {mtu} on {name} (ifindex {ifindex})"),
+            source,
+        },
+    }
+}
+
 /// The kernel's "no such device": the link was deleted (or moved away)
 /// before our request reached it.
 fn is_enodev(e: &netlink_packet_core::ErrorMessage) -> bool {
@@ -84,6 +99,21 @@ pub struct PeerChange {
     pub peer: PeerState,
     /// The MTU set, when one was.
     pub set_to: Option<u32>,
+}
+
+impl PeerChange {
+    /// What applying a rule to far end `peer`, found in `netns`, did.
+    pub fn new(peer: Link, netns: &str, set_to: Option<u32>) -> PeerChange {
+        PeerChange {
+            peer: PeerState {
+                name: peer.name,
+                ifindex: peer.index,
+                mtu: peer.mtu,
+                netns: netns.to_string(),
+            },
+            set_to,
+        }
+    }
 }
 
 /// The narrow set of operations the enforcement engine needs. The real

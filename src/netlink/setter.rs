@@ -79,18 +79,18 @@ impl MtuSetter {
                 reply,
             })
             .map_err(|_| gone())?;
-        let op = || format!("setting MTU {mtu} on {name} (ifindex {ifindex})");
         match done.await.map_err(|_| gone())? {
             Ok(()) => Ok(()),
-            Err(Failure::Nack(e)) if super::is_enodev(&e) => Err(NetlinkError::NoSuchLink {
-                name: name.to_string(),
+            Err(Failure::Nack(e)) => Err(super::set_mtu_failed(
+                name,
                 ifindex,
+                mtu,
+                rtnetlink::Error::NetlinkError(e),
+            )),
+            Err(Failure::Io(source)) => Err(NetlinkError::Io {
+                op: format!("setting MTU {mtu} on {name} (ifindex {ifindex})"),
+                source,
             }),
-            Err(Failure::Nack(e)) => Err(NetlinkError::Request {
-                op: op(),
-                source: rtnetlink::Error::NetlinkError(e),
-            }),
-            Err(Failure::Io(source)) => Err(NetlinkError::Io { op: op(), source }),
         }
     }
 }
