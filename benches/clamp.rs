@@ -8,15 +8,12 @@
 #[path = "../tests/common/mod.rs"]
 mod common;
 
-use std::fs::File;
 use std::io::Write;
-use std::os::fd::AsFd;
 use std::time::{Duration, Instant};
 
 use common::{ip, ms, mtu, percentile, sh, timed_veth_series, Lab, Pace};
 use mtuvisor::enforce::{BridgeMatcher, Engine};
 use mtuvisor::netlink::{NetnsResolver, Rtnl, RtnlClient};
-use nix::sched::{setns, CloneFlags};
 
 const VETHS: usize = 300;
 const PORTS: usize = 500;
@@ -97,10 +94,7 @@ fn sweep(moved: bool) {
     let file = lab.temp_file("batch", &batch);
     sh(&["ip", "-n", &pod, "-batch", file.to_str().unwrap()]);
 
-    let pod_path = format!("/run/netns/{pod}");
-    let (first, steady, report) = std::thread::spawn(move || {
-        let f = File::open(&pod_path).unwrap();
-        setns(f.as_fd(), CloneFlags::CLONE_NEWNET).unwrap();
+    let (first, steady, report) = common::in_netns(&pod, move || {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -119,9 +113,7 @@ fn sweep(moved: bool) {
             engine.sweep().await.unwrap();
             (first, t.elapsed(), report)
         })
-    })
-    .join()
-    .unwrap();
+    });
     assert_eq!(mtu(&pod, "vs0"), 1450);
     let peers = if moved {
         "peers in 500 namespaces"

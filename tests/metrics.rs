@@ -65,25 +65,11 @@ fn an_unusable_metrics_address_is_bad_input_and_changes_nothing() {
     let out = run_mtuvisor(&pod, &["watch", "--metrics-addr", "localhost:9464"], &[]);
     common::assert_rejected(&out, &["metrics_addr", "localhost:9464", "IP:PORT"]);
 
-    // The port is taken inside the pod namespace.
-    let (taken_tx, taken_rx) = std::sync::mpsc::channel();
-    let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
-    let netns_path = format!("/run/netns/{pod}");
-    let holder = std::thread::spawn(move || {
-        let f = std::fs::File::open(netns_path).unwrap();
-        nix::sched::setns(
-            std::os::fd::AsFd::as_fd(&f),
-            nix::sched::CloneFlags::CLONE_NEWNET,
-        )
-        .unwrap();
-        let _listener = std::net::TcpListener::bind(ADDR).unwrap();
-        taken_tx.send(()).unwrap();
-        let _ = done_rx.recv();
-    });
-    taken_rx.recv().unwrap();
+    // The port is taken inside the pod namespace (a socket stays in the
+    // namespace it was opened in).
+    let taken = common::in_netns(&pod, || std::net::TcpListener::bind(ADDR).unwrap());
     let out = run_mtuvisor(&pod, &["watch", "--metrics-addr", ADDR], &[]);
     common::assert_rejected(&out, &["cannot listen on 127.0.0.1:9464", "metrics"]);
-    done_tx.send(()).unwrap();
-    holder.join().unwrap();
+    drop(taken);
     assert_eq!(mtu(&pod, "docker0"), 1500, "nothing was applied");
 }

@@ -3,11 +3,9 @@
 
 mod common;
 
-use std::fs::File;
-use std::os::fd::AsFd;
 use std::time::Duration;
 
-use common::{assert_rejected, eventually, privileged, run_mtuvisor, Lab};
+use common::{assert_rejected, eventually, in_netns, privileged, run_mtuvisor, Lab};
 use mtuvisor::firewall::{select_backend, BackendChoice, Ensured, MssMode};
 
 /// What a tool prints inside `netns`.
@@ -74,18 +72,6 @@ fn copies(netns: &str, backend: BackendChoice) -> (usize, usize) {
             )
         }
     }
-}
-
-/// Runs `f` on a thread inside `netns` (the tools it forks run there too).
-fn in_netns<T: Send + 'static>(netns: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
-    let path = format!("/run/netns/{netns}");
-    std::thread::spawn(move || {
-        let ns = File::open(path).unwrap();
-        nix::sched::setns(ns.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
-        f()
-    })
-    .join()
-    .unwrap()
 }
 
 fn backend_lifecycle(tag: &str, backend: BackendChoice, name: &str) {

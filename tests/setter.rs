@@ -3,27 +3,8 @@
 
 mod common;
 
-use std::fs::File;
-use std::os::fd::AsFd;
-
-use common::{ip, mtu, privileged, Lab};
+use common::{in_netns, ip, mtu, privileged, Lab};
 use mtuvisor::netlink::{MtuSetter, NetlinkError};
-use nix::sched::{setns, CloneFlags};
-
-/// Runs `f` with a setter opened inside `netns`.
-fn with_setter_in<T: Send + 'static>(
-    netns: &str,
-    f: impl FnOnce(MtuSetter) -> T + Send + 'static,
-) -> T {
-    let path = format!("/run/netns/{netns}");
-    std::thread::spawn(move || {
-        let file = File::open(path).expect("open netns");
-        setns(file.as_fd(), CloneFlags::CLONE_NEWNET).expect("setns");
-        f(MtuSetter::new().expect("setter"))
-    })
-    .join()
-    .expect("setter thread")
-}
 
 fn ifindex(netns: &str, link: &str) -> u32 {
     let out = ip(netns, &["-j", "link", "show", "dev", link]);
@@ -44,7 +25,8 @@ fn sets_in_its_own_namespace_and_names_the_link_on_failure() {
     );
     let (a, b) = (ifindex(&ns, "sa"), ifindex(&ns, "sb"));
 
-    let results = with_setter_in(&ns, move |setter| {
+    let results = in_netns(&ns, move || {
+        let setter = MtuSetter::new().expect("setter");
         let rt = tokio::runtime::Builder::new_current_thread()
             .build()
             .unwrap();

@@ -196,6 +196,26 @@ impl Drop for Lab {
     }
 }
 
+/// Moves the calling thread into network namespace `netns` for good: call
+/// it on a thread of its own.
+pub fn enter_netns(netns: &str) {
+    let path = format!("/run/netns/{netns}");
+    let file = File::open(&path).unwrap_or_else(|e| panic!("open {path}: {e}"));
+    setns(file.as_fd(), CloneFlags::CLONE_NEWNET).unwrap_or_else(|e| panic!("enter {path}: {e}"));
+}
+
+/// Runs `f` on a thread inside `netns` (sockets it opens and tools it forks
+/// belong there) and returns what it returns.
+pub fn in_netns<T: Send + 'static>(netns: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
+    let netns = netns.to_string();
+    std::thread::spawn(move || {
+        enter_netns(&netns);
+        f()
+    })
+    .join()
+    .expect("thread in the namespace")
+}
+
 /// `nsenter --net=/run/netns/NS mtuvisor` (not `ip netns exec`, which
 /// remounts /sys).
 pub fn mtuvisor_in(netns: &str) -> Command {
@@ -347,10 +367,9 @@ impl Notifications {
         for (i, ns) in namespaces.iter().enumerate() {
             let tx = tx.clone();
             let (ready_tx, ready_rx) = mpsc::channel();
-            let path = format!("/run/netns/{ns}");
+            let ns = ns.clone();
             std::thread::spawn(move || {
-                let file = File::open(&path).expect("open netns");
-                setns(file.as_fd(), CloneFlags::CLONE_NEWNET).expect("setns");
+                enter_netns(&ns);
                 let mut socket = Socket::new(NETLINK_ROUTE).expect("netlink socket");
                 socket.set_rx_buf_sz(8 << 20).ok();
                 socket
@@ -484,19 +503,15 @@ async fn drive_series(
     use futures::TryStreamExt;
     use rtnetlink::{LinkUnspec, LinkVeth};
 
-    let enter = |ns: &str| {
-        let f = File::open(format!("/run/netns/{ns}")).unwrap();
-        setns(f.as_fd(), CloneFlags::CLONE_NEWNET).unwrap();
-    };
     // One socket per namespace, each opened while this thread is inside it.
     let mut in_container = Vec::new();
     let mut container_fds = Vec::new();
     for c in containers {
-        enter(c);
+        enter_netns(c);
         in_container.push(mtuvisor::netlink::Rtnl::connect().unwrap());
         container_fds.push(File::open(format!("/run/netns/{c}")).unwrap());
     }
-    enter(pod);
+    enter_netns(pod);
     let here = mtuvisor::netlink::Rtnl::connect().unwrap();
     let h = here.handle().clone();
     let by_name = |handle: rtnetlink::Handle, name: String| async move {
@@ -644,12 +659,11 @@ impl RtnlProbe {
             &["link", "add", &a, "type", "veth", "peer", "name", &b],
         );
         let stop = Arc::new(AtomicBool::new(false));
-        let path = format!("/run/netns/{netns}");
+        let netns = netns.to_string();
         let thread = std::thread::spawn({
             let stop = stop.clone();
             move || {
-                let f = File::open(&path).expect("open netns");
-                setns(f.as_fd(), CloneFlags::CLONE_NEWNET).expect("setns");
+                enter_netns(&netns);
                 let rt = tokio::runtime::Builder::new_current_thread()
                     .enable_all()
                     .build()
@@ -698,13 +712,10 @@ pub fn http_get(netns: &str, addr: &str, path: &str) -> (u16, String) {
 /// `http_get` that reports a refused connection instead of panicking.
 pub fn try_http_get(netns: &str, addr: &str, path: &str) -> Result<(u16, String), String> {
     use std::io::Read;
-    let netns_path = format!("/run/netns/{netns}");
-    let (addr, path) = (addr.to_string(), path.to_string());
-    std::thread::spawn(move || {
-        let f = File::open(&netns_path).expect("open netns");
-        setns(f.as_fd(), CloneFlags::CLONE_NEWNET).expect("setns");
-        let mut stream = std::net::TcpStream::connect(&addr)
-            .map_err(|e| format!("connect in {netns_path}: {e}"))?;
+    let (addr, path, shown) = (addr.to_string(), path.to_string(), netns.to_string());
+    in_netns(netns, move || {
+        let mut stream =
+            std::net::TcpStream::connect(&addr).map_err(|e| format!("connect in {shown}: {e}"))?;
         stream
             .set_read_timeout(Some(Duration::from_secs(5)))
             .unwrap();
@@ -724,8 +735,6 @@ pub fn try_http_get(netns: &str, addr: &str, path: &str) -> Result<(u16, String)
             .unwrap_or_default();
         Ok((status, body))
     })
-    .join()
-    .expect("http thread")
 }
 
 /// The value of an unlabelled sample in a Prometheus text exposition.
