@@ -11,6 +11,7 @@ pub mod firewall;
 pub mod logging;
 pub mod metrics;
 pub mod netlink;
+pub mod process;
 
 /// Stops a spawned task when dropped.
 pub struct AbortOnDrop(pub tokio::task::JoinHandle<()>);

@@ -1,7 +1,10 @@
 //! tracing-subscriber set-up: text or JSON on stderr, filtered by
 //! `MTUVISOR_LOG` (or `RUST_LOG`), `info` by default.
 
+use std::fmt::Display;
 use std::io::IsTerminal;
+
+use tracing::{debug, info, warn};
 
 use tracing_subscriber::EnvFilter;
 
@@ -21,4 +24,39 @@ pub fn init(format: LogFormat) {
         LogFormat::Text => builder.try_init(),
         LogFormat::Json => builder.json().flatten_event(true).try_init(),
     };
+}
+
+/// A failure that may come back on every cycle (a reconcile, a retry):
+/// WARN the first time and whenever its message changes, DEBUG while it
+/// repeats, and one INFO line when it ends. A log that says the same
+/// thing every 30 s hides what changed.
+#[derive(Debug, Default)]
+pub struct RepeatedFailure {
+    last: Option<String>,
+    failures: u64,
+}
+
+impl RepeatedFailure {
+    /// Logs a failure of `what` (e.g. "cannot install MSS clamping rules").
+    pub fn failed(&mut self, what: &str, error: &dyn Display) {
+        let message = error.to_string();
+        self.failures += 1;
+        if self.last.as_deref() == Some(message.as_str()) {
+            debug!(error = %message, failures = self.failures, "{what} (still failing)");
+        } else {
+            warn!(error = %message, "{what}; retrying at the next reconcile");
+            self.last = Some(message);
+        }
+    }
+
+    /// Records a success; after failures, says so once as `recovered`.
+    /// Returns whether it ended a run of failures.
+    pub fn succeeded(&mut self, recovered: &str) -> bool {
+        if self.last.take().is_none() {
+            return false;
+        }
+        info!(failures = self.failures, "{recovered}");
+        self.failures = 0;
+        true
+    }
 }

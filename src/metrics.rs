@@ -16,6 +16,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tracing::{debug, info};
 
 use crate::error::Error;
+use crate::firewall::Family;
 
 /// Upper bounds of the clamp-latency buckets, in microseconds.
 const CLAMP_BUCKETS_US: [u64; 10] = [
@@ -39,7 +40,21 @@ pub struct Metrics {
     clamp_buckets: [AtomicU64; CLAMP_BUCKETS_US.len()],
     clamp_count: AtomicU64,
     clamp_sum_us: AtomicU64,
+    /// Bit per family the MSS rules cover (IPv4 1, IPv6 2).
+    mss_families: AtomicU64,
+    /// Per family: 1 while the rules are in place.
+    mss_installed: [AtomicU64; 2],
+    mss_ensure_failures: AtomicU64,
 }
+
+fn family_index(family: Family) -> usize {
+    match family {
+        Family::Ipv4 => 0,
+        Family::Ipv6 => 1,
+    }
+}
+
+const FAMILIES: [Family; 2] = [Family::Ipv4, Family::Ipv6];
 
 /// The process's metrics.
 pub static METRICS: Metrics = Metrics::new();
@@ -60,7 +75,24 @@ impl Metrics {
             clamp_buckets: [const { AtomicU64::new(0) }; CLAMP_BUCKETS_US.len()],
             clamp_count: AtomicU64::new(0),
             clamp_sum_us: AtomicU64::new(0),
+            mss_families: AtomicU64::new(0),
+            mss_installed: [const { AtomicU64::new(0) }; 2],
+            mss_ensure_failures: AtomicU64::new(0),
         }
+    }
+
+    /// The families the MSS rules cover; the others get no series.
+    pub fn set_mss_families(&self, families: &[Family]) {
+        let mask = families.iter().fold(0, |m, f| m | (1 << family_index(*f)));
+        self.mss_families.store(mask, Relaxed);
+    }
+
+    pub fn set_mss_installed(&self, family: Family, installed: bool) {
+        self.mss_installed[family_index(family)].store(installed.into(), Relaxed);
+    }
+
+    pub fn mss_ensure_failed(&self) {
+        self.mss_ensure_failures.fetch_add(1, Relaxed);
     }
 
     pub fn set_target_mtu(&self, mtu: u32) {
@@ -194,6 +226,33 @@ impl Metrics {
             out,
             "{name}_bucket{{le=\"+Inf\"}} {count}\n{name}_sum {sum}\n{name}_count {count}\n"
         );
+        let _ = write!(
+            out,
+            "# HELP mtuvisor_mss_ensure_failures_total Times installing the MSS clamping rules failed \
+             (retried at the next reconcile).\n# TYPE mtuvisor_mss_ensure_failures_total counter\n\
+             mtuvisor_mss_ensure_failures_total {}\n",
+            self.mss_ensure_failures.load(Relaxed)
+        );
+        let mask = self.mss_families.load(Relaxed);
+        if mask != 0 {
+            let name = "mtuvisor_mss_rules_installed";
+            let _ = write!(
+                out,
+                "# HELP {name} 1 while the TCP MSS clamping rules are in place, per address family.\n\
+                 # TYPE {name} gauge\n"
+            );
+            for family in FAMILIES {
+                let i = family_index(family);
+                if mask & (1 << i) != 0 {
+                    let _ = writeln!(
+                        out,
+                        "{name}{{family=\"{}\"}} {}",
+                        family.label(),
+                        self.mss_installed[i].load(Relaxed)
+                    );
+                }
+            }
+        }
         let _ = write!(
             out,
             "# HELP mtuvisor_build_info The running version.\n# TYPE mtuvisor_build_info gauge\n\
@@ -344,6 +403,22 @@ mod tests {
                 "{name} has no TYPE line"
             );
         }
+    }
+
+    #[test]
+    fn mss_series_per_covered_family() {
+        let m = Metrics::new();
+        assert!(!m.render().contains("mtuvisor_mss_rules_installed"));
+        assert!(m
+            .render()
+            .contains("mtuvisor_mss_ensure_failures_total 0\n"));
+        m.set_mss_families(&[Family::Ipv4]);
+        m.set_mss_installed(Family::Ipv4, true);
+        m.mss_ensure_failed();
+        let text = m.render();
+        assert!(text.contains("mtuvisor_mss_rules_installed{family=\"ipv4\"} 1\n"));
+        assert!(!text.contains("family=\"ipv6\""));
+        assert!(text.contains("mtuvisor_mss_ensure_failures_total 1\n"));
     }
 
     #[test]

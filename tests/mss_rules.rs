@@ -82,8 +82,8 @@ fn backend_lifecycle(tag: &str, backend: BackendChoice, name: &str) {
     let (first, second) = in_netns(&pod, move || {
         let b = select_backend(backend).unwrap();
         (
-            b.ensure(MssMode::Pmtu).unwrap(),
-            b.ensure(MssMode::Pmtu).unwrap(),
+            b.ensure(MssMode::Pmtu).overall().unwrap(),
+            b.ensure(MssMode::Pmtu).overall().unwrap(),
         )
     });
     assert_eq!((first, second), (Ensured::Installed, Ensured::Unchanged));

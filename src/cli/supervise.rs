@@ -2,8 +2,7 @@
 //! the outer MTU, starts dockerd with it, keeps dockerd running, and
 //! enforces the MTU on everything it creates.
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::PathBuf;
 
 use clap::Args;
 use tokio::sync::{oneshot, watch};
@@ -11,12 +10,14 @@ use tracing::{error, info, warn};
 
 use crate::config::{Flags, MtuSetting, Settings};
 use crate::detect::detect_outer_mtu;
-use crate::docker::args::{docker_socket, dockerd_args, exec_root, parse_docker_version, user_mtu};
+use crate::docker::args::{docker_socket, dockerd_args, exec_root, user_mtu};
+use crate::docker::probe_dockerd_version;
 use crate::docker::supervisor::{self, SupervisorConfig};
 use crate::enforce::{self, Options};
 use crate::error::Error;
 use crate::metrics;
 use crate::netlink::Rtnl;
+use crate::process::{self, find_program};
 use crate::AbortOnDrop;
 
 #[derive(Debug, Args)]
@@ -75,6 +76,10 @@ pub fn run(mut settings: Settings, args: SuperviseArgs) -> Result<i32, Error> {
         ))
     })?;
     let metrics = settings.metrics_addr.map(metrics::bind).transpose()?;
+    // Before anything is spawned (the version probe, iptables, dockerd):
+    // from here on the reaper owns every exit status, orphans' included.
+    process::start_reaper(true)
+        .map_err(|e| Error::Startup(format!("cannot start the child reaper: {e}")))?;
     let rt = super::runtime()?;
     let mtu = rt.block_on(async {
         let rtnl = Rtnl::connect()?;
@@ -91,7 +96,7 @@ pub fn run(mut settings: Settings, args: SuperviseArgs) -> Result<i32, Error> {
             warn!(given_mtu = %given, target_mtu = mtu, "the command sets --mtu above the target; containers on the default bridge will be clamped anyway");
         }
     }
-    let version = dockerd_version(&program, &command[0]);
+    let version = probe_dockerd_version(&program, &command[0]);
     // With MTU enforcement off (MSS clamping only), dockerd's MTU is left
     // as the user gave it.
     let full = if settings.enforce_mtu {
@@ -191,33 +196,4 @@ async fn enforce_until_stopped(
             _ = stop.wait_for(|stopped| *stopped) => return Ok(()),
         }
     }
-}
-
-/// `dockerd --version` of the dockerd that will run: the command itself, or
-/// when it is a wrapper, the dockerd on PATH.
-fn dockerd_version(program: &Path, name: &str) -> Option<(u32, u32)> {
-    let is_dockerd = Path::new(name).file_name().is_some_and(|n| n == "dockerd");
-    let probe = if is_dockerd {
-        Some(program.to_path_buf())
-    } else {
-        find_program("dockerd")
-    }?;
-    let out = Command::new(&probe).arg("--version").output().ok()?;
-    parse_docker_version(&String::from_utf8_lossy(&out.stdout))
-}
-
-fn find_program(name: &str) -> Option<PathBuf> {
-    use std::os::unix::fs::PermissionsExt;
-    let executable = |p: &Path| {
-        p.metadata()
-            .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-    };
-    if name.contains('/') {
-        let p = PathBuf::from(name);
-        return executable(&p).then_some(p);
-    }
-    let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path)
-        .map(|d| d.join(name))
-        .find(|p| executable(p))
 }

@@ -14,6 +14,7 @@ use crate::docker;
 use crate::enforce::{self, Options};
 use crate::error::Error;
 use crate::metrics;
+use crate::process;
 use crate::AbortOnDrop;
 
 /// How long an existing socket gets to answer as Docker before it is
@@ -57,6 +58,10 @@ impl WatchArgs {
 
 pub fn run(settings: Settings) -> Result<(), Error> {
     let metrics = settings.metrics_addr.map(metrics::bind).transpose()?;
+    // The same owner of child exits as under supervise; as PID 1 of a
+    // sidecar container it also collects whatever is re-parented to it.
+    process::start_reaper(false)
+        .map_err(|e| Error::Startup(format!("cannot start the child reaper: {e}")))?;
     super::runtime()?.block_on(async {
         let _metrics = metrics.map(|l| AbortOnDrop(tokio::spawn(metrics::serve(l))));
         let docker_socket = settings.docker_host.clone();

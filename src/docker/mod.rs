@@ -4,6 +4,8 @@ mod api;
 pub mod args;
 mod events;
 pub mod supervisor;
+mod version;
 
 pub use api::{bridge_names, connect, DockerError};
 pub use events::{follow, Backoff, DockerUpdate};
+pub use version::{dockerd_version, probe_dockerd_version};

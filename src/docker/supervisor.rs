@@ -1,20 +1,29 @@
 //! Runs dockerd (or a wrapper such as `dockerd-entrypoint.sh`) as a child:
 //! passes its output through, forwards signals, restarts it with backoff when
-//! it dies, reaps orphans when mtuvisor is PID 1, and stops it within the
-//! stop timeout when asked.
+//! it dies, and stops it within the stop timeout when asked.
+//!
+//! Orphans of dockerd (containerd, shims) come to mtuvisor rather than to
+//! whatever init the container has, because `supervise` makes itself a
+//! child subreaper (`process::start_reaper(true)`), and are reaped at once:
+//! a containerd left a zombie after dockerd was killed makes the next
+//! dockerd believe it still runs, and wait ~15 s for its socket before
+//! giving up. The reaper in `process.rs` owns every `waitpid`; dockerd's
+//! own exit status comes from it through [`Spawned::exited`].
 
 use std::future::Future;
-use std::process::{Command, Stdio};
+use std::os::unix::process::ExitStatusExt;
+use std::pin::Pin;
+use std::process::{Command, ExitStatus, Stdio};
 use std::time::Duration;
 
 use crate::metrics::METRICS;
+use crate::process::{self, Spawned};
 use futures::{Stream, StreamExt};
 use nix::sys::signal::{kill, Signal};
-use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
-use signal_hook::consts::{SIGCHLD, SIGINT, SIGQUIT, SIGTERM};
+use signal_hook::consts::{SIGINT, SIGQUIT, SIGTERM};
 use tokio::time::{sleep_until, Instant};
-use tracing::{debug, error, info, warn};
+use tracing::{error, info, warn};
 
 use super::Backoff;
 
@@ -35,71 +44,48 @@ struct Running {
     started: Instant,
 }
 
+type Exit = Pin<Box<dyn Future<Output = std::io::Result<ExitStatus>>>>;
+
 /// The exit code a shell would report for `status`.
-fn exit_code(status: &WaitStatus) -> i32 {
+fn exit_code(status: &std::io::Result<ExitStatus>) -> i32 {
     match status {
-        WaitStatus::Exited(_, code) => *code,
-        WaitStatus::Signaled(_, sig, _) => 128 + *sig as i32,
-        _ => 1,
+        Ok(s) => s.code().or(s.signal().map(|n| 128 + n)).unwrap_or(1),
+        Err(_) => 1,
     }
 }
 
-fn spawn(command: &[String]) -> std::io::Result<Running> {
-    let child = Command::new(&command[0])
-        .args(&command[1..])
-        .stdin(Stdio::null())
-        .stdout(Stdio::inherit())
-        .stderr(Stdio::inherit())
-        .spawn()?;
-    // The Child handle is dropped without waiting: exits are collected by
-    // `reap`, which owns every waitpid in this process.
+fn spawn(command: &[String]) -> std::io::Result<(Running, Exit)> {
+    let child: Spawned = process::spawn(
+        Command::new(&command[0])
+            .args(&command[1..])
+            .stdin(Stdio::null())
+            .stdout(Stdio::inherit())
+            .stderr(Stdio::inherit()),
+    )?;
     let pid = Pid::from_raw(child.id() as i32);
     info!(pid = pid.as_raw(), command = %command.join(" "), "started dockerd");
-    Ok(Running {
+    let running = Running {
         pid,
         started: Instant::now(),
-    })
-}
-
-/// Collects every child that has exited. As PID 1 that includes orphans
-/// re-parented to us (containerd shims); only dockerd's status is returned.
-fn reap(dockerd: Option<Pid>) -> Option<WaitStatus> {
-    let mut ours = None;
-    loop {
-        match waitpid(Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG)) {
-            Ok(WaitStatus::StillAlive) | Err(_) => return ours,
-            Ok(status) => {
-                if status.pid() == dockerd {
-                    ours = Some(status);
-                } else {
-                    debug!(pid = ?status.pid(), ?status, "reaped an orphaned process");
-                }
-            }
-        }
-    }
+    };
+    Ok((running, Box::pin(child.exited())))
 }
 
 /// Supervises dockerd until it stops for good; returns mtuvisor's exit code.
 /// `gate` completes when enforcement is watching, so that the links dockerd
-/// creates first are already seen. `signals` must include SIGCHLD, SIGTERM,
-/// SIGINT and SIGQUIT, registered before this is called.
+/// creates first are already seen. `signals` must include SIGTERM, SIGINT
+/// and SIGQUIT, registered before this is called; the reaper
+/// (`process::start_reaper`) must run.
 pub async fn supervise(
     config: SupervisorConfig,
     mut signals: impl Stream<Item = i32> + Unpin,
     gate: impl Future<Output = ()>,
 ) -> i32 {
     gate.await;
-    // Orphans of dockerd (containerd, shims) come to us rather than to
-    // whatever init the container has, and are reaped at once. A containerd
-    // left a zombie after dockerd was killed makes the next dockerd believe
-    // it still runs, and wait ~15 s for its socket before giving up.
-    if let Err(e) = nix::sys::prctl::set_child_subreaper(true) {
-        warn!(error = %e, "cannot become a child subreaper; orphans go to init");
-    }
     let mut backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(30));
     let mut restarts = 0u32;
-    let mut child = match spawn(&config.command) {
-        Ok(c) => Some(c),
+    let (mut child, mut exit) = match spawn(&config.command) {
+        Ok((c, exit)) => (Some(c), Some(exit)),
         Err(e) => {
             error!(command = %config.command[0], error = %e, "cannot start dockerd");
             return 127;
@@ -116,29 +102,29 @@ pub async fn supervise(
             _ => far,
         };
         tokio::select! {
+            status = async { exit.as_mut().expect("guarded").await }, if exit.is_some() => {
+                exit = None;
+                let ran = child.take().map(|c| c.started.elapsed()).unwrap_or_default();
+                let code = exit_code(&status);
+                if stop_deadline.is_some() {
+                    info!(?status, "dockerd stopped");
+                    return if killed && code == 0 { 1 } else { code };
+                }
+                if config.max_restarts.is_some_and(|max| restarts >= max) {
+                    error!(?status, restarts, "dockerd exited; giving up after the configured restarts");
+                    return code;
+                }
+                if ran >= STABLE_RUN {
+                    backoff.reset();
+                }
+                let delay = backoff.next_delay();
+                restarts += 1;
+                warn!(?status, restart_in_ms = delay.as_millis() as u64, restarts, "dockerd exited unexpectedly; restarting");
+                restart_at = Some(Instant::now() + delay);
+            }
             signal = signals.next() => {
                 let Some(signal) = signal else { return 1 };
                 match signal {
-                    SIGCHLD => {
-                        let Some(status) = reap(child.as_ref().map(|c| c.pid)) else { continue };
-                        let ran = child.take().map(|c| c.started.elapsed()).unwrap_or_default();
-                        let code = exit_code(&status);
-                        if stop_deadline.is_some() {
-                            info!(?status, "dockerd stopped");
-                            return if killed && code == 0 { 1 } else { code };
-                        }
-                        if config.max_restarts.is_some_and(|max| restarts >= max) {
-                            error!(?status, restarts, "dockerd exited; giving up after the configured restarts");
-                            return code;
-                        }
-                        if ran >= STABLE_RUN {
-                            backoff.reset();
-                        }
-                        let delay = backoff.next_delay();
-                        restarts += 1;
-                        warn!(?status, restart_in_ms = delay.as_millis() as u64, restarts, "dockerd exited unexpectedly; restarting");
-                        restart_at = Some(Instant::now() + delay);
-                    }
                     SIGTERM | SIGINT | SIGQUIT => {
                         let Ok(sig) = Signal::try_from(signal) else { continue };
                         match &child {
@@ -161,9 +147,10 @@ pub async fn supervise(
             () = sleep_until(restart_at.unwrap_or(far)), if restart_at.is_some() && stop_deadline.is_none() => {
                 restart_at = None;
                 match spawn(&config.command) {
-                    Ok(c) => {
+                    Ok((c, e)) => {
                         METRICS.dockerd_restarted();
                         child = Some(c);
+                        exit = Some(e);
                     }
                     Err(e) => {
                         let delay = backoff.next_delay();
@@ -187,8 +174,8 @@ pub async fn supervise(
     }
 }
 
-/// The signals `supervise` needs, registered now (before dockerd exists, so
-/// that no SIGCHLD is missed).
+/// The signals `supervise` forwards, registered now (before dockerd exists,
+/// so that none is missed).
 pub fn signals() -> std::io::Result<signal_hook_tokio::Signals> {
-    signal_hook_tokio::Signals::new([SIGTERM, SIGINT, SIGQUIT, SIGCHLD])
+    signal_hook_tokio::Signals::new([SIGTERM, SIGINT, SIGQUIT])
 }

@@ -18,7 +18,8 @@ use crate::config::{MtuSetting, Settings};
 use crate::detect::{detect_outer_mtu, DetectError, OuterMtu};
 use crate::docker::{self, DockerUpdate};
 use crate::error::Error;
-use crate::firewall::MssClamp;
+use crate::firewall::{EnsureReport, MssClamp};
+use crate::logging::RepeatedFailure;
 use crate::metrics::METRICS;
 use crate::netlink::{NetEvent, NetMonitor, NetnsResolver, Rtnl, RtnlClient};
 use crate::AbortOnDrop;
@@ -80,12 +81,16 @@ pub async fn run(
     };
     // Everything checked before anything is said or touched.
     settings.check_mss_for_mtu(source.target())?;
+    let (mss_tx, mut mss_rx) = mpsc::unbounded_channel();
     let mss = MssClamp::prepare(
         settings.mss,
         settings.mss_backend,
         settings.mss_keep_on_exit,
+        mss_tx,
     )
     .map_err(|e| Error::BadInput(e.to_string()))?;
+    let mut mss_log = RepeatedFailure::default();
+    let mut sweep_log = RepeatedFailure::default();
     match &source {
         TargetSource::Fixed(n) => info!(
             target_mtu = n,
@@ -114,6 +119,7 @@ pub async fn run(
         info!("MTU enforcement disabled by configuration; MSS clamping only");
     }
     if let Some(mss) = &mss {
+        METRICS.set_mss_families(&mss.families());
         mss.ensure();
     }
     METRICS.set_ready(true);
@@ -137,7 +143,7 @@ pub async fn run(
             () = &mut shutdown => {
                 info!("stopping");
                 if let Some(mss) = &mss {
-                    mss.finish().await;
+                    finish_mss(mss).await;
                 }
                 return Ok(());
             }
@@ -165,9 +171,12 @@ pub async fn run(
                         warn!("link notifications were lost (netlink overrun); sweeping");
                         METRICS.netlink_overrun();
                         follow_outer(&mut source, &mut engine, &rtnl).await;
-                        sweep_logged(&mut engine).await;
+                        sweep_logged(&mut engine, &mut sweep_log).await;
                     }
                 }
+            }
+            Some(report) = mss_rx.recv() => {
+                on_mss_report(report, mss.as_ref(), &mut mss_log);
             }
             Some(update) = docker_rx.recv() => match update {
                 DockerUpdate::Bridges(_) | DockerUpdate::Sandbox { .. } if !enforce_mtu => {}
@@ -186,7 +195,7 @@ pub async fn run(
                 DockerUpdate::Resynced => {
                     METRICS.docker_resynced();
                     if enforce_mtu {
-                        sweep_logged(&mut engine).await;
+                        sweep_logged(&mut engine, &mut sweep_log).await;
                     }
                     // dockerd (re)started: it may have rebuilt its tables.
                     if let Some(mss) = &mss {
@@ -197,7 +206,7 @@ pub async fn run(
             _ = reconcile.tick() => {
                 if enforce_mtu {
                     follow_outer(&mut source, &mut engine, &rtnl).await;
-                    sweep_logged(&mut engine).await;
+                    sweep_logged(&mut engine, &mut sweep_log).await;
                 }
                 if let Some(mss) = &mss {
                     mss.ensure();
@@ -207,9 +216,51 @@ pub async fn run(
     }
 }
 
-async fn sweep_logged(engine: &mut Engine<RtnlClient>) {
-    if let Err(e) = engine.sweep().await {
-        warn!(error = %e, "sweep failed; retrying at the next reconcile");
+async fn sweep_logged(engine: &mut Engine<RtnlClient>, log: &mut RepeatedFailure) {
+    match engine.sweep().await {
+        Ok(_) => {
+            log.succeeded("sweeps succeed again");
+        }
+        Err(e) => log.failed("sweep failed", &e),
+    }
+}
+
+/// An `ensure` finished: one line when something changed or a failure
+/// started, changed or ended; the metrics from its families.
+fn on_mss_report(report: EnsureReport, mss: Option<&MssClamp>, log: &mut RepeatedFailure) {
+    for (family, result) in &report.families {
+        METRICS.set_mss_installed(*family, result.is_ok());
+    }
+    match report.error() {
+        Some(e) => {
+            METRICS.mss_ensure_failed();
+            log.failed("cannot install MSS clamping rules", e);
+        }
+        None => {
+            let backend = mss.map(MssClamp::describe).unwrap_or_default();
+            let mode = mss.map(MssClamp::mode);
+            if log.succeeded("MSS clamping rules in place again") {
+                debug!(%backend, ?mode, "MSS clamping rules installed after failures");
+            } else if report.changed() {
+                info!(%backend, ?mode, "MSS clamping rules installed");
+            } else {
+                debug!("MSS clamping rules in place");
+            }
+        }
+    }
+}
+
+/// On a clean stop: the rules go (unless kept), and the gauges with them.
+async fn finish_mss(mss: &MssClamp) {
+    match mss.finish().await {
+        None => info!("leaving MSS clamping rules in place (keep_on_exit)"),
+        Some(Ok(())) => {
+            for family in mss.families() {
+                METRICS.set_mss_installed(family, false);
+            }
+            info!("MSS clamping rules removed");
+        }
+        Some(Err(e)) => warn!(error = %e, "cannot remove MSS clamping rules"),
     }
 }
 

@@ -1,9 +1,14 @@
 //! iptables and ip6tables, nf_tables flavour or legacy: a chain of our own
 //! in the mangle table, jumped to first thing from FORWARD.
+//!
+//! Each ensure reads the family's mangle table once (`-S`), plans the
+//! commands that turn what is there into exactly one complete copy, and
+//! runs only those. Planning is a pure function, tested for every partial
+//! state a crash, a flush or an older mtuvisor can leave.
 
 use tracing::info;
 
-use super::{run, which, Ensured, FirewallError, MssBackend, MssMode, CHAIN};
+use super::{run, which, EnsureReport, Ensured, Family, FirewallError, MssBackend, MssMode, CHAIN};
 
 pub struct Iptables {
     backend: &'static str,
@@ -67,8 +72,9 @@ impl Iptables {
         })
     }
 
-    fn tools(&self) -> impl Iterator<Item = &str> {
-        std::iter::once(self.v4.as_str()).chain(self.v6.as_deref())
+    fn tools(&self) -> impl Iterator<Item = (Family, &str)> {
+        std::iter::once((Family::Ipv4, self.v4.as_str()))
+            .chain(self.v6.as_deref().map(|t| (Family::Ipv6, t)))
     }
 }
 
@@ -84,85 +90,115 @@ fn desired_rule(mode: MssMode) -> Option<String> {
     ))
 }
 
-const JUMP: &str = "-j MTUVISOR-MSS";
+/// What one family's mangle table holds of ours, from `iptables -t mangle -S`.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+struct TableState {
+    /// `-N MTUVISOR-MSS` is listed.
+    chain: bool,
+    /// Our chain's rules, in order, as `-A MTUVISOR-MSS …` lines.
+    rules: Vec<String>,
+    /// 1-based positions in FORWARD of rules that jump to our chain.
+    jumps: Vec<usize>,
+}
 
-fn ensure_family(tool: &str, mode: MssMode) -> Result<Ensured, FirewallError> {
-    let Some(rule) = desired_rule(mode) else {
-        return remove_family(tool).map(|()| Ensured::Unchanged);
-    };
-    let mut changed = false;
-    let chain = run(tool, &["-w", "-t", "mangle", "-S", CHAIN]);
-    let rules: Vec<String> = match chain {
-        Ok(out) => out
-            .lines()
-            .filter(|l| l.starts_with("-A "))
-            .map(String::from)
-            .collect(),
-        Err(_) => {
-            run(tool, &["-w", "-t", "mangle", "-N", CHAIN])?;
-            changed = true;
-            Vec::new()
+fn parse_state(save: &str) -> TableState {
+    let mut state = TableState::default();
+    let chain_rule = format!("-A {CHAIN} ");
+    let mut forward = 0;
+    for line in save.lines().map(str::trim) {
+        if line == format!("-N {CHAIN}") {
+            state.chain = true;
+        } else if line.starts_with(&chain_rule) {
+            state.rules.push(line.to_string());
+        } else if line.starts_with("-A FORWARD ") || line == "-A FORWARD" {
+            forward += 1;
+            if line.ends_with(&format!("-j {CHAIN}")) {
+                state.jumps.push(forward);
+            }
         }
-    };
-    if rules != [rule.clone()] {
-        run(tool, &["-w", "-t", "mangle", "-F", CHAIN])?;
-        let args: Vec<&str> = rule.split_whitespace().collect();
-        let mut full = vec!["-w", "-t", "mangle"];
-        full.extend(args);
-        run(tool, &full)?;
-        changed = true;
     }
-    // Exactly one jump, first in FORWARD (a crash may have left extras).
-    let forward = run(tool, &["-w", "-t", "mangle", "-S", "FORWARD"])?;
-    let jumps: Vec<usize> = forward
-        .lines()
-        .filter(|l| l.starts_with("-A FORWARD"))
-        .enumerate()
-        .filter(|(_, l)| l.ends_with(JUMP))
-        .map(|(i, _)| i + 1)
-        .collect();
-    if jumps != [1] {
-        for _ in &jumps {
-            run(tool, &["-w", "-t", "mangle", "-D", "FORWARD", "-j", CHAIN])?;
+    state
+}
+
+/// The commands (after `-w -t mangle`) that turn `state` into exactly one
+/// copy: the chain, `rule` alone in it, and one jump first in FORWARD; or,
+/// with no rule, nothing of ours at all. Protection never lapses on the
+/// way: what is added comes before what is deleted.
+fn plan(state: &TableState, rule: Option<&str>) -> Vec<Vec<String>> {
+    let args = |list: &[&str]| list.iter().map(|a| a.to_string()).collect::<Vec<_>>();
+    let mut steps = Vec::new();
+    let Some(rule) = rule else {
+        for pos in state.jumps.iter().rev() {
+            steps.push(args(&["-D", "FORWARD", &pos.to_string()]));
         }
-        run(
-            tool,
-            &["-w", "-t", "mangle", "-I", "FORWARD", "1", "-j", CHAIN],
-        )?;
-        changed = true;
+        if state.chain {
+            steps.push(args(&["-F", CHAIN]));
+            steps.push(args(&["-X", CHAIN]));
+        }
+        return steps;
+    };
+    if !state.chain {
+        steps.push(args(&["-N", CHAIN]));
     }
-    Ok(if changed {
-        Ensured::Installed
+    let keep = state.rules.iter().position(|r| r == rule);
+    if keep.is_none() {
+        steps.push(rule.split_whitespace().map(String::from).collect());
+    }
+    // Everything else in the chain (an older mode, a second copy) goes,
+    // from the bottom up so that the positions hold; an appended rule is
+    // below them all.
+    for pos in (0..state.rules.len()).rev().filter(|i| Some(*i) != keep) {
+        steps.push(args(&["-D", CHAIN, &(pos + 1).to_string()]));
+    }
+    let (first, shift) = if state.jumps.first() == Some(&1) {
+        (true, 0)
     } else {
+        steps.push(args(&["-I", "FORWARD", "1", "-j", CHAIN]));
+        (false, 1)
+    };
+    for pos in state.jumps.iter().rev() {
+        if !(first && *pos == 1) {
+            steps.push(args(&["-D", "FORWARD", &(pos + shift).to_string()]));
+        }
+    }
+    steps
+}
+
+fn apply_family(tool: &str, rule: Option<&str>) -> Result<Ensured, FirewallError> {
+    let state = parse_state(&run(tool, &["-w", "-t", "mangle", "-S"])?);
+    let steps = plan(&state, rule);
+    for step in &steps {
+        let mut full = vec!["-w", "-t", "mangle"];
+        full.extend(step.iter().map(String::as_str));
+        run(tool, &full)?;
+    }
+    Ok(if steps.is_empty() {
         Ensured::Unchanged
+    } else {
+        Ensured::Installed
     })
 }
 
-fn remove_family(tool: &str) -> Result<(), FirewallError> {
-    while run(tool, &["-w", "-t", "mangle", "-D", "FORWARD", "-j", CHAIN]).is_ok() {}
-    if run(tool, &["-w", "-t", "mangle", "-S", CHAIN]).is_ok() {
-        run(tool, &["-w", "-t", "mangle", "-F", CHAIN])?;
-        run(tool, &["-w", "-t", "mangle", "-X", CHAIN])?;
-    }
-    Ok(())
-}
-
 impl MssBackend for Iptables {
-    fn ensure(&self, mode: MssMode) -> Result<Ensured, FirewallError> {
-        let mut result = Ensured::Unchanged;
-        for tool in self.tools() {
-            if ensure_family(tool, mode)? == Ensured::Installed {
-                result = Ensured::Installed;
-            }
+    fn ensure(&self, mode: MssMode) -> EnsureReport {
+        let rule = desired_rule(mode);
+        EnsureReport {
+            families: self
+                .tools()
+                .map(|(family, tool)| (family, apply_family(tool, rule.as_deref())))
+                .collect(),
         }
-        Ok(result)
     }
 
     fn remove(&self) -> Result<(), FirewallError> {
-        for tool in self.tools() {
-            remove_family(tool)?;
+        for (_, tool) in self.tools() {
+            apply_family(tool, None)?;
         }
         Ok(())
+    }
+
+    fn families(&self) -> Vec<Family> {
+        self.tools().map(|(family, _)| family).collect()
     }
 
     fn describe(&self) -> String {
@@ -179,16 +215,148 @@ impl MssBackend for Iptables {
 mod tests {
     use super::*;
 
+    const PMTU: &str =
+        "-A MTUVISOR-MSS -p tcp -m tcp --tcp-flags SYN,RST SYN -j TCPMSS --clamp-mss-to-pmtu";
+    const OLD: &str =
+        "-A MTUVISOR-MSS -p tcp -m tcp --tcp-flags SYN,RST SYN -j TCPMSS --set-mss 1400";
+
+    fn steps(state: &TableState, rule: Option<&str>) -> Vec<String> {
+        plan(state, rule).iter().map(|s| s.join(" ")).collect()
+    }
+
+    fn complete() -> TableState {
+        TableState {
+            chain: true,
+            rules: vec![PMTU.into()],
+            jumps: vec![1],
+        }
+    }
+
     #[test]
     fn rules_as_iptables_prints_them() {
-        assert_eq!(
-            desired_rule(MssMode::Pmtu).unwrap(),
-            "-A MTUVISOR-MSS -p tcp -m tcp --tcp-flags SYN,RST SYN -j TCPMSS --clamp-mss-to-pmtu"
-        );
+        assert_eq!(desired_rule(MssMode::Pmtu).unwrap(), PMTU);
         assert_eq!(
             desired_rule(MssMode::Fixed(1360)).unwrap(),
             "-A MTUVISOR-MSS -p tcp -m tcp --tcp-flags SYN,RST SYN -j TCPMSS --set-mss 1360"
         );
         assert_eq!(desired_rule(MssMode::Off), None);
+    }
+
+    #[test]
+    fn state_is_read_from_the_whole_table() {
+        let save = "-P PREROUTING ACCEPT\n-P FORWARD ACCEPT\n-N MTUVISOR-MSS\n-N OTHER\n\
+                    -A FORWARD -j OTHER\n-A FORWARD -j MTUVISOR-MSS\n-A FORWARD -p tcp -j MTUVISOR-MSS\n\
+                    -A MTUVISOR-MSS -p tcp -m tcp --tcp-flags SYN,RST SYN -j TCPMSS --clamp-mss-to-pmtu\n\
+                    -A OTHER -j RETURN\n";
+        assert_eq!(
+            parse_state(save),
+            TableState {
+                chain: true,
+                rules: vec![PMTU.into()],
+                jumps: vec![2, 3],
+            }
+        );
+    }
+
+    #[test]
+    fn a_complete_copy_needs_nothing() {
+        assert!(steps(&complete(), Some(PMTU)).is_empty());
+    }
+
+    #[test]
+    fn from_nothing_everything_is_added() {
+        assert_eq!(
+            steps(&TableState::default(), Some(PMTU)),
+            ["-N MTUVISOR-MSS", PMTU, "-I FORWARD 1 -j MTUVISOR-MSS"]
+        );
+    }
+
+    #[test]
+    fn chain_without_jump_gets_only_the_jump() {
+        let state = TableState {
+            jumps: vec![],
+            ..complete()
+        };
+        assert_eq!(steps(&state, Some(PMTU)), ["-I FORWARD 1 -j MTUVISOR-MSS"]);
+    }
+
+    #[test]
+    fn empty_chain_with_jump_gets_only_the_rule() {
+        // What a flush of the chain, or a crash between -N and -A, leaves.
+        let state = TableState {
+            rules: vec![],
+            ..complete()
+        };
+        assert_eq!(steps(&state, Some(PMTU)), [PMTU]);
+    }
+
+    #[test]
+    fn jump_without_chain_gets_the_chain_and_rule() {
+        // iptables itself refuses this state; a plan for it must still
+        // converge (another tool could have left it).
+        let state = TableState {
+            chain: false,
+            rules: vec![],
+            jumps: vec![1],
+        };
+        assert_eq!(steps(&state, Some(PMTU)), ["-N MTUVISOR-MSS", PMTU]);
+    }
+
+    #[test]
+    fn an_older_versions_rule_is_replaced_after_the_new_one_is_in() {
+        let state = TableState {
+            rules: vec![OLD.into()],
+            ..complete()
+        };
+        assert_eq!(steps(&state, Some(PMTU)), [PMTU, "-D MTUVISOR-MSS 1"]);
+    }
+
+    #[test]
+    fn extra_copies_are_removed_bottom_up() {
+        let state = TableState {
+            rules: vec![OLD.into(), PMTU.into(), PMTU.into(), OLD.into()],
+            jumps: vec![1, 4, 7],
+            chain: true,
+        };
+        assert_eq!(
+            steps(&state, Some(PMTU)),
+            [
+                "-D MTUVISOR-MSS 4",
+                "-D MTUVISOR-MSS 3",
+                "-D MTUVISOR-MSS 1",
+                "-D FORWARD 7",
+                "-D FORWARD 4"
+            ]
+        );
+    }
+
+    #[test]
+    fn a_jump_not_first_is_put_first_then_the_old_one_removed() {
+        let state = TableState {
+            jumps: vec![3],
+            ..complete()
+        };
+        assert_eq!(
+            steps(&state, Some(PMTU)),
+            ["-I FORWARD 1 -j MTUVISOR-MSS", "-D FORWARD 4"]
+        );
+    }
+
+    #[test]
+    fn removal_takes_jumps_then_the_chain() {
+        let state = TableState {
+            jumps: vec![1, 5],
+            ..complete()
+        };
+        assert_eq!(
+            steps(&state, None),
+            [
+                "-D FORWARD 5",
+                "-D FORWARD 1",
+                "-F MTUVISOR-MSS",
+                "-X MTUVISOR-MSS"
+            ]
+        );
+        assert!(steps(&TableState::default(), None).is_empty());
     }
 }

@@ -9,6 +9,8 @@ use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
+use tokio::sync::mpsc;
+
 pub use iptables::Iptables;
 pub use nftables::Nftables;
 
@@ -34,7 +36,7 @@ pub enum BackendChoice {
     Nftables,
 }
 
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum FirewallError {
     #[error("{tool} is not installed (needed by the {backend} MSS backend); install it or choose another mss.backend")]
     Missing { tool: String, backend: &'static str },
@@ -43,7 +45,7 @@ pub enum FirewallError {
     #[error("cannot run {tool}: {source}")]
     Spawn {
         tool: String,
-        source: std::io::Error,
+        source: Arc<std::io::Error>,
     },
 }
 
@@ -54,13 +56,54 @@ pub enum Ensured {
     Installed,
 }
 
+/// An address family the rules cover.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Family {
+    Ipv4,
+    Ipv6,
+}
+
+impl Family {
+    pub fn label(self) -> &'static str {
+        match self {
+            Family::Ipv4 => "ipv4",
+            Family::Ipv6 => "ipv6",
+        }
+    }
+}
+
+/// What one `ensure` did, family by family: one family can be complete
+/// while the other failed.
+#[derive(Debug)]
+pub struct EnsureReport {
+    pub families: Vec<(Family, Result<Ensured, FirewallError>)>,
+}
+
+impl EnsureReport {
+    /// One result for all families: the first error, else `Installed` if
+    /// any family changed.
+    pub fn overall(self) -> Result<Ensured, FirewallError> {
+        let mut result = Ensured::Unchanged;
+        for (_, r) in self.families {
+            if r? == Ensured::Installed {
+                result = Ensured::Installed;
+            }
+        }
+        Ok(result)
+    }
+}
+
 /// One way of installing the MSS rules.
 pub trait MssBackend: Send + Sync {
-    /// Installs the rules for `mode`, or leaves them alone when they are
-    /// already exactly so: never a second copy.
-    fn ensure(&self, mode: MssMode) -> Result<Ensured, FirewallError>;
+    /// Brings the rules for `mode` to exactly one complete copy, from
+    /// whatever is there (nothing, a chain without its jump, one family
+    /// done, an older version's rules): reads the state, then adds only
+    /// what is missing and removes only what is extra.
+    fn ensure(&self, mode: MssMode) -> EnsureReport;
     /// Removes every trace of mtuvisor's rules.
     fn remove(&self) -> Result<(), FirewallError>;
+    /// The families the rules cover.
+    fn families(&self) -> Vec<Family>;
     /// For logs: the backend and the families it covers.
     fn describe(&self) -> String;
 }
@@ -105,10 +148,7 @@ fn legacy_in_use() -> bool {
 
 /// Finds a tool on PATH.
 pub(crate) fn which(tool: &str) -> Option<std::path::PathBuf> {
-    let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path)
-        .map(|d| d.join(tool))
-        .find(|p| p.is_file())
+    crate::process::find_program(tool)
 }
 
 /// Runs a tool; its stdout on success, its stderr in the error otherwise.
@@ -116,30 +156,19 @@ pub(crate) fn run(tool: &str, args: &[&str]) -> Result<String, FirewallError> {
     run_with_input(tool, args, "")
 }
 
-/// Runs a tool with `input` on stdin.
+/// Runs a tool with `input` on stdin, through the process module (which
+/// owns every child's exit status; see `process.rs`).
 pub(crate) fn run_with_input(
     tool: &str,
     args: &[&str],
     input: &str,
 ) -> Result<String, FirewallError> {
-    use std::io::Write;
-    let spawn_err = |source| FirewallError::Spawn {
-        tool: tool.to_string(),
-        source,
-    };
-    let mut child = Command::new(tool)
-        .args(args)
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .map_err(spawn_err)?;
-    let mut stdin = child.stdin.take().expect("piped stdin");
-    if !input.is_empty() {
-        stdin.write_all(input.as_bytes()).map_err(spawn_err)?;
-    }
-    drop(stdin);
-    let out = child.wait_with_output().map_err(spawn_err)?;
+    let out = crate::process::output(Command::new(tool).args(args), input.as_bytes()).map_err(
+        |source| FirewallError::Spawn {
+            tool: tool.to_string(),
+            source: Arc::new(source),
+        },
+    )?;
     if out.status.success() {
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     } else {
@@ -160,12 +189,15 @@ pub(crate) fn ipv6_enabled() -> bool {
 /// clean stop. The tools fork and wait for tens of milliseconds, so they
 /// run on a task of their own: link notifications keep being handled
 /// meanwhile (a veth that waits is a veth dockerd may move unclamped).
+/// Each outcome goes back to the loop as an [`EnsureReport`]: the loop
+/// alone logs it and updates the metrics.
 pub struct MssClamp {
     backend: Arc<dyn MssBackend>,
     mode: MssMode,
     keep_on_exit: bool,
     /// An `ensure` is under way; a second one is not started beside it.
     busy: Arc<AtomicBool>,
+    reports: mpsc::UnboundedSender<EnsureReport>,
 }
 
 impl MssClamp {
@@ -176,6 +208,7 @@ impl MssClamp {
         mode: MssMode,
         choice: BackendChoice,
         keep_on_exit: bool,
+        reports: mpsc::UnboundedSender<EnsureReport>,
     ) -> Result<Option<MssClamp>, FirewallError> {
         let backend = match select_backend(choice) {
             Ok(b) => b,
@@ -187,6 +220,7 @@ impl MssClamp {
             mode,
             keep_on_exit,
             busy: Arc::new(AtomicBool::new(false)),
+            reports,
         }))
     }
 
@@ -194,42 +228,67 @@ impl MssClamp {
         self.backend.describe()
     }
 
-    /// Starts an `ensure` in the background unless one is under way.
+    pub fn mode(&self) -> MssMode {
+        self.mode
+    }
+
+    /// The families the rules cover (none with the mode off).
+    pub fn families(&self) -> Vec<Family> {
+        if self.mode == MssMode::Off {
+            Vec::new()
+        } else {
+            self.backend.families()
+        }
+    }
+
+    /// Starts an `ensure` in the background unless one is under way; its
+    /// report follows on the channel.
     pub fn ensure(&self) {
         if self.busy.swap(true, Ordering::AcqRel) {
             return;
         }
         let (backend, mode, busy) = (self.backend.clone(), self.mode, self.busy.clone());
+        let reports = self.reports.clone();
         tokio::task::spawn_blocking(move || {
-            match backend.ensure(mode) {
-                Ok(Ensured::Installed) => {
-                    tracing::info!(backend = %backend.describe(), ?mode, "MSS clamping rules installed")
-                }
-                Ok(Ensured::Unchanged) => tracing::debug!("MSS clamping rules in place"),
-                Err(e) => {
-                    tracing::warn!(error = %e, "cannot install MSS clamping rules; retrying at the next reconcile")
-                }
-            }
+            let report = backend.ensure(mode);
             busy.store(false, Ordering::Release);
+            let _ = reports.send(report);
         });
     }
 
     /// On a clean stop: waits for an `ensure` under way (so that it cannot
-    /// put rules back), then removes the rules unless told to keep them.
-    pub async fn finish(&self) {
+    /// put rules back), then removes the rules unless told to keep them
+    /// (`None`).
+    pub async fn finish(&self) -> Option<Result<(), FirewallError>> {
         let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
         while self.busy.load(Ordering::Acquire) && tokio::time::Instant::now() < deadline {
             tokio::time::sleep(std::time::Duration::from_millis(10)).await;
         }
         if self.keep_on_exit {
-            tracing::info!("leaving MSS clamping rules in place (keep_on_exit)");
-            return;
+            return None;
         }
         let backend = self.backend.clone();
-        match tokio::task::spawn_blocking(move || backend.remove()).await {
-            Ok(Ok(())) => tracing::info!("MSS clamping rules removed"),
-            Ok(Err(e)) => tracing::warn!(error = %e, "cannot remove MSS clamping rules"),
-            Err(e) => tracing::warn!(error = %e, "MSS clamping task failed"),
-        }
+        Some(
+            match tokio::task::spawn_blocking(move || backend.remove()).await {
+                Ok(r) => r,
+                Err(e) => Err(FirewallError::Spawn {
+                    tool: "the MSS clamping task".into(),
+                    source: Arc::new(std::io::Error::other(e.to_string())),
+                }),
+            },
+        )
+    }
+}
+
+impl EnsureReport {
+    /// For the log: the first error, if any.
+    pub fn error(&self) -> Option<&FirewallError> {
+        self.families.iter().find_map(|(_, r)| r.as_ref().err())
+    }
+
+    pub fn changed(&self) -> bool {
+        self.families
+            .iter()
+            .any(|(_, r)| matches!(r, Ok(Ensured::Installed)))
     }
 }
