@@ -197,9 +197,11 @@ pub async fn run(
                     if enforce_mtu {
                         sweep_logged(&mut engine, &mut sweep_log).await;
                     }
-                    // dockerd (re)started: it may have rebuilt its tables.
+                    // dockerd (re)started: it may have rebuilt its tables,
+                    // or (first start under supervise) just chosen its
+                    // iptables family.
                     if let Some(mss) = &mss {
-                        mss.ensure();
+                        mss.ensure_after_dockerd_start();
                     }
                 }
             },
@@ -228,6 +230,11 @@ async fn sweep_logged(engine: &mut Engine<RtnlClient>, log: &mut RepeatedFailure
 /// An `ensure` finished: one line when something changed or a failure
 /// started, changed or ended; the metrics from its families.
 fn on_mss_report(report: EnsureReport, mss: Option<&MssClamp>, log: &mut RepeatedFailure) {
+    if let Some((from, to)) = &report.switched {
+        info!(%from, %to, "dockerd uses another iptables family; MSS clamping rules moved");
+    }
+    let families: Vec<_> = report.families.iter().map(|(f, _)| *f).collect();
+    METRICS.set_mss_families(&families);
     for (family, result) in &report.families {
         METRICS.set_mss_installed(*family, result.is_ok());
     }

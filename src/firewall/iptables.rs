@@ -8,10 +8,14 @@
 
 use tracing::info;
 
-use super::{run, which, EnsureReport, Ensured, Family, FirewallError, MssBackend, MssMode, CHAIN};
+use super::{
+    run, which, BackendChoice, EnsureReport, Ensured, Family, FirewallError, MssBackend, MssMode,
+    CHAIN,
+};
 
 pub struct Iptables {
     backend: &'static str,
+    kind: BackendChoice,
     /// The iptables and ip6tables binaries; ip6tables is `None` when the
     /// tool or the kernel lacks IPv6 (said once, at selection).
     v4: String,
@@ -20,12 +24,19 @@ pub struct Iptables {
 
 impl Iptables {
     pub fn nft() -> Result<Iptables, FirewallError> {
-        Iptables::with("iptables (nf_tables)", "iptables", "ip6tables", "nf_tables")
+        Iptables::with(
+            "iptables (nf_tables)",
+            BackendChoice::IptablesNft,
+            "iptables",
+            "ip6tables",
+            "nf_tables",
+        )
     }
 
     pub fn legacy() -> Result<Iptables, FirewallError> {
         Iptables::with(
             "iptables-legacy",
+            BackendChoice::IptablesLegacy,
             "iptables-legacy",
             "ip6tables-legacy",
             "legacy",
@@ -34,6 +45,7 @@ impl Iptables {
 
     fn with(
         backend: &'static str,
+        kind: BackendChoice,
         v4: &str,
         v6: &str,
         flavour: &str,
@@ -67,6 +79,7 @@ impl Iptables {
         };
         Ok(Iptables {
             backend,
+            kind,
             v4: v4.to_string(),
             v6,
         })
@@ -187,6 +200,7 @@ impl MssBackend for Iptables {
                 .tools()
                 .map(|(family, tool)| (family, apply_family(tool, rule.as_deref())))
                 .collect(),
+            switched: None,
         }
     }
 
@@ -208,6 +222,10 @@ impl MssBackend for Iptables {
             "IPv4"
         };
         format!("{} ({families}, mangle/{CHAIN})", self.backend)
+    }
+
+    fn kind(&self) -> BackendChoice {
+        self.kind
     }
 }
 

@@ -1,6 +1,8 @@
 //! TCP MSS clamping, the safety net for traffic that MTU clamping cannot
-//! reach. A narrow backend trait, chosen once at start; one file per
-//! backend, each knowing nothing of the others.
+//! reach. A narrow backend trait, chosen at start (and, with `auto`, again
+//! whenever dockerd (re)starts: under `supervise` the first choice is made
+//! before dockerd has written any rule); one file per backend, each knowing
+//! nothing of the others.
 
 mod iptables;
 mod nftables;
@@ -77,6 +79,9 @@ impl Family {
 #[derive(Debug)]
 pub struct EnsureReport {
     pub families: Vec<(Family, Result<Ensured, FirewallError>)>,
+    /// With `auto`: the backend was changed to follow dockerd's (from, to),
+    /// and the old one's rules removed.
+    pub switched: Option<(String, String)>,
 }
 
 impl EnsureReport {
@@ -106,6 +111,8 @@ pub trait MssBackend: Send + Sync {
     fn families(&self) -> Vec<Family>;
     /// For logs: the backend and the families it covers.
     fn describe(&self) -> String;
+    /// Which backend this is.
+    fn kind(&self) -> BackendChoice;
 }
 
 /// Picks the backend once: the configured one, or with `Auto` the family
@@ -192,7 +199,9 @@ pub(crate) fn ipv6_enabled() -> bool {
 /// Each outcome goes back to the loop as an [`EnsureReport`]: the loop
 /// alone logs it and updates the metrics.
 pub struct MssClamp {
-    backend: Arc<dyn MssBackend>,
+    /// Replaced only by an `auto` re-selection, inside the ensure task.
+    backend: Arc<std::sync::Mutex<Arc<dyn MssBackend>>>,
+    choice: BackendChoice,
     mode: MssMode,
     keep_on_exit: bool,
     /// An `ensure` is under way; a second one is not started beside it.
@@ -216,7 +225,8 @@ impl MssClamp {
             Err(e) => return Err(e),
         };
         Ok(Some(MssClamp {
-            backend: Arc::from(backend),
+            backend: Arc::new(std::sync::Mutex::new(Arc::from(backend))),
+            choice,
             mode,
             keep_on_exit,
             busy: Arc::new(AtomicBool::new(false)),
@@ -224,8 +234,12 @@ impl MssClamp {
         }))
     }
 
+    fn current(&self) -> Arc<dyn MssBackend> {
+        current(&self.backend)
+    }
+
     pub fn describe(&self) -> String {
-        self.backend.describe()
+        self.current().describe()
     }
 
     pub fn mode(&self) -> MssMode {
@@ -237,20 +251,37 @@ impl MssClamp {
         if self.mode == MssMode::Off {
             Vec::new()
         } else {
-            self.backend.families()
+            self.current().families()
         }
     }
 
     /// Starts an `ensure` in the background unless one is under way; its
     /// report follows on the channel.
     pub fn ensure(&self) {
+        self.start_ensure(false);
+    }
+
+    /// After dockerd (re)started: with `auto`, looks again at which
+    /// iptables family dockerd uses and moves the rules there, then
+    /// ensures.
+    pub fn ensure_after_dockerd_start(&self) {
+        self.start_ensure(self.choice == BackendChoice::Auto);
+    }
+
+    fn start_ensure(&self, reselect: bool) {
         if self.busy.swap(true, Ordering::AcqRel) {
             return;
         }
-        let (backend, mode, busy) = (self.backend.clone(), self.mode, self.busy.clone());
+        let (slot, mode, busy) = (self.backend.clone(), self.mode, self.busy.clone());
         let reports = self.reports.clone();
         tokio::task::spawn_blocking(move || {
-            let report = backend.ensure(mode);
+            let switched = if reselect {
+                follow_dockerd(&slot)
+            } else {
+                None
+            };
+            let mut report = current(&slot).ensure(mode);
+            report.switched = switched;
             busy.store(false, Ordering::Release);
             let _ = reports.send(report);
         });
@@ -267,7 +298,7 @@ impl MssClamp {
         if self.keep_on_exit {
             return None;
         }
-        let backend = self.backend.clone();
+        let backend = self.current();
         Some(
             match tokio::task::spawn_blocking(move || backend.remove()).await {
                 Ok(r) => r,
@@ -278,6 +309,27 @@ impl MssClamp {
             },
         )
     }
+}
+
+fn current(slot: &std::sync::Mutex<Arc<dyn MssBackend>>) -> Arc<dyn MssBackend> {
+    slot.lock().unwrap_or_else(|e| e.into_inner()).clone()
+}
+
+/// `auto` again: when dockerd now uses another family than the backend in
+/// use, the rules move (the old ones removed) so they are never split
+/// across two. Returns (from, to) when it moved.
+fn follow_dockerd(slot: &std::sync::Mutex<Arc<dyn MssBackend>>) -> Option<(String, String)> {
+    let now = current(slot);
+    let chosen = select_backend(BackendChoice::Auto).ok()?;
+    if chosen.kind() == now.kind() {
+        return None;
+    }
+    // Best effort: should the old copy not go, it clamps the same SYNs to
+    // the same value beside the new one; the new backend is what counts.
+    let _ = now.remove();
+    let moved = (now.describe(), chosen.describe());
+    *slot.lock().unwrap_or_else(|e| e.into_inner()) = Arc::from(chosen);
+    Some(moved)
 }
 
 impl EnsureReport {

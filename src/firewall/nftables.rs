@@ -9,8 +9,8 @@
 use serde::Deserialize;
 
 use super::{
-    run, run_with_input, which, EnsureReport, Ensured, Family, FirewallError, MssBackend, MssMode,
-    NFT_TABLE,
+    run, run_with_input, which, BackendChoice, EnsureReport, Ensured, Family, FirewallError,
+    MssBackend, MssMode, NFT_TABLE,
 };
 
 /// Our base chain, and where it hooks (mangle is priority -150).
@@ -198,6 +198,7 @@ impl MssBackend for Nftables {
                 .into_iter()
                 .map(|family| (family, result.clone()))
                 .collect(),
+            switched: None,
         }
     }
 
@@ -211,6 +212,10 @@ impl MssBackend for Nftables {
 
     fn describe(&self) -> String {
         format!("nftables (IPv4+IPv6, table inet {NFT_TABLE})")
+    }
+
+    fn kind(&self) -> BackendChoice {
+        BackendChoice::Nftables
     }
 }
 

@@ -102,7 +102,13 @@ impl DockerLab {
 
     /// `mtuvisor supervise [extra] -- dockerd …` in the pod.
     pub fn start_supervised(&mut self, extra: &[&str]) -> usize {
+        self.start_supervised_env(extra, &[])
+    }
+
+    /// `start_supervised` with extra environment (for mtuvisor and dockerd).
+    pub fn start_supervised_env(&mut self, extra: &[&str], env: &[(&str, &str)]) -> usize {
         let mut cmd = mtuvisor_in(&self.pod);
+        cmd.envs(env.iter().copied());
         cmd.arg("supervise")
             .args(extra)
             .arg("--")
@@ -155,6 +161,32 @@ impl DockerLab {
         let i = self.lab.spawn(cmd);
         self.sidecar = Some(i);
         i
+    }
+
+    /// A PATH on which `iptables` and friends are the legacy ones, as on
+    /// hosts whose kernel or distribution uses legacy iptables: a dockerd
+    /// started with it writes legacy rules.
+    pub fn legacy_iptables_path(&self) -> String {
+        let bin = self.dir.join("legacy-bin");
+        std::fs::create_dir_all(&bin).unwrap();
+        for tool in [
+            "iptables",
+            "iptables-save",
+            "iptables-restore",
+            "ip6tables",
+            "ip6tables-save",
+            "ip6tables-restore",
+        ] {
+            let link = bin.join(tool);
+            if !link.exists() {
+                std::os::unix::fs::symlink("/usr/sbin/xtables-legacy-multi", link).unwrap();
+            }
+        }
+        format!(
+            "{}:{}",
+            bin.display(),
+            std::env::var("PATH").unwrap_or_default()
+        )
     }
 
     /// Waits until the API answers.
