@@ -113,3 +113,60 @@ fn fixed_mss_covers_a_bottleneck_beyond_eth0() {
     settle(&b);
     completes(&b, "bottleneck 1400, mss 1360");
 }
+
+// ---- The same cases under supervise, the mode the image runs ----
+
+fn supervised(
+    tag: &str,
+    router_to_pod_mtu: u32,
+    flags: &[&str],
+    env: &[(&str, &str)],
+) -> BlackHole {
+    let mut b = BlackHole::new(tag, router_to_pod_mtu);
+    b.d.start_supervised_env(flags, env);
+    b.d.ready();
+    b.d.import_busybox();
+    b.d.docker_ok(&["network", "create", "ci"]);
+    b
+}
+
+#[test]
+fn mtu_clamping_and_mss_both_complete_under_supervise() {
+    if !require_docker("mtu_clamping_and_mss_both_complete_under_supervise") {
+        return;
+    }
+    let b = supervised("bhsfull", 1450, &[], &[]);
+    settle(&b);
+    completes(&b, "supervise: MTU + MSS");
+}
+
+#[test]
+fn mtu_clamping_alone_completes_under_supervise() {
+    if !require_docker("mtu_clamping_alone_completes_under_supervise") {
+        return;
+    }
+    let b = supervised("bhsmtu", 1450, &["--mss", "off"], &[]);
+    settle(&b);
+    completes(&b, "supervise: MTU only");
+}
+
+#[test]
+fn mss_clamping_alone_completes_under_supervise() {
+    if !require_docker("mss_clamping_alone_completes_under_supervise") {
+        return;
+    }
+    let b = supervised("bhsmss", 1450, &[], &[("MTUVISOR_ENFORCE_MTU", "false")]);
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(common::mtu(&b.d.pod, "docker0"), 1500, "links left alone");
+    completes(&b, "supervise: MSS only");
+}
+
+#[test]
+fn fixed_mss_covers_a_bottleneck_beyond_eth0_under_supervise() {
+    if !require_docker("fixed_mss_covers_a_bottleneck_beyond_eth0_under_supervise") {
+        return;
+    }
+    let b = supervised("bhsfix", 1400, &["--mss", "1360"], &[]);
+    settle(&b);
+    completes(&b, "supervise: bottleneck 1400, mss 1360");
+}
