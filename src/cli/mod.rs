@@ -1,6 +1,7 @@
 //! Command-line parsing and dispatch: one file per subcommand.
 
 mod detect;
+mod flags;
 mod supervise;
 mod watch;
 
@@ -22,9 +23,8 @@ pub struct Cli {
     #[arg(long, global = true, value_name = "FILE")]
     config: Option<PathBuf>,
 
-    /// Log format: text or json [env: MTUVISOR_LOG_FORMAT].
-    #[arg(long, global = true, value_name = "FORMAT")]
-    log_format: Option<String>,
+    #[command(flatten)]
+    global: flags::SettingFlags<flags::Global>,
 
     #[command(subcommand)]
     command: Command,
@@ -48,19 +48,18 @@ pub fn main() -> i32 {
     };
     let mut flags = Flags {
         config: cli.config,
-        log_format: cli.log_format,
-        ..Flags::default()
+        values: cli.global.values,
     };
     let result = match cli.command {
         Command::Detect(args) => load(&flags)
             .and_then(|s| detect::run(&s, &args))
             .map(|()| 0),
         Command::Watch(args) => {
-            args.fill_flags(&mut flags);
+            flags.values.extend(args.settings.values);
             load(&flags).and_then(watch::run).map(|()| 0)
         }
         Command::Supervise(args) => {
-            args.fill_flags(&mut flags);
+            flags.values.extend(args.settings.values.clone());
             load(&flags).and_then(|s| supervise::run(s, args))
         }
     };

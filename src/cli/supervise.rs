@@ -8,7 +8,8 @@ use clap::Args;
 use tokio::sync::{oneshot, watch};
 use tracing::{error, info, warn};
 
-use crate::config::{Flags, MtuSetting, Settings};
+use super::flags::{self, SettingFlags};
+use crate::config::{MtuSetting, Settings};
 use crate::detect::detect_outer_mtu;
 use crate::docker::args::{docker_socket, dockerd_args, exec_root, user_mtu};
 use crate::docker::probe_dockerd_version;
@@ -22,45 +23,12 @@ use crate::AbortOnDrop;
 
 #[derive(Debug, Args)]
 pub struct SuperviseArgs {
-    /// Target MTU: `auto` (the outer MTU) or a number [env: MTUVISOR_MTU].
-    #[arg(long, value_name = "auto|N", allow_hyphen_values = true)]
-    mtu: Option<String>,
-
-    /// Full reconcile period, e.g. 30s [env: MTUVISOR_RECONCILE_INTERVAL].
-    #[arg(long, value_name = "DURATION", allow_hyphen_values = true)]
-    reconcile_interval: Option<String>,
-
-    /// Time dockerd gets to stop before SIGKILL (default 25s) [env: MTUVISOR_STOP_TIMEOUT].
-    #[arg(long, value_name = "DURATION", allow_hyphen_values = true)]
-    stop_timeout: Option<String>,
-
-    /// TCP MSS clamping: pmtu (default), off, or a fixed MSS [env: MTUVISOR_MSS].
-    #[arg(long, value_name = "pmtu|off|N", allow_hyphen_values = true)]
-    mss: Option<String>,
-
-    /// Restarts before giving up: a number or `unlimited` (default) [env: MTUVISOR_MAX_RESTARTS].
-    #[arg(long, value_name = "N|unlimited", allow_hyphen_values = true)]
-    max_restarts: Option<String>,
-
-    /// Serve Prometheus metrics and /healthz on IP:PORT, e.g. 0.0.0.0:9464
-    /// [env: MTUVISOR_METRICS_ADDR].
-    #[arg(long, value_name = "IP:PORT")]
-    metrics_addr: Option<String>,
+    #[command(flatten)]
+    pub settings: SettingFlags<flags::Supervise>,
 
     /// The command to run (default: dockerd), e.g. `-- dockerd-entrypoint.sh`.
     #[arg(last = true, value_name = "COMMAND")]
     command: Vec<String>,
-}
-
-impl SuperviseArgs {
-    pub fn fill_flags(&self, flags: &mut Flags) {
-        flags.mtu = self.mtu.clone();
-        flags.reconcile_interval = self.reconcile_interval.clone();
-        flags.stop_timeout = self.stop_timeout.clone();
-        flags.max_restarts = self.max_restarts.clone();
-        flags.mss = self.mss.clone();
-        flags.metrics_addr = self.metrics_addr.clone();
-    }
 }
 
 pub fn run(mut settings: Settings, args: SuperviseArgs) -> Result<i32, Error> {

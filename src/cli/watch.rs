@@ -9,7 +9,8 @@ use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook_tokio::Signals;
 use tracing::info;
 
-use crate::config::{Flags, Settings};
+use super::flags::{self, SettingFlags};
+use crate::config::Settings;
 use crate::docker;
 use crate::enforce::{self, Options};
 use crate::error::Error;
@@ -23,37 +24,8 @@ const DOCKER_CHECK_TIMEOUT: Duration = Duration::from_secs(5);
 
 #[derive(Debug, Args)]
 pub struct WatchArgs {
-    /// Target MTU: `auto` (follow the outer MTU) or a number [env: MTUVISOR_MTU].
-    #[arg(long, value_name = "auto|N", allow_hyphen_values = true)]
-    mtu: Option<String>,
-
-    /// Full reconcile period, e.g. 30s [env: MTUVISOR_RECONCILE_INTERVAL].
-    #[arg(long, value_name = "DURATION", allow_hyphen_values = true)]
-    reconcile_interval: Option<String>,
-
-    /// TCP MSS clamping: pmtu (default), off, or a fixed MSS [env: MTUVISOR_MSS].
-    #[arg(long, value_name = "pmtu|off|N", allow_hyphen_values = true)]
-    mss: Option<String>,
-
-    /// Follow this dockerd's API too, e.g. unix:///var/run/docker.sock
-    /// [env: MTUVISOR_DOCKER_HOST]. A socket that does not exist yet is waited for.
-    #[arg(long, value_name = "unix:///PATH")]
-    docker_host: Option<String>,
-
-    /// Serve Prometheus metrics and /healthz on IP:PORT, e.g. 0.0.0.0:9464
-    /// [env: MTUVISOR_METRICS_ADDR].
-    #[arg(long, value_name = "IP:PORT")]
-    metrics_addr: Option<String>,
-}
-
-impl WatchArgs {
-    pub fn fill_flags(&self, flags: &mut Flags) {
-        flags.mtu = self.mtu.clone();
-        flags.reconcile_interval = self.reconcile_interval.clone();
-        flags.docker_host = self.docker_host.clone();
-        flags.mss = self.mss.clone();
-        flags.metrics_addr = self.metrics_addr.clone();
-    }
+    #[command(flatten)]
+    pub settings: SettingFlags<flags::Watch>,
 }
 
 pub fn run(settings: Settings) -> Result<(), Error> {
