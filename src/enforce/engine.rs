@@ -4,11 +4,11 @@ use std::collections::{HashMap, HashSet};
 
 use tracing::{debug, info, warn};
 
-use super::policy::BridgeMatcher;
+use super::policy::{BridgeMatcher, MtuRule};
 use futures::StreamExt;
 
 use crate::metrics::METRICS;
-use crate::netlink::{Link, LinkKind, MtuRule, NetOps, NetlinkError, PeerChange, PeerRef};
+use crate::netlink::{Link, LinkKind, NetOps, NetlinkError, Netns, PeerChange, PeerRef};
 
 /// How many requests a sweep keeps in flight: MTU sets in our namespace,
 /// or checks of far ends in other namespaces.
@@ -88,7 +88,8 @@ impl<N: NetOps> Engine<N> {
         self.target
     }
 
-    pub fn net(&self) -> &N {
+    #[cfg(test)]
+    pub(crate) fn net(&self) -> &N {
         &self.net
     }
 
@@ -139,6 +140,22 @@ impl<N: NetOps> Engine<N> {
             return PassReport::default();
         }
         self.enforce_all().await
+    }
+
+    /// A container started or connected (Docker told us its sandbox): learns
+    /// the nsid our namespace has for it and checks the far ends there.
+    pub async fn on_sandbox(&mut self, container: &str, netns: &std::path::Path) -> PassReport {
+        match self.net.learn_netns(netns).await {
+            Ok(Some(nsid)) => self.enforce_peers_in(nsid).await,
+            Ok(None) => {
+                debug!(%container, netns = %netns.display(), "no veth of ours in this sandbox");
+                PassReport::default()
+            }
+            Err(e) => {
+                debug!(%container, error = %e, "cannot look into the sandbox");
+                PassReport::default()
+            }
+        }
     }
 
     /// Checks the far ends of managed veths that live in the namespace our
@@ -249,7 +266,7 @@ impl<N: NetOps> Engine<N> {
             .collect();
         let net = &self.net;
         let results = in_flight(jobs, |port, rule| async move {
-            net.adjust_peer(&port, rule).await
+            net.adjust_peer(&port, move |mtu| rule.desired(mtu)).await
         })
         .await;
         for (port, result) in results {
@@ -297,7 +314,7 @@ impl<N: NetOps> Engine<N> {
                     self.enforce_peer(port).await
                 } else {
                     self.peer_checked.insert(port.index, peer);
-                    let change = far_res.map(|set_to| PeerChange::new(far, "self", set_to));
+                    let change = far_res.map(|set_to| PeerChange::new(far, Netns::Own, set_to));
                     self.finish_adjust_peer(port, change)
                 };
                 changed(&[host, far])
@@ -375,14 +392,15 @@ impl<N: NetOps> Engine<N> {
             return Outcome::Unchanged;
         };
         let rule = self.rule(Owned::PeerOf(host.index));
-        let mut result = self.net.adjust_peer(host, rule).await;
+        let desired = move |mtu| rule.desired(mtu);
+        let mut result = self.net.adjust_peer(host, desired).await;
         if peer_ref.netnsid.is_none() && result.as_ref().is_err_and(NetlinkError::is_gone) {
             // dockerd moved the far end into the container while we were
             // reaching for it here: look again at where our end says it is.
             if let Ok(Some(fresh)) = self.net.link(host.index).await {
                 if fresh.peer.is_some_and(|p| p.netnsid.is_some()) {
                     self.links.insert(fresh.index, fresh.clone());
-                    result = self.net.adjust_peer(&fresh, rule).await;
+                    result = self.net.adjust_peer(&fresh, desired).await;
                 }
             }
         }
@@ -412,7 +430,7 @@ impl<N: NetOps> Engine<N> {
                     "set MTU"
                 );
                 let owned = Owned::PeerOf(host.index);
-                if change.peer.netns == "self" {
+                if change.peer.netns == Netns::Own {
                     self.note_set(owned, change.peer.ifindex, change.peer.mtu, mtu);
                 } else {
                     self.record(owned, change.peer.mtu, mtu);
@@ -494,131 +512,8 @@ fn report_failure(e: &NetlinkError, what: &str, ifindex: u32) -> Outcome {
 
 #[cfg(test)]
 mod tests {
-    use std::collections::BTreeMap;
-    use std::sync::Mutex;
-
     use super::*;
-    use crate::netlink::{LinkKind, PeerState};
-
-    /// Links in "our" namespace plus far ends elsewhere, keyed by the
-    /// ifindex of their end here. Records every MTU set.
-    #[derive(Default)]
-    struct FakeNet {
-        links: Mutex<BTreeMap<u32, Link>>,
-        remote: Mutex<HashMap<u32, u32>>,
-        sets: Mutex<Vec<(String, u32)>>,
-        /// Calls of `adjust_peer`: each is a read before any set.
-        peer_lookups: Mutex<usize>,
-    }
-
-    impl FakeNet {
-        fn add(&self, link: Link) {
-            self.links.lock().unwrap().insert(link.index, link);
-        }
-        fn mtu(&self, index: u32) -> u32 {
-            self.links.lock().unwrap()[&index].mtu
-        }
-        fn remote_mtu(&self, host: u32) -> u32 {
-            self.remote.lock().unwrap()[&host]
-        }
-        fn sets(&self) -> Vec<(String, u32)> {
-            std::mem::take(&mut *self.sets.lock().unwrap())
-        }
-    }
-
-    impl NetOps for FakeNet {
-        async fn links(&self) -> Result<Vec<Link>, NetlinkError> {
-            Ok(self.links.lock().unwrap().values().cloned().collect())
-        }
-        async fn link(&self, ifindex: u32) -> Result<Option<Link>, NetlinkError> {
-            Ok(self.links.lock().unwrap().get(&ifindex).cloned())
-        }
-        async fn set_mtu(&self, link: &Link, mtu: u32) -> Result<(), NetlinkError> {
-            let mut links = self.links.lock().unwrap();
-            let Some(l) = links.get_mut(&link.index) else {
-                return Err(NetlinkError::NoSuchLink {
-                    name: link.name.clone(),
-                    ifindex: link.index,
-                });
-            };
-            l.mtu = mtu;
-            self.sets.lock().unwrap().push((link.name.clone(), mtu));
-            Ok(())
-        }
-        async fn adjust_peer(
-            &self,
-            host: &Link,
-            rule: MtuRule,
-        ) -> Result<PeerChange, NetlinkError> {
-            *self.peer_lookups.lock().unwrap() += 1;
-            let peer = host.peer.expect("veth");
-            if peer.netnsid.is_none() {
-                let far = self.links.lock().unwrap()[&peer.ifindex].clone();
-                let set_to = rule.desired(far.mtu);
-                if let Some(m) = set_to {
-                    self.set_mtu(&far, m).await?;
-                }
-                return Ok(PeerChange {
-                    peer: PeerState {
-                        name: far.name,
-                        ifindex: far.index,
-                        mtu: far.mtu,
-                        netns: "self".into(),
-                    },
-                    set_to,
-                });
-            }
-            let mut remote = self.remote.lock().unwrap();
-            let mtu = remote.get_mut(&host.index).expect("remote peer");
-            let before = *mtu;
-            let set_to = rule.desired(before);
-            if let Some(m) = set_to {
-                *mtu = m;
-                self.sets
-                    .lock()
-                    .unwrap()
-                    .push((format!("eth0@{}", host.name), m));
-            }
-            Ok(PeerChange {
-                peer: PeerState {
-                    name: "eth0".into(),
-                    ifindex: 2,
-                    mtu: before,
-                    netns: "/run/netns/c".into(),
-                },
-                set_to,
-            })
-        }
-    }
-
-    fn link(index: u32, name: &str, kind: LinkKind, mtu: u32) -> Link {
-        Link {
-            index,
-            name: name.into(),
-            kind,
-            mtu,
-            master: None,
-            peer: None,
-        }
-    }
-
-    fn veth(
-        index: u32,
-        name: &str,
-        mtu: u32,
-        master: Option<u32>,
-        peer: u32,
-        netnsid: Option<i32>,
-    ) -> Link {
-        Link {
-            master,
-            peer: Some(PeerRef {
-                ifindex: peer,
-                netnsid,
-            }),
-            ..link(index, name, LinkKind::Veth, mtu)
-        }
-    }
+    use crate::netlink::fake::{link, veth, FakeNet};
 
     /// eth0 (outer), docker0 with a remote-peer port, lxcbr0 with a port.
     fn pod() -> FakeNet {

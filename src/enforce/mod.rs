@@ -184,13 +184,7 @@ pub async fn run(
                     engine.set_docker_bridges(names).await;
                 }
                 DockerUpdate::Sandbox { container, netns } => {
-                    match engine.net().learn_netns(&netns).await {
-                        Ok(Some(nsid)) => {
-                            engine.enforce_peers_in(nsid).await;
-                        }
-                        Ok(None) => debug!(%container, netns = %netns.display(), "no veth of ours in this sandbox"),
-                        Err(e) => debug!(%container, error = %e, "cannot look into the sandbox"),
-                    }
+                    engine.on_sandbox(&container, &netns).await;
                 }
                 DockerUpdate::Resynced => {
                     METRICS.docker_resynced();

@@ -1,4 +1,5 @@
-//! Which links are mtuvisor's to manage: pure functions of names.
+//! The rules: which links are mtuvisor's to manage (pure functions of
+//! names), and which MTU a managed link gets.
 
 use std::collections::HashSet;
 
@@ -78,6 +79,25 @@ pub fn glob_match(pattern: &str, name: &str) -> bool {
     p[pi..].iter().all(|&c| c == '*')
 }
 
+/// The rule that decides a managed link's MTU: lower anything above `target`;
+/// raise back only a link mtuvisor lowered, never above where it started.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MtuRule {
+    pub target: u32,
+    /// The MTU the link had before mtuvisor lowered it, if it did.
+    pub original: Option<u32>,
+}
+
+impl MtuRule {
+    pub fn desired(&self, current: u32) -> Option<u32> {
+        if current > self.target {
+            return Some(self.target);
+        }
+        let restore = self.original?.min(self.target);
+        (current < restore).then_some(restore)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -109,5 +129,31 @@ mod tests {
         assert!(m.matches("cni0"));
         assert!(m.matches("docker0"));
         assert!(!m.matches("lxcbr0"));
+    }
+
+    #[test]
+    fn lowers_only_above_target() {
+        let rule = MtuRule {
+            target: 1450,
+            original: None,
+        };
+        assert_eq!(rule.desired(1500), Some(1450));
+        assert_eq!(rule.desired(1450), None);
+        assert_eq!(rule.desired(1400), None);
+    }
+
+    #[test]
+    fn raises_only_what_it_lowered_and_never_above_the_original() {
+        let rule = MtuRule {
+            target: 1450,
+            original: Some(1500),
+        };
+        assert_eq!(rule.desired(1400), Some(1450));
+        let rule = MtuRule {
+            target: 9000,
+            original: Some(1500),
+        };
+        assert_eq!(rule.desired(1450), Some(1500));
+        assert_eq!(rule.desired(1500), None);
     }
 }

@@ -14,7 +14,7 @@ use rtnetlink::{Handle, LinkUnspec};
 use tokio::sync::Mutex;
 
 use super::{
-    in_netns, Link, LinkKind, MtuRule, MtuSetter, NetOps, NetlinkError, NetnsResolver, PeerChange,
+    in_netns, Link, LinkKind, MtuSetter, NetOps, NetlinkError, Netns, NetnsResolver, PeerChange,
 };
 use futures::StreamExt;
 
@@ -191,21 +191,6 @@ impl RtnlClient {
     pub fn rtnl(&self) -> &Rtnl {
         &self.rtnl
     }
-
-    /// The nsid our namespace has for the namespace file at `path`, learnt
-    /// for later look-ups; `None` when none is assigned (no veth of ours
-    /// has an end there).
-    pub async fn learn_netns(&self, path: &std::path::Path) -> Result<Option<i32>, NetlinkError> {
-        let file = std::fs::File::open(path).map_err(|e| NetlinkError::Netns {
-            path: path.display().to_string(),
-            message: format!("cannot open it: {e}"),
-        })?;
-        let nsid = self.rtnl.nsid_of(std::os::fd::AsFd::as_fd(&file)).await?;
-        if let Some(id) = nsid {
-            self.resolver.lock().await.remember(id, path.to_path_buf());
-        }
-        Ok(nsid)
-    }
 }
 
 impl NetOps for RtnlClient {
@@ -221,7 +206,10 @@ impl NetOps for RtnlClient {
         self.setter.set(link.index, &link.name, mtu).await
     }
 
-    async fn adjust_peer(&self, host: &Link, rule: MtuRule) -> Result<PeerChange, NetlinkError> {
+    async fn adjust_peer<F>(&self, host: &Link, desired: F) -> Result<PeerChange, NetlinkError>
+    where
+        F: Fn(u32) -> Option<u32> + Copy + Send + Sync + 'static,
+    {
         let Some(peer) = host.peer else {
             return Err(NetlinkError::PeerMismatch {
                 host: host.name.clone(),
@@ -233,23 +221,35 @@ impl NetOps for RtnlClient {
             // Here in our namespace: set through the setter, like every
             // other MTU change here.
             let far = self.rtnl.far_end_here(host, peer.ifindex, "self").await?;
-            let set_to = rule.desired(far.mtu);
+            let set_to = desired(far.mtu);
             if let Some(mtu) = set_to {
                 self.set_mtu(&far, mtu).await?;
             }
-            return Ok(PeerChange::new(far, "self", set_to));
+            return Ok(PeerChange::new(far, Netns::Own, set_to));
         };
         let (file, path) = self.resolver.lock().await.open(nsid, &self.rtnl).await?;
         let host = host.clone();
         let label = path.display().to_string();
         in_netns(file, label.clone(), move |rtnl| async move {
             let far = rtnl.far_end_here(&host, peer.ifindex, &label).await?;
-            let set_to = rule.desired(far.mtu);
+            let set_to = desired(far.mtu);
             if let Some(mtu) = set_to {
                 rtnl.set_mtu(&far, mtu).await?;
             }
-            Ok(PeerChange::new(far, &label, set_to))
+            Ok(PeerChange::new(far, Netns::Path(label), set_to))
         })
         .await
+    }
+
+    async fn learn_netns(&self, path: &std::path::Path) -> Result<Option<i32>, NetlinkError> {
+        let file = std::fs::File::open(path).map_err(|e| NetlinkError::Netns {
+            path: path.display().to_string(),
+            message: format!("cannot open it: {e}"),
+        })?;
+        let nsid = self.rtnl.nsid_of(std::os::fd::AsFd::as_fd(&file)).await?;
+        if let Some(id) = nsid {
+            self.resolver.lock().await.remember(id, path.to_path_buf());
+        }
+        Ok(nsid)
     }
 }

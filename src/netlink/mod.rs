@@ -2,6 +2,8 @@
 //! namespace resolution and the link/route monitor.
 
 mod client;
+#[cfg(test)]
+pub(crate) mod fake;
 mod link;
 mod monitor;
 mod netns;
@@ -83,14 +85,30 @@ fn is_enodev(e: &netlink_packet_core::ErrorMessage) -> bool {
     e.raw_code() == -(nix::errno::Errno::ENODEV as i32)
 }
 
+/// Which namespace a link lives in: ours, or the one at a path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Netns {
+    Own,
+    Path(String),
+}
+
+impl std::fmt::Display for Netns {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Netns::Own => f.write_str("self"),
+            Netns::Path(p) => f.write_str(p),
+        }
+    }
+}
+
 /// The state of a veth's far end, as read in its own namespace.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PeerState {
     pub name: String,
     pub ifindex: u32,
     pub mtu: u32,
-    /// The namespace it lives in, for logs: "self" or a path.
-    pub netns: String,
+    /// The namespace it lives in.
+    pub netns: Netns,
 }
 
 /// What `adjust_peer` found and did.
@@ -103,13 +121,13 @@ pub struct PeerChange {
 
 impl PeerChange {
     /// What applying a rule to far end `peer`, found in `netns`, did.
-    pub fn new(peer: Link, netns: &str, set_to: Option<u32>) -> PeerChange {
+    pub fn new(peer: Link, netns: Netns, set_to: Option<u32>) -> PeerChange {
         PeerChange {
             peer: PeerState {
                 name: peer.name,
                 ifindex: peer.index,
                 mtu: peer.mtu,
-                netns: netns.to_string(),
+                netns,
             },
             set_to,
         }
@@ -117,7 +135,9 @@ impl PeerChange {
 }
 
 /// The narrow set of operations the enforcement engine needs. The real
-/// implementation is [`RtnlClient`]; unit tests use an in-memory fake.
+/// implementation is [`RtnlClient`]; unit tests use the in-memory fake in
+/// `fake.rs`. Which MTU a link should have is the caller's business: it
+/// passes a plain function of the current MTU.
 pub trait NetOps: Send + Sync {
     /// Every link in this namespace.
     fn links(&self) -> impl Future<Output = Result<Vec<Link>, NetlinkError>> + Send;
@@ -135,59 +155,19 @@ pub trait NetOps: Send + Sync {
 
     /// Reads the far end of veth `host` wherever it lives and sets its MTU to
     /// `desired(current)` when that returns a value.
-    fn adjust_peer(
+    fn adjust_peer<F>(
         &self,
         host: &Link,
-        desired: MtuRule,
-    ) -> impl Future<Output = Result<PeerChange, NetlinkError>> + Send;
-}
+        desired: F,
+    ) -> impl Future<Output = Result<PeerChange, NetlinkError>> + Send
+    where
+        F: Fn(u32) -> Option<u32> + Copy + Send + Sync + 'static;
 
-/// The rule that decides a managed link's MTU: lower anything above `target`;
-/// raise back only a link mtuvisor lowered, never above where it started.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct MtuRule {
-    pub target: u32,
-    /// The MTU the link had before mtuvisor lowered it, if it did.
-    pub original: Option<u32>,
-}
-
-impl MtuRule {
-    pub fn desired(&self, current: u32) -> Option<u32> {
-        if current > self.target {
-            return Some(self.target);
-        }
-        let restore = self.original?.min(self.target);
-        (current < restore).then_some(restore)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::MtuRule;
-
-    #[test]
-    fn lowers_only_above_target() {
-        let rule = MtuRule {
-            target: 1450,
-            original: None,
-        };
-        assert_eq!(rule.desired(1500), Some(1450));
-        assert_eq!(rule.desired(1450), None);
-        assert_eq!(rule.desired(1400), None);
-    }
-
-    #[test]
-    fn raises_only_what_it_lowered_and_never_above_the_original() {
-        let rule = MtuRule {
-            target: 1450,
-            original: Some(1500),
-        };
-        assert_eq!(rule.desired(1400), Some(1450));
-        let rule = MtuRule {
-            target: 9000,
-            original: Some(1500),
-        };
-        assert_eq!(rule.desired(1450), Some(1500));
-        assert_eq!(rule.desired(1500), None);
-    }
+    /// The nsid our namespace has for the namespace file at `path`,
+    /// remembered for later look-ups of far ends there; `None` when it has
+    /// none (no veth of ours has an end there).
+    fn learn_netns(
+        &self,
+        path: &std::path::Path,
+    ) -> impl Future<Output = Result<Option<i32>, NetlinkError>> + Send;
 }

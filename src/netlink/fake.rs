@@ -1,0 +1,134 @@
+//! An in-memory stand-in for rtnetlink, for unit tests of everything above
+//! the [`NetOps`] seam: links in "our" namespace plus far ends elsewhere,
+//! every MTU set recorded.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::Mutex;
+
+use super::{Link, LinkKind, NetOps, NetlinkError, Netns, PeerChange, PeerRef, PeerState};
+
+/// Links in "our" namespace plus far ends elsewhere, keyed by the
+/// ifindex of their end here. Records every MTU set.
+#[derive(Default)]
+pub(crate) struct FakeNet {
+    pub(crate) links: Mutex<BTreeMap<u32, Link>>,
+    pub(crate) remote: Mutex<HashMap<u32, u32>>,
+    pub(crate) sets: Mutex<Vec<(String, u32)>>,
+    /// Calls of `adjust_peer`: each is a read before any set.
+    pub(crate) peer_lookups: Mutex<usize>,
+    /// Sandbox namespace files and the nsid ours has for each.
+    pub(crate) sandboxes: Mutex<HashMap<PathBuf, i32>>,
+}
+
+impl FakeNet {
+    pub(crate) fn add(&self, link: Link) {
+        self.links.lock().unwrap().insert(link.index, link);
+    }
+    pub(crate) fn mtu(&self, index: u32) -> u32 {
+        self.links.lock().unwrap()[&index].mtu
+    }
+    pub(crate) fn remote_mtu(&self, host: u32) -> u32 {
+        self.remote.lock().unwrap()[&host]
+    }
+    pub(crate) fn sets(&self) -> Vec<(String, u32)> {
+        std::mem::take(&mut *self.sets.lock().unwrap())
+    }
+}
+
+impl NetOps for FakeNet {
+    async fn links(&self) -> Result<Vec<Link>, NetlinkError> {
+        Ok(self.links.lock().unwrap().values().cloned().collect())
+    }
+    async fn link(&self, ifindex: u32) -> Result<Option<Link>, NetlinkError> {
+        Ok(self.links.lock().unwrap().get(&ifindex).cloned())
+    }
+    async fn set_mtu(&self, link: &Link, mtu: u32) -> Result<(), NetlinkError> {
+        let mut links = self.links.lock().unwrap();
+        let Some(l) = links.get_mut(&link.index) else {
+            return Err(NetlinkError::NoSuchLink {
+                name: link.name.clone(),
+                ifindex: link.index,
+            });
+        };
+        l.mtu = mtu;
+        self.sets.lock().unwrap().push((link.name.clone(), mtu));
+        Ok(())
+    }
+    async fn adjust_peer<F>(&self, host: &Link, desired: F) -> Result<PeerChange, NetlinkError>
+    where
+        F: Fn(u32) -> Option<u32> + Copy + Send + Sync + 'static,
+    {
+        *self.peer_lookups.lock().unwrap() += 1;
+        let peer = host.peer.expect("veth");
+        if peer.netnsid.is_none() {
+            let far = self.links.lock().unwrap()[&peer.ifindex].clone();
+            let set_to = desired(far.mtu);
+            if let Some(m) = set_to {
+                self.set_mtu(&far, m).await?;
+            }
+            return Ok(PeerChange {
+                peer: PeerState {
+                    name: far.name,
+                    ifindex: far.index,
+                    mtu: far.mtu,
+                    netns: Netns::Own,
+                },
+                set_to,
+            });
+        }
+        let mut remote = self.remote.lock().unwrap();
+        let mtu = remote.get_mut(&host.index).expect("remote peer");
+        let before = *mtu;
+        let set_to = desired(before);
+        if let Some(m) = set_to {
+            *mtu = m;
+            self.sets
+                .lock()
+                .unwrap()
+                .push((format!("eth0@{}", host.name), m));
+        }
+        Ok(PeerChange {
+            peer: PeerState {
+                name: "eth0".into(),
+                ifindex: 2,
+                mtu: before,
+                netns: Netns::Path("/run/netns/c".into()),
+            },
+            set_to,
+        })
+    }
+
+    async fn learn_netns(&self, path: &std::path::Path) -> Result<Option<i32>, NetlinkError> {
+        Ok(self.sandboxes.lock().unwrap().get(path).copied())
+    }
+}
+
+pub(crate) fn link(index: u32, name: &str, kind: LinkKind, mtu: u32) -> Link {
+    Link {
+        index,
+        name: name.into(),
+        kind,
+        mtu,
+        master: None,
+        peer: None,
+    }
+}
+
+pub(crate) fn veth(
+    index: u32,
+    name: &str,
+    mtu: u32,
+    master: Option<u32>,
+    peer: u32,
+    netnsid: Option<i32>,
+) -> Link {
+    Link {
+        master,
+        peer: Some(PeerRef {
+            ifindex: peer,
+            netnsid,
+        }),
+        ..link(index, name, LinkKind::Veth, mtu)
+    }
+}
