@@ -1,6 +1,7 @@
 //! mtuvisor keeps the links an in-pod dockerd creates (bridges, host-side
 //! veths and the containers' `eth0`) at or below the pod's outer MTU.
 
+pub mod backoff;
 pub mod cli;
 pub mod config;
 pub mod detect;

@@ -3,16 +3,19 @@
 //!
 //! A handful of counters and gauges that answer what an operator asks of
 //! mtuvisor: what is the target, is it working, how much does it change,
-//! how fast, and is anything failing. They are process-wide atomics, updated
-//! where the work happens; the server only reads them.
+//! how fast, and is anything failing. Each enforcer has a [`Metrics`]
+//! handle that its loop alone writes (labelled, so that several can live in
+//! one process); the server reads them all through the [`Registry`].
 
 use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
 use tracing::{debug, info};
 
 use crate::error::Error;
@@ -27,9 +30,13 @@ const CLAMP_BUCKETS_US: [u64; 10] = [
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 const MAX_REQUEST_BYTES: usize = 8192;
 
+/// One enforcer's series. Written only by its enforcement loop (one
+/// writer per fact), read by the server; several can live in one process,
+/// each with labels of its own.
 pub struct Metrics {
+    /// Rendered label pairs, e.g. `netns="pod-a"`; empty for none.
+    labels: String,
     target_mtu: AtomicU64,
-    ready: AtomicU64,
     managed_links: AtomicU64,
     mtu_changes: AtomicU64,
     mtu_change_failures: AtomicU64,
@@ -45,6 +52,8 @@ pub struct Metrics {
     /// Per family: 1 while the rules are in place.
     mss_installed: [AtomicU64; 2],
     mss_ensure_failures: AtomicU64,
+    /// The enforcer's readiness, as its loop publishes it.
+    ready: watch::Receiver<bool>,
 }
 
 fn family_index(family: Family) -> usize {
@@ -56,15 +65,16 @@ fn family_index(family: Family) -> usize {
 
 const FAMILIES: [Family; 2] = [Family::Ipv4, Family::Ipv6];
 
-/// The process's metrics.
-pub static METRICS: Metrics = Metrics::new();
-
 impl Metrics {
-    #[allow(clippy::new_without_default)]
-    pub const fn new() -> Metrics {
+    fn new(labels: &[(&str, &str)], ready: watch::Receiver<bool>) -> Metrics {
+        let labels = labels
+            .iter()
+            .map(|(k, v)| format!("{k}=\"{}\"", v.replace('\\', "\\\\").replace('"', "\\\"")))
+            .collect::<Vec<_>>()
+            .join(",");
         Metrics {
+            labels,
             target_mtu: AtomicU64::new(0),
-            ready: AtomicU64::new(0),
             managed_links: AtomicU64::new(0),
             mtu_changes: AtomicU64::new(0),
             mtu_change_failures: AtomicU64::new(0),
@@ -78,41 +88,22 @@ impl Metrics {
             mss_families: AtomicU64::new(0),
             mss_installed: [const { AtomicU64::new(0) }; 2],
             mss_ensure_failures: AtomicU64::new(0),
+            ready,
         }
-    }
-
-    /// The families the MSS rules cover; the others get no series.
-    pub fn set_mss_families(&self, families: &[Family]) {
-        let mask = families.iter().fold(0, |m, f| m | (1 << family_index(*f)));
-        self.mss_families.store(mask, Relaxed);
-    }
-
-    pub fn set_mss_installed(&self, family: Family, installed: bool) {
-        self.mss_installed[family_index(family)].store(installed.into(), Relaxed);
-    }
-
-    pub fn mss_ensure_failed(&self) {
-        self.mss_ensure_failures.fetch_add(1, Relaxed);
     }
 
     pub fn set_target_mtu(&self, mtu: u32) {
         self.target_mtu.store(mtu.into(), Relaxed);
     }
 
-    pub fn set_ready(&self, ready: bool) {
-        self.ready.store(ready.into(), Relaxed);
-    }
-
     pub fn is_ready(&self) -> bool {
-        self.ready.load(Relaxed) == 1
+        *self.ready.borrow()
     }
 
-    pub fn mtu_changed(&self) {
-        self.mtu_changes.fetch_add(1, Relaxed);
-    }
-
-    pub fn mtu_change_failed(&self) {
-        self.mtu_change_failures.fetch_add(1, Relaxed);
+    /// MTUs set and checks that failed, from one pass of the engine.
+    pub fn add_changes(&self, changed: usize, failed: usize) {
+        self.mtu_changes.fetch_add(changed as u64, Relaxed);
+        self.mtu_change_failures.fetch_add(failed as u64, Relaxed);
     }
 
     pub fn swept(&self, managed: usize) {
@@ -132,6 +123,20 @@ impl Metrics {
         self.dockerd_restarts.fetch_add(1, Relaxed);
     }
 
+    /// The families the MSS rules cover; the others get no series.
+    pub fn set_mss_families(&self, families: &[Family]) {
+        let mask = families.iter().fold(0, |m, f| m | (1 << family_index(*f)));
+        self.mss_families.store(mask, Relaxed);
+    }
+
+    pub fn set_mss_installed(&self, family: Family, installed: bool) {
+        self.mss_installed[family_index(family)].store(installed.into(), Relaxed);
+    }
+
+    pub fn mss_ensure_failed(&self) {
+        self.mss_ensure_failures.fetch_add(1, Relaxed);
+    }
+
     /// A new port clamped: from its notification to the last end set.
     pub fn observe_clamp(&self, took: Duration) {
         let us = u64::try_from(took.as_micros()).unwrap_or(u64::MAX);
@@ -144,71 +149,127 @@ impl Metrics {
         self.clamp_sum_us.fetch_add(us, Relaxed);
     }
 
+    /// `{labels}` with `extra` appended, or nothing when both are empty.
+    fn braces(&self, extra: &str) -> String {
+        match (self.labels.is_empty(), extra.is_empty()) {
+            (true, true) => String::new(),
+            (true, false) => format!("{{{extra}}}"),
+            (false, true) => format!("{{{}}}", self.labels),
+            (false, false) => format!("{{{},{extra}}}", self.labels),
+        }
+    }
+}
+
+type Scalar = (
+    &'static str,
+    &'static str,
+    &'static str,
+    fn(&Metrics) -> u64,
+);
+
+const SCALARS: [Scalar; 10] = [
+    (
+        "mtuvisor_target_mtu",
+        "gauge",
+        "MTU that managed links are kept at or below.",
+        |m| m.target_mtu.load(Relaxed),
+    ),
+    (
+        "mtuvisor_ready",
+        "gauge",
+        "1 once the first sweep is done and link notifications flow.",
+        |m| m.is_ready().into(),
+    ),
+    (
+        "mtuvisor_managed_links",
+        "gauge",
+        "Managed links (bridges and ports) found by the last sweep.",
+        |m| m.managed_links.load(Relaxed),
+    ),
+    (
+        "mtuvisor_mtu_changes_total",
+        "counter",
+        "MTUs set on managed links, far ends in containers included.",
+        |m| m.mtu_changes.load(Relaxed),
+    ),
+    (
+        "mtuvisor_mtu_change_failures_total",
+        "counter",
+        "MTU checks or changes that failed (retried at the next sweep).",
+        |m| m.mtu_change_failures.load(Relaxed),
+    ),
+    (
+        "mtuvisor_sweeps_total",
+        "counter",
+        "Full passes over every managed link.",
+        |m| m.sweeps.load(Relaxed),
+    ),
+    (
+        "mtuvisor_netlink_overruns_total",
+        "counter",
+        "Times the kernel dropped link notifications (each followed by a sweep).",
+        |m| m.netlink_overruns.load(Relaxed),
+    ),
+    (
+        "mtuvisor_docker_resyncs_total",
+        "counter",
+        "Times the Docker API was (re)connected and its networks listed.",
+        |m| m.docker_resyncs.load(Relaxed),
+    ),
+    (
+        "mtuvisor_dockerd_restarts_total",
+        "counter",
+        "Times supervise restarted a dockerd that exited unexpectedly.",
+        |m| m.dockerd_restarts.load(Relaxed),
+    ),
+    (
+        "mtuvisor_mss_ensure_failures_total",
+        "counter",
+        "Times installing the MSS clamping rules failed (retried at the next reconcile).",
+        |m| m.mss_ensure_failures.load(Relaxed),
+    ),
+];
+
+/// Every enforcer's series in the process: what `/metrics` renders and
+/// `/healthz` asks.
+#[derive(Default)]
+pub struct Registry {
+    enforcers: Mutex<Vec<Arc<Metrics>>>,
+}
+
+impl Registry {
+    /// Series for one more enforcer, labelled with `labels`, whose
+    /// readiness is `ready`.
+    pub fn add(&self, labels: &[(&str, &str)], ready: watch::Receiver<bool>) -> Arc<Metrics> {
+        let m = Arc::new(Metrics::new(labels, ready));
+        self.lock().push(m.clone());
+        m
+    }
+
+    /// Drops an enforcer's series (its namespace is gone).
+    pub fn remove(&self, metrics: &Arc<Metrics>) {
+        self.lock().retain(|m| !Arc::ptr_eq(m, metrics));
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Arc<Metrics>>> {
+        self.enforcers.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Ready when every enforcer is (and there is at least one).
+    pub fn is_ready(&self) -> bool {
+        let all = self.lock();
+        !all.is_empty() && all.iter().all(|m| m.is_ready())
+    }
+
     /// The text exposition format, version 0.0.4.
     pub fn render(&self) -> String {
-        let scalars: [(&str, &str, &str, &AtomicU64); 9] = [
-            (
-                "mtuvisor_target_mtu",
-                "gauge",
-                "MTU that managed links are kept at or below.",
-                &self.target_mtu,
-            ),
-            (
-                "mtuvisor_ready",
-                "gauge",
-                "1 once the first sweep is done and link notifications flow.",
-                &self.ready,
-            ),
-            (
-                "mtuvisor_managed_links",
-                "gauge",
-                "Managed links (bridges and ports) found by the last sweep.",
-                &self.managed_links,
-            ),
-            (
-                "mtuvisor_mtu_changes_total",
-                "counter",
-                "MTUs set on managed links, far ends in containers included.",
-                &self.mtu_changes,
-            ),
-            (
-                "mtuvisor_mtu_change_failures_total",
-                "counter",
-                "MTU checks or changes that failed (retried at the next sweep).",
-                &self.mtu_change_failures,
-            ),
-            (
-                "mtuvisor_sweeps_total",
-                "counter",
-                "Full passes over every managed link.",
-                &self.sweeps,
-            ),
-            (
-                "mtuvisor_netlink_overruns_total",
-                "counter",
-                "Times the kernel dropped link notifications (each followed by a sweep).",
-                &self.netlink_overruns,
-            ),
-            (
-                "mtuvisor_docker_resyncs_total",
-                "counter",
-                "Times the Docker API was (re)connected and its networks listed.",
-                &self.docker_resyncs,
-            ),
-            (
-                "mtuvisor_dockerd_restarts_total",
-                "counter",
-                "Times supervise restarted a dockerd that exited unexpectedly.",
-                &self.dockerd_restarts,
-            ),
-        ];
+        let all = self.lock().clone();
         let mut out = String::new();
-        for (name, kind, help, value) in scalars {
-            let _ = write!(
-                out,
-                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {}\n",
-                value.load(Relaxed)
-            );
+        for (name, kind, help, read) in SCALARS {
+            let _ = write!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n");
+            for m in &all {
+                let _ = writeln!(out, "{name}{} {}", m.braces(""), read(m));
+            }
         }
         let name = "mtuvisor_clamp_seconds";
         let _ = write!(
@@ -216,39 +277,49 @@ impl Metrics {
             "# HELP {name} From the notification of a new port on a managed bridge \
              to both of its ends clamped.\n# TYPE {name} histogram\n"
         );
-        for (bound, bucket) in CLAMP_BUCKETS_US.iter().zip(&self.clamp_buckets) {
-            let le = *bound as f64 / 1e6;
-            let _ = writeln!(out, "{name}_bucket{{le=\"{le}\"}} {}", bucket.load(Relaxed));
+        for m in &all {
+            for (bound, bucket) in CLAMP_BUCKETS_US.iter().zip(&m.clamp_buckets) {
+                let le = format!("le=\"{}\"", *bound as f64 / 1e6);
+                let _ = writeln!(
+                    out,
+                    "{name}_bucket{} {}",
+                    m.braces(&le),
+                    bucket.load(Relaxed)
+                );
+            }
+            let count = m.clamp_count.load(Relaxed);
+            let sum = m.clamp_sum_us.load(Relaxed) as f64 / 1e6;
+            let _ = write!(
+                out,
+                "{name}_bucket{} {count}\n{name}_sum{} {sum}\n{name}_count{} {count}\n",
+                m.braces("le=\"+Inf\""),
+                m.braces(""),
+                m.braces("")
+            );
         }
-        let count = self.clamp_count.load(Relaxed);
-        let sum = self.clamp_sum_us.load(Relaxed) as f64 / 1e6;
-        let _ = write!(
-            out,
-            "{name}_bucket{{le=\"+Inf\"}} {count}\n{name}_sum {sum}\n{name}_count {count}\n"
-        );
-        let _ = write!(
-            out,
-            "# HELP mtuvisor_mss_ensure_failures_total Times installing the MSS clamping rules failed \
-             (retried at the next reconcile).\n# TYPE mtuvisor_mss_ensure_failures_total counter\n\
-             mtuvisor_mss_ensure_failures_total {}\n",
-            self.mss_ensure_failures.load(Relaxed)
-        );
-        let mask = self.mss_families.load(Relaxed);
-        if mask != 0 {
-            let name = "mtuvisor_mss_rules_installed";
+        let name = "mtuvisor_mss_rules_installed";
+        let covered: Vec<&Arc<Metrics>> = all
+            .iter()
+            .filter(|m| m.mss_families.load(Relaxed) != 0)
+            .collect();
+        if !covered.is_empty() {
             let _ = write!(
                 out,
                 "# HELP {name} 1 while the TCP MSS clamping rules are in place, per address family.\n\
                  # TYPE {name} gauge\n"
             );
+        }
+        for m in covered {
+            let mask = m.mss_families.load(Relaxed);
             for family in FAMILIES {
                 let i = family_index(family);
                 if mask & (1 << i) != 0 {
+                    let label = format!("family=\"{}\"", family.label());
                     let _ = writeln!(
                         out,
-                        "{name}{{family=\"{}\"}} {}",
-                        family.label(),
-                        self.mss_installed[i].load(Relaxed)
+                        "{name}{} {}",
+                        m.braces(&label),
+                        m.mss_installed[i].load(Relaxed)
                     );
                 }
             }
@@ -279,7 +350,7 @@ pub fn bind(addr: SocketAddr) -> Result<std::net::TcpListener, Error> {
 
 /// Serves `/metrics` and `/healthz` until the task is dropped. Must run
 /// inside a tokio runtime.
-pub async fn serve(listener: std::net::TcpListener) {
+pub async fn serve(listener: std::net::TcpListener, registry: Arc<Registry>) {
     let listener = match TcpListener::from_std(listener) {
         Ok(l) => l,
         Err(e) => {
@@ -293,8 +364,9 @@ pub async fn serve(listener: std::net::TcpListener) {
     loop {
         match listener.accept().await {
             Ok((stream, peer)) => {
+                let registry = registry.clone();
                 tokio::spawn(async move {
-                    if let Err(e) = answer(stream).await {
+                    if let Err(e) = answer(stream, &registry).await {
                         debug!(%peer, error = %e, "metrics request failed");
                     }
                 });
@@ -308,11 +380,11 @@ pub async fn serve(listener: std::net::TcpListener) {
     }
 }
 
-async fn answer(mut stream: TcpStream) -> std::io::Result<()> {
+async fn answer(mut stream: TcpStream, registry: &Registry) -> std::io::Result<()> {
     let head = tokio::time::timeout(REQUEST_TIMEOUT, read_head(&mut stream))
         .await
         .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "request too slow"))??;
-    let (status, content_type, body) = route(&head);
+    let (status, content_type, body) = route(&head, registry);
     let response = format!(
         "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n\
          Connection: close\r\n\r\n",
@@ -346,7 +418,7 @@ async fn read_head(stream: &mut TcpStream) -> std::io::Result<String> {
 }
 
 /// (status, content type, body) for a request head.
-fn route(head: &str) -> (&'static str, &'static str, String) {
+fn route(head: &str, registry: &Registry) -> (&'static str, &'static str, String) {
     const TEXT: &str = "text/plain; charset=utf-8";
     let mut parts = head.lines().next().unwrap_or("").split_whitespace();
     let (method, target) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
@@ -357,9 +429,9 @@ fn route(head: &str) -> (&'static str, &'static str, String) {
         "/metrics" => (
             "200 OK",
             "text/plain; version=0.0.4; charset=utf-8",
-            METRICS.render(),
+            registry.render(),
         ),
-        "/healthz" if METRICS.is_ready() => ("200 OK", TEXT, "ok\n".into()),
+        "/healthz" if registry.is_ready() => ("200 OK", TEXT, "ok\n".into()),
         "/healthz" => (
             "503 Service Unavailable",
             TEXT,
@@ -373,13 +445,22 @@ fn route(head: &str) -> (&'static str, &'static str, String) {
 mod tests {
     use super::*;
 
+    /// A registry with one unlabelled enforcer (as `watch` and `supervise`
+    /// have), its readiness sender, and its handle.
+    fn one() -> (Registry, watch::Sender<bool>, Arc<Metrics>) {
+        let r = Registry::default();
+        let (tx, rx) = watch::channel(false);
+        let m = r.add(&[], rx);
+        (r, tx, m)
+    }
+
     #[test]
     fn histogram_buckets_are_cumulative() {
-        let m = Metrics::new();
+        let (r, _tx, m) = one();
         m.observe_clamp(Duration::from_micros(300));
         m.observe_clamp(Duration::from_millis(30));
         m.observe_clamp(Duration::from_secs(2));
-        let text = m.render();
+        let text = r.render();
         assert!(text.contains("mtuvisor_clamp_seconds_bucket{le=\"0.00025\"} 0\n"));
         assert!(text.contains("mtuvisor_clamp_seconds_bucket{le=\"0.0005\"} 1\n"));
         assert!(text.contains("mtuvisor_clamp_seconds_bucket{le=\"0.05\"} 2\n"));
@@ -391,7 +472,8 @@ mod tests {
 
     #[test]
     fn every_sample_has_help_and_type() {
-        let text = Metrics::new().render();
+        let (r, _tx, _m) = one();
+        let text = r.render();
         for line in text.lines().filter(|l| !l.starts_with('#')) {
             let name = line.split(['{', ' ']).next().unwrap();
             let family = ["_bucket", "_sum", "_count"]
@@ -407,29 +489,66 @@ mod tests {
 
     #[test]
     fn mss_series_per_covered_family() {
-        let m = Metrics::new();
-        assert!(!m.render().contains("mtuvisor_mss_rules_installed"));
-        assert!(m
+        let (r, _tx, m) = one();
+        assert!(!r.render().contains("mtuvisor_mss_rules_installed"));
+        assert!(r
             .render()
             .contains("mtuvisor_mss_ensure_failures_total 0\n"));
         m.set_mss_families(&[Family::Ipv4]);
         m.set_mss_installed(Family::Ipv4, true);
         m.mss_ensure_failed();
-        let text = m.render();
+        let text = r.render();
         assert!(text.contains("mtuvisor_mss_rules_installed{family=\"ipv4\"} 1\n"));
         assert!(!text.contains("family=\"ipv6\""));
         assert!(text.contains("mtuvisor_mss_ensure_failures_total 1\n"));
     }
 
     #[test]
+    fn several_enforcers_have_labelled_series_and_one_readiness() {
+        let r = Registry::default();
+        let (tx_a, rx_a) = watch::channel(false);
+        let (tx_b, rx_b) = watch::channel(false);
+        let a = r.add(&[("netns", "pod-a")], rx_a);
+        let b = r.add(&[("netns", "pod-b")], rx_b);
+        a.set_target_mtu(1450);
+        b.set_target_mtu(1400);
+        b.set_mss_families(&[Family::Ipv4]);
+        let text = r.render();
+        assert!(
+            text.contains("mtuvisor_target_mtu{netns=\"pod-a\"} 1450\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("mtuvisor_target_mtu{netns=\"pod-b\"} 1400\n"),
+            "{text}"
+        );
+        assert!(text.contains("mtuvisor_clamp_seconds_bucket{netns=\"pod-a\",le=\"+Inf\"} 0\n"));
+        assert!(text.contains("mtuvisor_mss_rules_installed{netns=\"pod-b\",family=\"ipv4\"} 0\n"));
+        assert_eq!(text.matches("# TYPE mtuvisor_target_mtu ").count(), 1);
+        assert!(!r.is_ready());
+        tx_a.send_replace(true);
+        assert!(!r.is_ready(), "every enforcer must be ready");
+        tx_b.send_replace(true);
+        assert!(r.is_ready());
+        assert_eq!(route("GET /healthz HTTP/1.1\r\n", &r).0, "200 OK");
+        r.remove(&b);
+        assert!(!r.render().contains("pod-b"));
+    }
+
+    #[test]
     fn routes() {
-        assert_eq!(route("GET /metrics HTTP/1.1\r\n").0, "200 OK");
-        assert_eq!(route("GET /metrics?x=1 HTTP/1.1\r\n").0, "200 OK");
+        let (r, _tx, _m) = one();
+        assert_eq!(route("GET /metrics HTTP/1.1\r\n", &r).0, "200 OK");
+        assert_eq!(route("GET /metrics?x=1 HTTP/1.1\r\n", &r).0, "200 OK");
         assert_eq!(
-            route("POST /metrics HTTP/1.1\r\n").0,
+            route("POST /metrics HTTP/1.1\r\n", &r).0,
             "405 Method Not Allowed"
         );
-        assert_eq!(route("GET / HTTP/1.1\r\n").0, "404 Not Found");
-        assert_eq!(route("").0, "405 Method Not Allowed");
+        assert_eq!(route("GET / HTTP/1.1\r\n", &r).0, "404 Not Found");
+        assert_eq!(route("", &r).0, "405 Method Not Allowed");
+        assert_eq!(
+            route("GET /healthz HTTP/1.1\r\n", &r).0,
+            "503 Service Unavailable"
+        );
     }
 }

@@ -7,10 +7,15 @@ mod watch;
 
 use std::path::PathBuf;
 
+use std::sync::Arc;
+
 use clap::{Parser, Subcommand};
+use tokio::sync::watch::{self as signal, Receiver, Sender};
 
 use crate::config::{Flags, Settings};
 use crate::error::{Error, EXIT_BAD_INPUT};
+use crate::metrics::{self, Metrics, Registry};
+use crate::AbortOnDrop;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -104,6 +109,31 @@ fn report_usage_error(e: clap::Error) -> i32 {
             let first = first.strip_prefix("error: ").unwrap_or(first);
             eprintln!("mtuvisor: {first} (see mtuvisor --help)");
             EXIT_BAD_INPUT
+        }
+    }
+}
+
+/// A process with one enforcer (`watch`, `supervise`): its series, its
+/// readiness channel, and the server for them when a listener was bound.
+struct OneEnforcer {
+    _server: Option<AbortOnDrop>,
+    metrics: Arc<Metrics>,
+    ready: Sender<bool>,
+    ready_rx: Receiver<bool>,
+}
+
+impl OneEnforcer {
+    /// Call inside the runtime (the server is a task).
+    fn new(listener: Option<std::net::TcpListener>) -> OneEnforcer {
+        let registry = Arc::new(Registry::default());
+        let (ready, ready_rx) = signal::channel(false);
+        let metrics = registry.add(&[], ready_rx.clone());
+        let _server = listener.map(|l| AbortOnDrop(tokio::spawn(metrics::serve(l, registry))));
+        OneEnforcer {
+            _server,
+            metrics,
+            ready,
+            ready_rx,
         }
     }
 }

@@ -12,11 +12,10 @@ use tracing::info;
 use super::flags::{self, SettingFlags};
 use crate::config::Settings;
 use crate::docker;
-use crate::enforce::{self, Options};
+use crate::enforce::{self, Setup};
 use crate::error::Error;
 use crate::metrics;
 use crate::process;
-use crate::AbortOnDrop;
 
 /// How long an existing socket gets to answer as Docker before it is
 /// refused as bad input.
@@ -29,17 +28,24 @@ pub struct WatchArgs {
 }
 
 pub fn run(settings: Settings) -> Result<(), Error> {
-    let metrics = settings.metrics_addr.map(metrics::bind).transpose()?;
+    let listener = settings.metrics_addr.map(metrics::bind).transpose()?;
     // The same owner of child exits as under supervise; as PID 1 of a
     // sidecar container it also collects whatever is re-parented to it.
     process::start_reaper(false)
         .map_err(|e| Error::Startup(format!("cannot start the child reaper: {e}")))?;
     super::runtime()?.block_on(async {
-        let _metrics = metrics.map(|l| AbortOnDrop(tokio::spawn(metrics::serve(l))));
         let docker_socket = settings.docker_host.clone();
         if let Some(socket) = &docker_socket {
             check_docker_socket(socket).await?;
         }
+        let one = super::OneEnforcer::new(listener);
+        let setup = Setup {
+            docker_socket,
+            metrics: one.metrics.clone(),
+            ready: one.ready.clone(),
+            dockerd: None,
+        };
+        let prepared = enforce::prepare(settings, setup).await?;
         let mut signals = Signals::new([SIGTERM, SIGINT])
             .map_err(|e| Error::Startup(format!("cannot install signal handlers: {e}")))?;
         let handle = signals.handle();
@@ -48,13 +54,9 @@ pub fn run(settings: Settings) -> Result<(), Error> {
                 info!(signal = sig, "received signal");
             }
         };
-        let options = Options {
-            docker_socket,
-            ready: None,
-        };
-        let result = enforce::run(settings, options, shutdown).await;
+        prepared.run(shutdown).await;
         handle.close();
-        result
+        Ok(())
     })
 }
 

@@ -18,6 +18,15 @@ use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
 use super::api::{bridge_names, connect, DockerError};
+use crate::backoff::Backoff;
+
+/// How often a socket that does not exist yet is looked for.
+const SOCKET_POLL: Duration = Duration::from_millis(100);
+/// Reconnects to the API: 200 ms doubling to 10 s, with jitter; a
+/// connection that lasted a minute starts the backoff over.
+const RECONNECT_FIRST: Duration = Duration::from_millis(200);
+const RECONNECT_MAX: Duration = Duration::from_secs(10);
+const STABLE_CONNECTION: Duration = Duration::from_secs(60);
 
 /// What the engine learns from Docker.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -50,7 +59,7 @@ pub fn follow(
 }
 
 async fn read_events(socket: PathBuf, work: mpsc::UnboundedSender<Work>) {
-    let mut backoff = Backoff::with_jitter(Duration::from_millis(200), Duration::from_secs(10));
+    let mut backoff = Backoff::new(RECONNECT_FIRST, RECONNECT_MAX, STABLE_CONNECTION).with_jitter();
     let mut waiting_logged = false;
     loop {
         if !socket.exists() {
@@ -58,7 +67,7 @@ async fn read_events(socket: PathBuf, work: mpsc::UnboundedSender<Work>) {
                 info!(socket = %socket.display(), "waiting for the Docker API socket");
                 waiting_logged = true;
             }
-            tokio::time::sleep(Duration::from_millis(100)).await;
+            tokio::time::sleep(SOCKET_POLL).await;
             continue;
         }
         let docker = match connect(&socket).await {
@@ -113,10 +122,7 @@ async fn read_events(socket: PathBuf, work: mpsc::UnboundedSender<Work>) {
             }
         }
         info!("Docker event stream ended (dockerd restarted?); reconnecting");
-        if connected_at.elapsed() > Duration::from_secs(60) {
-            backoff.reset();
-        }
-        tokio::time::sleep(backoff.next_delay()).await;
+        tokio::time::sleep(backoff.after_run(connected_at.elapsed())).await;
     }
 }
 
@@ -215,75 +221,4 @@ async fn sandbox(
             netns,
         })
         .map_err(|_| DockerError::Closed)
-}
-
-/// Exponential backoff, optionally with jitter (±25 %) so that many
-/// sidecars do not reconnect to a restarted dockerd in lockstep.
-pub struct Backoff {
-    first: Duration,
-    max: Duration,
-    next: Duration,
-    jitter: bool,
-}
-
-impl Backoff {
-    pub fn new(first: Duration, max: Duration) -> Backoff {
-        Backoff {
-            first,
-            max,
-            next: first,
-            jitter: false,
-        }
-    }
-
-    pub fn with_jitter(first: Duration, max: Duration) -> Backoff {
-        Backoff {
-            jitter: true,
-            ..Backoff::new(first, max)
-        }
-    }
-
-    pub fn reset(&mut self) {
-        self.next = self.first;
-    }
-
-    pub fn next_delay(&mut self) -> Duration {
-        let base = self.next;
-        self.next = (self.next * 2).min(self.max);
-        if !self.jitter {
-            return base;
-        }
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.subsec_nanos())
-            .unwrap_or(0);
-        let jitter = (nanos % 500) as f64 / 1000.0 - 0.25;
-        base.mul_f64(1.0 + jitter)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn restart_backoff_doubles_to_the_cap_and_resets() {
-        let mut b = Backoff::new(Duration::from_secs(1), Duration::from_secs(30));
-        let secs: Vec<u64> = (0..7).map(|_| b.next_delay().as_secs()).collect();
-        assert_eq!(secs, vec![1, 2, 4, 8, 16, 30, 30]);
-        b.reset();
-        assert_eq!(b.next_delay(), Duration::from_secs(1));
-    }
-
-    #[test]
-    fn jitter_stays_within_a_quarter() {
-        let mut b = Backoff::with_jitter(Duration::from_secs(4), Duration::from_secs(4));
-        for _ in 0..20 {
-            let d = b.next_delay();
-            assert!(
-                d >= Duration::from_secs(3) && d <= Duration::from_secs(5),
-                "{d:?}"
-            );
-        }
-    }
 }

@@ -3,9 +3,11 @@
 mod api;
 pub mod args;
 mod events;
+mod plan;
 pub mod supervisor;
 mod version;
 
 pub use api::{bridge_names, connect, DockerError};
-pub use events::{follow, Backoff, DockerUpdate};
+pub use events::{follow, DockerUpdate};
+pub use plan::DockerdPlan;
 pub use version::{dockerd_version, probe_dockerd_version};

@@ -16,19 +16,30 @@ use std::pin::Pin;
 use std::process::{Command, ExitStatus, Stdio};
 use std::time::Duration;
 
-use crate::metrics::METRICS;
+use crate::backoff::Backoff;
 use crate::process::{self, Spawned};
 use futures::{Stream, StreamExt};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use signal_hook::consts::{SIGINT, SIGQUIT, SIGTERM};
+use tokio::sync::mpsc;
 use tokio::time::{sleep_until, Instant};
 use tracing::{error, info, warn};
 
-use super::Backoff;
-
-/// A run this long resets the restart backoff.
+/// Restarts: 1 s doubling to 30 s; a run this long starts over.
+const RESTART_FIRST: Duration = Duration::from_secs(1);
+const RESTART_MAX: Duration = Duration::from_secs(30);
 const STABLE_RUN: Duration = Duration::from_secs(60);
+/// Stands for "no deadline" in the select below.
+const NEVER: Duration = Duration::from_secs(86400 * 365);
+
+/// What the supervisor tells the enforcement loop, which owns the metrics
+/// and decides what a (re)start means for the rules.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DockerdEvent {
+    /// dockerd was started; `restart` after it had died.
+    Started { pid: u32, restart: bool },
+}
 
 #[derive(Debug, Clone)]
 pub struct SupervisorConfig {
@@ -80,12 +91,19 @@ pub async fn supervise(
     config: SupervisorConfig,
     mut signals: impl Stream<Item = i32> + Unpin,
     gate: impl Future<Output = ()>,
+    events: mpsc::UnboundedSender<DockerdEvent>,
 ) -> i32 {
     gate.await;
-    let mut backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(30));
+    let mut backoff = Backoff::new(RESTART_FIRST, RESTART_MAX, STABLE_RUN);
     let mut restarts = 0u32;
     let (mut child, mut exit) = match spawn(&config.command) {
-        Ok((c, exit)) => (Some(c), Some(exit)),
+        Ok((c, exit)) => {
+            let _ = events.send(DockerdEvent::Started {
+                pid: c.pid.as_raw() as u32,
+                restart: false,
+            });
+            (Some(c), Some(exit))
+        }
         Err(e) => {
             error!(command = %config.command[0], error = %e, "cannot start dockerd");
             return 127;
@@ -94,7 +112,7 @@ pub async fn supervise(
     let mut restart_at: Option<Instant> = None;
     let mut stop_deadline: Option<Instant> = None;
     let mut killed = false;
-    let far = Instant::now() + Duration::from_secs(86400 * 365);
+    let far = Instant::now() + NEVER;
 
     loop {
         let kill_at = match (stop_deadline, &child, killed) {
@@ -114,10 +132,7 @@ pub async fn supervise(
                     error!(?status, restarts, "dockerd exited; giving up after the configured restarts");
                     return code;
                 }
-                if ran >= STABLE_RUN {
-                    backoff.reset();
-                }
-                let delay = backoff.next_delay();
+                let delay = backoff.after_run(ran);
                 restarts += 1;
                 warn!(?status, restart_in_ms = delay.as_millis() as u64, restarts, "dockerd exited unexpectedly; restarting");
                 restart_at = Some(Instant::now() + delay);
@@ -148,7 +163,10 @@ pub async fn supervise(
                 restart_at = None;
                 match spawn(&config.command) {
                     Ok((c, e)) => {
-                        METRICS.dockerd_restarted();
+                        let _ = events.send(DockerdEvent::Started {
+                            pid: c.pid.as_raw() as u32,
+                            restart: true,
+                        });
                         child = Some(c);
                         exit = Some(e);
                     }

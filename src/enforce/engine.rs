@@ -7,7 +7,6 @@ use tracing::{debug, info, warn};
 use super::policy::{BridgeMatcher, MtuRule};
 use futures::StreamExt;
 
-use crate::metrics::METRICS;
 use crate::netlink::{Link, LinkKind, NetOps, NetlinkError, Netns, PeerChange, PeerRef};
 
 /// How many requests a sweep keeps in flight: MTU sets in our namespace,
@@ -25,15 +24,28 @@ enum Owned {
     PeerOf(u32),
 }
 
-/// Counts of one pass over the managed links.
+/// What one call did: the engine's outcome, which the loop alone turns
+/// into metrics (one writer per fact).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct PassReport {
+    /// Links looked at (for a sweep: every managed link).
     pub managed: usize,
+    /// MTUs set, far ends included.
     pub changed: usize,
     pub failed: usize,
+    /// A new port's notification to both of its ends clamped, when this
+    /// call clamped one.
+    pub clamped: Option<std::time::Duration>,
 }
 
 impl PassReport {
+    fn merge(&mut self, other: PassReport) {
+        self.managed += other.managed;
+        self.changed += other.changed;
+        self.failed += other.failed;
+        self.clamped = self.clamped.or(other.clamped);
+    }
+
     fn add(&mut self, outcome: Outcome) {
         self.managed += 1;
         match outcome {
@@ -72,7 +84,6 @@ pub struct Engine<N> {
 
 impl<N: NetOps> Engine<N> {
     pub fn new(net: N, bridges: BridgeMatcher, target: u32) -> Engine<N> {
-        METRICS.set_target_mtu(target);
         Engine {
             net,
             bridges,
@@ -88,7 +99,6 @@ impl<N: NetOps> Engine<N> {
         self.target
     }
 
-    #[cfg(test)]
     pub(crate) fn net(&self) -> &N {
         &self.net
     }
@@ -104,7 +114,6 @@ impl<N: NetOps> Engine<N> {
         self.peer_checked.retain(|i, _| links.contains_key(i));
         self.pending.clear();
         let report = self.enforce_all().await;
-        METRICS.swept(report.managed);
         if report.changed > 0 || report.failed > 0 {
             info!(
                 managed = report.managed,
@@ -124,13 +133,8 @@ impl<N: NetOps> Engine<N> {
         if target == self.target {
             return PassReport::default();
         }
-        info!(
-            from_mtu = self.target,
-            to_mtu = target,
-            "target MTU changed"
-        );
+        // The caller says why the target moved (the outer MTU changed).
         self.target = target;
-        METRICS.set_target_mtu(target);
         self.enforce_all().await
     }
 
@@ -182,7 +186,7 @@ impl<N: NetOps> Engine<N> {
     }
 
     /// Reacts to RTM_NEWLINK.
-    pub async fn on_link_changed(&mut self, mut link: Link) {
+    pub async fn on_link_changed(&mut self, mut link: Link) -> PassReport {
         if let Some(&set) = self.pending.get(&link.index) {
             if link.mtu == set {
                 self.pending.remove(&link.index);
@@ -191,23 +195,26 @@ impl<N: NetOps> Engine<N> {
             }
         }
         let previous = self.links.insert(link.index, link.clone());
+        let mut report = PassReport::default();
         if self.is_managed_bridge(&link) {
-            self.enforce_link(&link).await;
+            report.add(self.enforce_link(&link).await);
             let newly_managed = previous.is_none_or(|p| !self.is_managed_bridge(&p));
             if newly_managed {
                 for port in self.ports_of(link.index) {
-                    self.enforce_port(&port, true).await;
+                    report.merge(self.enforce_port(&port, true).await);
                 }
             }
         } else if self.is_managed_port(&link) {
             let began = std::time::Instant::now();
-            if self.enforce_port(&link, false).await {
-                METRICS.observe_clamp(began.elapsed());
+            report = self.enforce_port(&link, false).await;
+            if report.changed > 0 {
+                report.clamped = Some(began.elapsed());
             }
         } else if let Some(host) = self.managed_port_whose_peer_is(&link) {
             // The far end of a managed veth, still in our namespace.
-            self.enforce_peer(&host).await;
+            report.add(self.enforce_peer(&host).await);
         }
+        report
     }
 
     /// Reacts to RTM_DELLINK.
@@ -275,16 +282,21 @@ impl<N: NetOps> Engine<N> {
         report
     }
 
-    /// Enforces a port and, when it may have changed, its far end; true
-    /// when an MTU was changed.
-    async fn enforce_port(&mut self, port: &Link, force_peer: bool) -> bool {
-        let changed = |outcomes: &[Outcome]| outcomes.contains(&Outcome::Changed);
+    /// Enforces a port and, when it may have changed, its far end.
+    async fn enforce_port(&mut self, port: &Link, force_peer: bool) -> PassReport {
+        let report_of = |outcomes: &[Outcome]| {
+            let mut report = PassReport::default();
+            for o in outcomes {
+                report.add(*o);
+            }
+            report
+        };
         let Some(peer) = port.peer else {
-            return changed(&[self.enforce_link(port).await]);
+            return report_of(&[self.enforce_link(port).await]);
         };
         let checked = self.peer_checked.get(&port.index).copied();
         if !force_peer && checked == Some(peer) {
-            return changed(&[self.enforce_link(port).await]);
+            return report_of(&[self.enforce_link(port).await]);
         }
         // dockerd just moved a far end we checked here into the container.
         // A move keeps the MTU, so it is not looked at again now: entering
@@ -293,7 +305,7 @@ impl<N: NetOps> Engine<N> {
         // veths' clamps. The periodic sweep still checks it there.
         if !force_peer && checked.is_some_and(|c| c.netnsid.is_none()) && peer.netnsid.is_some() {
             self.peer_checked.insert(port.index, peer);
-            return changed(&[self.enforce_link(port).await]);
+            return report_of(&[self.enforce_link(port).await]);
         }
         match self.local_peer(port) {
             // Both ends here: dockerd is about to move the far end into the
@@ -317,12 +329,12 @@ impl<N: NetOps> Engine<N> {
                     let change = far_res.map(|set_to| PeerChange::new(far, Netns::Own, set_to));
                     self.finish_adjust_peer(port, change)
                 };
-                changed(&[host, far])
+                report_of(&[host, far])
             }
             None => {
                 let host = self.enforce_link(port).await;
                 let far = self.enforce_peer(port).await;
-                changed(&[host, far])
+                report_of(&[host, far])
             }
         }
     }
@@ -442,7 +454,6 @@ impl<N: NetOps> Engine<N> {
     }
 
     fn record(&mut self, owned: Owned, from: u32, to: u32) {
-        METRICS.mtu_changed();
         if to < from {
             self.original.entry(owned).or_insert(from);
         } else if self.original.get(&owned) == Some(&to) {
@@ -505,7 +516,6 @@ fn report_failure(e: &NetlinkError, what: &str, ifindex: u32) -> Outcome {
         Outcome::Unchanged
     } else {
         warn!(link = %what, ifindex, error = %e, "cannot enforce MTU; will retry on the next sweep");
-        METRICS.mtu_change_failed();
         Outcome::Failed
     }
 }

@@ -1,303 +1,221 @@
-//! The enforcement loop: one task owns the state; the netlink monitor and
-//! the timers only tell it when to look.
+//! Enforcement in one network namespace: [`prepare`] makes every check
+//! that can fail on input or on the system state before anything is
+//! touched (bad input is found here, so commands need no "before or after
+//! start?" rules); [`Prepared::run`] is the loop. One task owns the state;
+//! the netlink monitor, the Docker API reader, the dockerd supervisor, the
+//! MSS task and the timers only forward into it. A failure of the running
+//! loop is logged and enforcement starts over with backoff (the same rule
+//! for `watch` and `supervise`: dockerd keeps running either way, and the
+//! next start's sweep catches up).
 
+mod enforcer;
 mod engine;
 mod policy;
 
 use std::future::Future;
 use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
 
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, watch};
 use tokio::time::{interval_at, Instant, MissedTickBehavior};
-use tracing::{debug, info, trace, warn};
+use tracing::error;
 
 pub use engine::{Engine, PassReport};
-pub use policy::{glob_match, is_docker_bridge_name, BridgeMatcher};
+pub use policy::{glob_match, is_docker_bridge_name, BridgeMatcher, MtuRule};
 
+use crate::backoff::Backoff;
 use crate::config::{MtuSetting, Settings};
-use crate::detect::{detect_outer_mtu, DetectError, OuterMtu};
+use crate::docker::supervisor::DockerdEvent;
 use crate::docker::{self, DockerUpdate};
 use crate::error::Error;
 use crate::firewall::{EnsureReport, MssClamp};
-use crate::logging::RepeatedFailure;
-use crate::metrics::METRICS;
-use crate::netlink::{NetEvent, NetMonitor, NetnsResolver, Rtnl, RtnlClient};
+use crate::metrics::Metrics;
+use crate::netlink::{NetMonitor, NetOps, NetnsResolver, Rtnl, RtnlClient};
 use crate::AbortOnDrop;
+use enforcer::{Enforcer, TargetSource};
 
-/// Where the target MTU comes from.
-enum TargetSource {
-    Fixed(u32),
-    /// Follows the outer MTU; remembers the interfaces it was read from so
-    /// that their link notifications trigger a re-read.
-    Outer {
-        last: OuterMtu,
-    },
-}
+/// Restarts of a failed loop: 1 s doubling to 30 s; a minute of running
+/// starts over.
+const RESTART_FIRST: Duration = Duration::from_secs(1);
+const RESTART_MAX: Duration = Duration::from_secs(30);
+const STABLE_RUN: Duration = Duration::from_secs(60);
 
-impl TargetSource {
-    fn target(&self) -> u32 {
-        match self {
-            TargetSource::Fixed(n) => *n,
-            TargetSource::Outer { last } => last.mtu,
-        }
-    }
-
-    fn depends_on(&self, ifindex: u32) -> bool {
-        match self {
-            TargetSource::Fixed(_) => false,
-            TargetSource::Outer { last } => last.ifindexes().contains(&ifindex),
-        }
-    }
-}
-
-/// What enforcement runs against besides netlink.
-#[derive(Debug, Default)]
-pub struct Options {
+/// What enforcement is wired to besides netlink.
+pub struct Setup {
     /// The Docker API socket to follow, if any.
     pub docker_socket: Option<PathBuf>,
-    /// Completed once the first sweep is done and notifications flow.
-    pub ready: Option<oneshot::Sender<()>>,
+    /// This enforcer's series; the loop is their only writer.
+    pub metrics: Arc<Metrics>,
+    /// Readiness: true once the first sweep is done and notifications
+    /// flow, false whenever the loop is not running. `/healthz` and
+    /// `supervise` read it.
+    pub ready: watch::Sender<bool>,
+    /// `supervise`: dockerd's (re)starts, from the supervisor.
+    pub dockerd: Option<mpsc::UnboundedReceiver<DockerdEvent>>,
 }
 
-/// Runs enforcement in the calling thread's network namespace until
-/// `shutdown` completes.
-pub async fn run(
+/// Sockets opened and everything checked; nothing touched yet.
+struct Opened {
+    monitor: NetMonitor,
+    client: RtnlClient,
+    source: TargetSource,
+    mss: Option<MssClamp>,
+    mss_reports: mpsc::UnboundedReceiver<EnsureReport>,
+}
+
+/// Enforcement ready to run in the calling thread's network namespace.
+pub struct Prepared {
     settings: Settings,
-    options: Options,
-    shutdown: impl Future<Output = ()>,
-) -> Result<(), Error> {
+    setup: Setup,
+    opened: Opened,
+}
+
+/// Opens the sockets and makes every check that can fail (the outer MTU,
+/// an MTU too small for IPv6, an MSS too large for the MTU, a missing
+/// firewall tool) before anything is touched.
+pub async fn prepare(settings: Settings, setup: Setup) -> Result<Prepared, Error> {
+    let opened = open(&settings).await?;
+    Ok(Prepared {
+        settings,
+        setup,
+        opened,
+    })
+}
+
+async fn open(settings: &Settings) -> Result<Opened, Error> {
     let rtnl = Rtnl::connect()?;
     // Subscribe before the first dump so that nothing created in between is
     // missed.
-    let mut monitor = NetMonitor::subscribe()?;
-    let mut source = match settings.mtu {
+    let monitor = NetMonitor::subscribe()?;
+    let client = RtnlClient::new(rtnl, NetnsResolver::new(settings.netns_dirs.clone()))?;
+    let source = match settings.mtu {
         MtuSetting::Fixed(n) => {
-            settings.check_mtu_for_ipv6(has_ipv6_default_route(&rtnl).await)?;
+            let ipv6 = matches!(client.outer_mtu().await, Ok(o) if o.ipv6.is_some());
+            settings.check_mtu_for_ipv6(ipv6)?;
             TargetSource::Fixed(n)
         }
         MtuSetting::Auto => TargetSource::Outer {
-            last: detect_outer_mtu(&rtnl).await?,
+            last: client.outer_mtu().await?,
         },
     };
-    // Everything checked before anything is said or touched.
     settings.check_mss_for_mtu(source.target())?;
-    let (mss_tx, mut mss_rx) = mpsc::unbounded_channel();
+    let (reports, mss_reports) = mpsc::unbounded_channel();
     let mss = MssClamp::prepare(
         settings.mss,
         settings.mss_backend,
         settings.mss_keep_on_exit,
-        mss_tx,
+        reports,
     )
     .map_err(|e| Error::BadInput(e.to_string()))?;
-    let mut mss_log = RepeatedFailure::default();
-    let mut sweep_log = RepeatedFailure::default();
-    match &source {
-        TargetSource::Fixed(n) => info!(
-            target_mtu = n,
-            "watching; target MTU fixed by configuration"
-        ),
-        TargetSource::Outer { last } => info!(
-            target_mtu = last.mtu,
-            interface = %last.interface,
-            source = %last.source,
-            "watching; target MTU follows the outer MTU"
-        ),
-    }
-    let client = RtnlClient::new(
-        rtnl.clone(),
-        NetnsResolver::new(settings.netns_dirs.clone()),
-    )?;
-    let mut engine = Engine::new(
+    Ok(Opened {
+        monitor,
         client,
-        BridgeMatcher::new(settings.bridge_patterns.clone()),
-        source.target(),
-    );
-    let enforce_mtu = settings.enforce_mtu;
-    if enforce_mtu {
-        engine.sweep().await?;
-    } else {
-        info!("MTU enforcement disabled by configuration; MSS clamping only");
-    }
-    if let Some(mss) = &mss {
-        METRICS.set_mss_families(&mss.families());
-        mss.ensure();
-    }
-    METRICS.set_ready(true);
-    // However this returns: a stop, or an error that supervise restarts from.
-    let _not_ready_after = NotReadyOnDrop;
-    if let Some(ready) = options.ready {
-        let _ = ready.send(());
-    }
-    let (docker_tx, mut docker_rx) = mpsc::unbounded_channel();
-    let _docker = options
-        .docker_socket
-        .map(|socket| AbortOnDrop(docker::follow(socket, docker_tx)));
+        source,
+        mss,
+        mss_reports,
+    })
+}
 
+impl Prepared {
+    /// The MTU enforcement starts with (what dockerd gets as `--mtu`).
+    pub fn target(&self) -> u32 {
+        self.opened.source.target()
+    }
+
+    /// Enforces until `shutdown` completes, starting over after a failure.
+    pub async fn run(self, shutdown: impl Future<Output = ()>) {
+        let Prepared {
+            settings,
+            mut setup,
+            opened,
+        } = self;
+        tokio::pin!(shutdown);
+        let mut backoff = Backoff::new(RESTART_FIRST, RESTART_MAX, STABLE_RUN);
+        let mut opened = Some(opened);
+        loop {
+            let started = Instant::now();
+            if let Some(o) = opened.take() {
+                match run_once(&settings, &mut setup, o, shutdown.as_mut()).await {
+                    Ok(()) => return,
+                    Err(e) => error!(error = %e, "enforcement stopped; starting it over"),
+                }
+            }
+            let delay = backoff.after_run(started.elapsed());
+            tokio::select! {
+                () = tokio::time::sleep(delay) => {}
+                () = shutdown.as_mut() => return,
+            }
+            match open(&settings).await {
+                Ok(o) => opened = Some(o),
+                Err(e) => {
+                    error!(error = %e, retry_in_ms = delay.as_millis() as u64, "cannot start enforcement")
+                }
+            }
+        }
+    }
+}
+
+/// Clears readiness however the loop ends.
+struct NotReadyAfter<'a>(&'a watch::Sender<bool>);
+
+impl Drop for NotReadyAfter<'_> {
+    fn drop(&mut self) {
+        self.0.send_replace(false);
+    }
+}
+
+/// One run of the loop: returns on shutdown, or with the error that ended
+/// it.
+async fn run_once(
+    settings: &Settings,
+    setup: &mut Setup,
+    opened: Opened,
+    mut shutdown: std::pin::Pin<&mut impl Future<Output = ()>>,
+) -> Result<(), Error> {
+    let Opened {
+        mut monitor,
+        client,
+        source,
+        mss,
+        mut mss_reports,
+    } = opened;
+    let mut enforcer = Enforcer::new(client, settings, source, mss, setup.metrics.clone());
+    enforcer.start().await?;
+    let _not_ready_after = NotReadyAfter(&setup.ready);
+    setup.ready.send_replace(true);
+    let (docker_tx, mut docker_rx) = mpsc::unbounded_channel::<DockerUpdate>();
+    let _docker = setup
+        .docker_socket
+        .clone()
+        .map(|socket| AbortOnDrop(docker::follow(socket, docker_tx)));
+    let enforce_mtu = enforcer.enforces_mtu();
     let period = settings.reconcile_interval;
     let mut reconcile = interval_at(Instant::now() + period, period);
     reconcile.set_missed_tick_behavior(MissedTickBehavior::Delay);
-    tokio::pin!(shutdown);
     loop {
         tokio::select! {
             biased;
-            () = &mut shutdown => {
-                info!("stopping");
-                if let Some(mss) = &mss {
-                    finish_mss(mss).await;
-                }
+            () = shutdown.as_mut() => {
+                enforcer.stop().await;
                 return Ok(());
             }
-            event = monitor.next(), if enforce_mtu => {
-                let Some(event) = event else {
-                    return Err(Error::MonitorClosed);
-                };
-                trace!(?event, "netlink event");
-                match event {
-                    NetEvent::LinkChanged(link) => {
-                        let outer_changed = source.depends_on(link.index);
-                        engine.on_link_changed(link).await;
-                        if outer_changed {
-                            follow_outer(&mut source, &mut engine, &rtnl).await;
-                        }
-                    }
-                    NetEvent::LinkRemoved(ifindex) => {
-                        engine.on_link_removed(ifindex);
-                        if source.depends_on(ifindex) {
-                            follow_outer(&mut source, &mut engine, &rtnl).await;
-                        }
-                    }
-                    NetEvent::DefaultRouteChanged => follow_outer(&mut source, &mut engine, &rtnl).await,
-                    NetEvent::Overrun => {
-                        warn!("link notifications were lost (netlink overrun); sweeping");
-                        METRICS.netlink_overrun();
-                        follow_outer(&mut source, &mut engine, &rtnl).await;
-                        sweep_logged(&mut engine, &mut sweep_log).await;
-                    }
-                }
-            }
-            Some(report) = mss_rx.recv() => {
-                on_mss_report(report, mss.as_ref(), &mut mss_log);
-            }
-            Some(update) = docker_rx.recv() => match update {
-                DockerUpdate::Bridges(_) | DockerUpdate::Sandbox { .. } if !enforce_mtu => {}
-                DockerUpdate::Bridges(names) => {
-                    engine.set_docker_bridges(names).await;
-                }
-                DockerUpdate::Sandbox { container, netns } => {
-                    engine.on_sandbox(&container, &netns).await;
-                }
-                DockerUpdate::Resynced => {
-                    METRICS.docker_resynced();
-                    if enforce_mtu {
-                        sweep_logged(&mut engine, &mut sweep_log).await;
-                    }
-                    // dockerd (re)started: it may have rebuilt its tables,
-                    // or (first start under supervise) just chosen its
-                    // iptables family.
-                    if let Some(mss) = &mss {
-                        mss.ensure_after_dockerd_start();
-                    }
-                }
+            event = monitor.next(), if enforce_mtu => match event {
+                Some(event) => enforcer.on_net_event(event).await,
+                None => return Err(Error::MonitorClosed),
             },
-            _ = reconcile.tick() => {
-                if enforce_mtu {
-                    follow_outer(&mut source, &mut engine, &rtnl).await;
-                    sweep_logged(&mut engine, &mut sweep_log).await;
-                }
-                if let Some(mss) = &mss {
-                    mss.ensure();
-                }
-            }
+            Some(report) = mss_reports.recv() => enforcer.on_mss_report(report),
+            Some(update) = docker_rx.recv() => enforcer.on_docker_update(update).await,
+            Some(event) = next_of(&mut setup.dockerd) => enforcer.on_dockerd(event),
+            _ = reconcile.tick() => enforcer.on_tick().await,
         }
     }
 }
 
-async fn sweep_logged(engine: &mut Engine<RtnlClient>, log: &mut RepeatedFailure) {
-    match engine.sweep().await {
-        Ok(_) => {
-            log.succeeded("sweeps succeed again");
-        }
-        Err(e) => log.failed("sweep failed", &e),
-    }
-}
-
-/// An `ensure` finished: one line when something changed or a failure
-/// started, changed or ended; the metrics from its families.
-fn on_mss_report(report: EnsureReport, mss: Option<&MssClamp>, log: &mut RepeatedFailure) {
-    if let Some((from, to)) = &report.switched {
-        info!(%from, %to, "dockerd uses another iptables family; MSS clamping rules moved");
-    }
-    let families: Vec<_> = report.families.iter().map(|(f, _)| *f).collect();
-    METRICS.set_mss_families(&families);
-    for (family, result) in &report.families {
-        METRICS.set_mss_installed(*family, result.is_ok());
-    }
-    match report.error() {
-        Some(e) => {
-            METRICS.mss_ensure_failed();
-            log.failed("cannot install MSS clamping rules", e);
-        }
-        None => {
-            let backend = mss.map(MssClamp::describe).unwrap_or_default();
-            let mode = mss.map(MssClamp::mode);
-            if log.succeeded("MSS clamping rules in place again") {
-                debug!(%backend, ?mode, "MSS clamping rules installed after failures");
-            } else if report.changed() {
-                info!(%backend, ?mode, "MSS clamping rules installed");
-            } else {
-                debug!("MSS clamping rules in place");
-            }
-        }
-    }
-}
-
-/// On a clean stop: the rules go (unless kept), and the gauges with them.
-async fn finish_mss(mss: &MssClamp) {
-    match mss.finish().await {
-        None => info!("leaving MSS clamping rules in place (keep_on_exit)"),
-        Some(Ok(())) => {
-            for family in mss.families() {
-                METRICS.set_mss_installed(family, false);
-            }
-            info!("MSS clamping rules removed");
-        }
-        Some(Err(e)) => warn!(error = %e, "cannot remove MSS clamping rules"),
-    }
-}
-
-/// Re-reads the outer MTU and moves the target with it.
-async fn follow_outer(source: &mut TargetSource, engine: &mut Engine<RtnlClient>, rtnl: &Rtnl) {
-    let TargetSource::Outer { last } = source else {
-        return;
-    };
-    match detect_outer_mtu(rtnl).await {
-        Ok(outer) => {
-            let mtu = outer.mtu;
-            if mtu != last.mtu {
-                info!(interface = %outer.interface, source = %outer.source, from_mtu = last.mtu, to_mtu = mtu, "outer MTU changed");
-            }
-            *last = outer;
-            engine.set_target(mtu).await;
-        }
-        Err(DetectError::NoDefaultRoute) => {
-            warn!(
-                target_mtu = engine.target(),
-                "default route gone; keeping the last target MTU"
-            );
-        }
-        Err(e) => warn!(error = %e, "cannot re-read the outer MTU; keeping the last target"),
-    }
-}
-
-async fn has_ipv6_default_route(rtnl: &Rtnl) -> bool {
-    matches!(detect_outer_mtu(rtnl).await, Ok(o) if o.ipv6.is_some())
-}
-
-/// Clears the readiness gauge (and `/healthz`) when enforcement ends.
-struct NotReadyOnDrop;
-
-impl Drop for NotReadyOnDrop {
-    fn drop(&mut self) {
-        METRICS.set_ready(false);
+/// The next message of an optional channel; never, without one.
+async fn next_of<T>(rx: &mut Option<mpsc::UnboundedReceiver<T>>) -> Option<T> {
+    match rx {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
     }
 }

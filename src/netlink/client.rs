@@ -241,6 +241,10 @@ impl NetOps for RtnlClient {
         .await
     }
 
+    async fn outer_mtu(&self) -> Result<crate::detect::OuterMtu, crate::detect::DetectError> {
+        crate::detect::detect_outer_mtu(&self.rtnl).await
+    }
+
     async fn learn_netns(&self, path: &std::path::Path) -> Result<Option<i32>, NetlinkError> {
         let file = std::fs::File::open(path).map_err(|e| NetlinkError::Netns {
             path: path.display().to_string(),

@@ -6,6 +6,8 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::Mutex;
 
+use crate::detect::{Bound, DetectError, FamilyMtu, OuterMtu};
+
 use super::{Link, LinkKind, NetOps, NetlinkError, Netns, PeerChange, PeerRef, PeerState};
 
 /// Links in "our" namespace plus far ends elsewhere, keyed by the
@@ -19,6 +21,9 @@ pub(crate) struct FakeNet {
     pub(crate) peer_lookups: Mutex<usize>,
     /// Sandbox namespace files and the nsid ours has for each.
     pub(crate) sandboxes: Mutex<HashMap<PathBuf, i32>>,
+    /// What `outer_mtu` answers: (interface, ifindex, MTU); `None`: no
+    /// default route.
+    pub(crate) outer: Mutex<Option<(String, u32, u32)>>,
 }
 
 impl FakeNet {
@@ -97,6 +102,21 @@ impl NetOps for FakeNet {
             },
             set_to,
         })
+    }
+
+    async fn outer_mtu(&self) -> Result<OuterMtu, DetectError> {
+        let outer = self.outer.lock().unwrap().clone();
+        let (interface, ifindex, mtu) = outer.ok_or(DetectError::NoDefaultRoute)?;
+        let v4 = FamilyMtu {
+            family: crate::detect::Family::Ipv4,
+            interface,
+            ifindex,
+            link_mtu: mtu,
+            route_mtu: None,
+            mtu,
+            bound: Bound::LinkMtu,
+        };
+        OuterMtu::from_families(Some(v4), None).ok_or(DetectError::NoDefaultRoute)
     }
 
     async fn learn_netns(&self, path: &std::path::Path) -> Result<Option<i32>, NetlinkError> {

@@ -163,6 +163,11 @@ pub trait NetOps: Send + Sync {
     where
         F: Fn(u32) -> Option<u32> + Copy + Send + Sync + 'static;
 
+    /// The outer MTU of this namespace, from its default routes.
+    fn outer_mtu(
+        &self,
+    ) -> impl Future<Output = Result<crate::detect::OuterMtu, crate::detect::DetectError>> + Send;
+
     /// The nsid our namespace has for the namespace file at `path`,
     /// remembered for later look-ups of far ends there; `None` when it has
     /// none (no veth of ours has an end there).

@@ -1,0 +1,62 @@
+//! What `supervise` runs: the command (dockerd, or a wrapper such as
+//! `dockerd-entrypoint.sh`), found on PATH, the Engine version it will run,
+//! the API socket and sandbox directory its arguments imply, and the final
+//! argument list with the MTU added.
+
+use std::path::PathBuf;
+
+use tracing::warn;
+
+use super::args::{docker_socket, dockerd_args, exec_root, user_mtu};
+use super::probe_dockerd_version;
+use crate::error::Error;
+use crate::process::find_program;
+
+pub struct DockerdPlan {
+    command: Vec<String>,
+    version: Option<(u32, u32)>,
+    /// The API socket from `-H`/`--host`, else the default.
+    pub socket: PathBuf,
+    /// Where dockerd keeps its sandboxes' namespace files.
+    pub sandbox_dir: PathBuf,
+}
+
+impl DockerdPlan {
+    /// `command` as given after `--` (empty: `dockerd`). A program that is
+    /// not there is bad input. Probes the version: the reaper must run.
+    pub fn new(command: Vec<String>) -> Result<DockerdPlan, Error> {
+        let command = if command.is_empty() {
+            vec!["dockerd".to_string()]
+        } else {
+            command
+        };
+        let program = find_program(&command[0]).ok_or_else(|| {
+            Error::BadInput(format!(
+                "command not found: {} (give the path of dockerd or of its wrapper after --)",
+                command[0]
+            ))
+        })?;
+        Ok(DockerdPlan {
+            version: probe_dockerd_version(&program, &command[0]),
+            socket: docker_socket(&command),
+            sandbox_dir: exec_root(&command).join("netns"),
+            command,
+        })
+    }
+
+    /// The command to run: with `set_mtu`, dockerd gets `--mtu=mtu` (and on
+    /// Engine 24+ the default network option) unless the user set one;
+    /// without (MSS clamping only) it runs as given.
+    pub fn argv(&self, mtu: u32, set_mtu: bool) -> Vec<String> {
+        if let Some(given) = user_mtu(&self.command) {
+            if given.parse::<u32>().is_ok_and(|n| n > mtu) {
+                warn!(given_mtu = %given, target_mtu = mtu, "the command sets --mtu above the target; containers on the default bridge will be clamped anyway");
+            }
+        }
+        if set_mtu {
+            dockerd_args(&self.command, mtu, self.version)
+        } else {
+            self.command.clone()
+        }
+    }
+}
