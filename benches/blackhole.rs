@@ -7,8 +7,7 @@
 //!
 //!     cargo bench --bench blackhole
 
-#[path = "../tests/common/mod.rs"]
-mod common;
+use testkit as common;
 
 use std::time::Duration;
 

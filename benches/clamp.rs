@@ -5,8 +5,7 @@
 //! Targets (2-core machine): p99 notification-to-both-ends-clamped < 5 ms;
 //! full sweep over 500 ports < 200 ms.
 
-#[path = "../tests/common/mod.rs"]
-mod common;
+use testkit as common;
 
 use std::io::Write;
 use std::time::{Duration, Instant};

@@ -12,8 +12,7 @@
 //! works: an unrelated RTM_SETLINK sent every 5 ms, and dockerd's own
 //! requests (create -> attach, and its next request after the attach).
 
-#[path = "../tests/common/mod.rs"]
-mod common;
+use testkit as common;
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};

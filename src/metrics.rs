@@ -160,75 +160,39 @@ impl Metrics {
     }
 }
 
-type Scalar = (
-    &'static str,
-    &'static str,
-    &'static str,
-    fn(&Metrics) -> u64,
-);
+/// Every scalar series, one per line: name, type, help. Values come from
+/// [`Metrics::scalar`].
+const SCALARS: &str = "\
+mtuvisor_target_mtu gauge MTU that managed links are kept at or below.
+mtuvisor_ready gauge 1 once the first sweep is done and link notifications flow.
+mtuvisor_managed_links gauge Managed links (bridges and ports) found by the last sweep.
+mtuvisor_mtu_changes_total counter MTUs set on managed links, far ends in containers included.
+mtuvisor_mtu_change_failures_total counter MTU checks or changes that failed (retried at the next sweep).
+mtuvisor_sweeps_total counter Full passes over every managed link.
+mtuvisor_netlink_overruns_total counter Times the kernel dropped link notifications (each followed by a sweep).
+mtuvisor_docker_resyncs_total counter Times the Docker API was (re)connected and its networks listed.
+mtuvisor_dockerd_restarts_total counter Times supervise restarted a dockerd that exited unexpectedly.
+mtuvisor_mss_ensure_failures_total counter Times installing the MSS clamping rules failed (retried at the next reconcile).";
 
-const SCALARS: [Scalar; 10] = [
-    (
-        "mtuvisor_target_mtu",
-        "gauge",
-        "MTU that managed links are kept at or below.",
-        |m| m.target_mtu.load(Relaxed),
-    ),
-    (
-        "mtuvisor_ready",
-        "gauge",
-        "1 once the first sweep is done and link notifications flow.",
-        |m| m.is_ready().into(),
-    ),
-    (
-        "mtuvisor_managed_links",
-        "gauge",
-        "Managed links (bridges and ports) found by the last sweep.",
-        |m| m.managed_links.load(Relaxed),
-    ),
-    (
-        "mtuvisor_mtu_changes_total",
-        "counter",
-        "MTUs set on managed links, far ends in containers included.",
-        |m| m.mtu_changes.load(Relaxed),
-    ),
-    (
-        "mtuvisor_mtu_change_failures_total",
-        "counter",
-        "MTU checks or changes that failed (retried at the next sweep).",
-        |m| m.mtu_change_failures.load(Relaxed),
-    ),
-    (
-        "mtuvisor_sweeps_total",
-        "counter",
-        "Full passes over every managed link.",
-        |m| m.sweeps.load(Relaxed),
-    ),
-    (
-        "mtuvisor_netlink_overruns_total",
-        "counter",
-        "Times the kernel dropped link notifications (each followed by a sweep).",
-        |m| m.netlink_overruns.load(Relaxed),
-    ),
-    (
-        "mtuvisor_docker_resyncs_total",
-        "counter",
-        "Times the Docker API was (re)connected and its networks listed.",
-        |m| m.docker_resyncs.load(Relaxed),
-    ),
-    (
-        "mtuvisor_dockerd_restarts_total",
-        "counter",
-        "Times supervise restarted a dockerd that exited unexpectedly.",
-        |m| m.dockerd_restarts.load(Relaxed),
-    ),
-    (
-        "mtuvisor_mss_ensure_failures_total",
-        "counter",
-        "Times installing the MSS clamping rules failed (retried at the next reconcile).",
-        |m| m.mss_ensure_failures.load(Relaxed),
-    ),
-];
+impl Metrics {
+    /// The value of the scalar series `name` (a line of [`SCALARS`]).
+    fn scalar(&self, name: &str) -> u64 {
+        let counter = match name {
+            "mtuvisor_ready" => return self.is_ready().into(),
+            "mtuvisor_target_mtu" => &self.target_mtu,
+            "mtuvisor_managed_links" => &self.managed_links,
+            "mtuvisor_mtu_changes_total" => &self.mtu_changes,
+            "mtuvisor_mtu_change_failures_total" => &self.mtu_change_failures,
+            "mtuvisor_sweeps_total" => &self.sweeps,
+            "mtuvisor_netlink_overruns_total" => &self.netlink_overruns,
+            "mtuvisor_docker_resyncs_total" => &self.docker_resyncs,
+            "mtuvisor_dockerd_restarts_total" => &self.dockerd_restarts,
+            "mtuvisor_mss_ensure_failures_total" => &self.mss_ensure_failures,
+            other => unreachable!("{other} is not in SCALARS"),
+        };
+        counter.load(Relaxed)
+    }
+}
 
 /// Every enforcer's series in the process: what `/metrics` renders and
 /// `/healthz` asks.
@@ -265,10 +229,16 @@ impl Registry {
     pub fn render(&self) -> String {
         let all = self.lock().clone();
         let mut out = String::new();
-        for (name, kind, help, read) in SCALARS {
+        for line in SCALARS.lines() {
+            let mut parts = line.splitn(3, ' ');
+            let (name, kind, help) = (
+                parts.next().unwrap_or_default(),
+                parts.next().unwrap_or_default(),
+                parts.next().unwrap_or_default(),
+            );
             let _ = write!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n");
             for m in &all {
-                let _ = writeln!(out, "{name}{} {}", m.braces(""), read(m));
+                let _ = writeln!(out, "{name}{} {}", m.braces(""), m.scalar(name));
             }
         }
         let name = "mtuvisor_clamp_seconds";

@@ -1,6 +1,6 @@
 //! Bad configuration: one line on stderr, exit 2, nothing touched.
 
-mod common;
+use testkit as common;
 
 use common::{assert_rejected, ip, ipv6_default_route, mtu, privileged, run_mtuvisor, Lab};
 
@@ -76,7 +76,7 @@ fn mtu_below_ipv6_minimum_where_ipv6_is_routed() {
 #[test]
 fn unknown_flag_is_one_line_exit_2() {
     // Needs no privileges: parsing fails before anything is looked at.
-    let out = std::process::Command::new(common::BIN)
+    let out = std::process::Command::new(common::bin())
         .args(["watch", "--mtuu", "1400"])
         .output()
         .unwrap();

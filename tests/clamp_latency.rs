@@ -5,7 +5,7 @@
 //! a finding. Kept alone in its test binary so that no other test competes
 //! for the CPU.
 
-mod common;
+use testkit as common;
 
 use std::time::Duration;
 

@@ -1,6 +1,6 @@
 //! `mtuvisor detect` in real namespaces.
 
-mod common;
+use testkit as common;
 
 use common::{ip, ipv6_default_route, privileged, run_mtuvisor, Lab};
 

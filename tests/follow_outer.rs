@@ -1,6 +1,6 @@
 //! The target follows the outer MTU at run time.
 
-mod common;
+use testkit as common;
 
 use std::time::Duration;
 

@@ -3,14 +3,14 @@
 //! dockerd started with `--mtu=1450`. Its base is built from Debian's
 //! packages (image/rootfs.sh), since no registry can be reached.
 
-mod common;
+use testkit as common;
 
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use common::dockerd::{busybox_tar, require_docker, DockerLab};
-use common::{eventually, BIN};
+use common::{bin, eventually};
 
 const BASE: &str = "mtuvisor-test/base:bookworm";
 const IMAGE: &str = "mtuvisor-test/dind:latest";
@@ -47,7 +47,7 @@ fn build_image(d: &DockerLab) {
     std::fs::create_dir_all(&context).unwrap();
     let dockerfile = concat!(env!("CARGO_MANIFEST_DIR"), "/image/Dockerfile");
     std::fs::copy(dockerfile, context.join("Dockerfile")).unwrap();
-    std::fs::copy(BIN, context.join("mtuvisor")).unwrap();
+    std::fs::copy(bin(), context.join("mtuvisor")).unwrap();
     d.docker_ok(&[
         "build",
         "-q",

@@ -3,7 +3,7 @@
 //! sidecar's arguments start a working `watch` that turns ready, and the
 //! grace period leaves room for the stop timeout.
 
-mod common;
+use testkit as common;
 
 use std::time::Duration;
 

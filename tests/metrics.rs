@@ -1,6 +1,6 @@
 //! Prometheus metrics and /healthz, scraped from inside the pod namespace.
 
-mod common;
+use testkit as common;
 
 use std::time::Duration;
 

@@ -1,7 +1,7 @@
 //! MSS clamping rules on real iptables (nf_tables and legacy) and nft, each
 //! in a namespace of its own.
 
-mod common;
+use testkit as common;
 
 use std::time::{Duration, Instant};
 
@@ -298,7 +298,7 @@ fn bad_mss_input_writes_no_rule() {
     // nsenter by its path: the child's PATH is the one being emptied.
     let out = std::process::Command::new("/usr/bin/nsenter")
         .arg(format!("--net=/run/netns/{pod}"))
-        .args([common::BIN, "watch"])
+        .args([common::bin(), "watch"])
         .env("MTUVISOR_MSS_BACKEND", "iptables-legacy")
         .env("PATH", &empty)
         .output()

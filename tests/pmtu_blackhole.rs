@@ -2,7 +2,7 @@
 //! inner container's download and TLS handshake stall without mtuvisor and
 //! complete with it.
 
-mod common;
+use testkit as common;
 
 use std::time::Duration;
 

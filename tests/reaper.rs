@@ -6,7 +6,7 @@
 //! test harness's own `Command::output` calls would be fair game for it.
 //! The child spawns nothing but through `mtuvisor::process`.
 
-mod common;
+use testkit as common;
 
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};

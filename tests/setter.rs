@@ -1,7 +1,7 @@
 //! The MTU setter's threads against a real namespace: each request is
 //! answered with what the kernel said, named after the link it concerns.
 
-mod common;
+use testkit as common;
 
 use common::{in_netns, ip, mtu, privileged, Lab};
 use mtuvisor::netlink::{MtuSetter, NetlinkError};

@@ -1,6 +1,6 @@
 //! `mtuvisor watch --docker-host` beside an unmodified dockerd.
 
-mod common;
+use testkit as common;
 
 use common::dockerd::{compose_reads_1450, fifty_in_parallel, require_docker, DockerLab};
 

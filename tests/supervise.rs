@@ -1,7 +1,7 @@
 //! `mtuvisor supervise` against a real dockerd in a pod namespace whose
 //! eth0 has MTU 1450.
 
-mod common;
+use testkit as common;
 
 use std::time::{Duration, Instant};
 

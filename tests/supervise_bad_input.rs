@@ -1,7 +1,7 @@
 //! Bad input to `supervise` and `watch --docker-host`: one line, exit 2,
 //! no dockerd left behind.
 
-mod common;
+use testkit as common;
 
 use std::io::{Read, Write};
 use std::os::unix::net::UnixListener;
@@ -169,7 +169,7 @@ fn mss_backend_missing_or_mss_too_large() {
     let out = std::process::Command::new("/usr/bin/nsenter")
         .arg(format!("--net=/run/netns/{pod}"))
         .args([
-            common::BIN,
+            common::bin(),
             "supervise",
             "--",
             "/usr/sbin/dockerd",

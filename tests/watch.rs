@@ -1,6 +1,6 @@
 //! `mtuvisor watch` against real bridges and veths.
 
-mod common;
+use testkit as common;
 
 use std::time::{Duration, Instant};
 

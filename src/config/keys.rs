@@ -105,7 +105,9 @@ pub static KEYS: &[Key] = &[
         default: "30s",
         meaning: "full sweep period, 100ms–24h",
         apply: |s, v, o| {
-            s.reconcile_interval = parse_interval(&v.text("reconcile_interval", o)?, o.clone())?;
+            let text = v.text("reconcile_interval", o)?;
+            s.reconcile_interval =
+                parse_duration(&text, "reconcile_interval", INTERVAL_RANGE, o.clone())?;
             Ok(())
         },
     },
@@ -170,7 +172,8 @@ pub static KEYS: &[Key] = &[
         default: "25s",
         meaning: "time dockerd gets to stop before SIGKILL, 1s–1h",
         apply: |s, v, o| {
-            s.stop_timeout = parse_stop_timeout(&v.text("stop_timeout", o)?, o.clone())?;
+            let text = v.text("stop_timeout", o)?;
+            s.stop_timeout = parse_duration(&text, "stop_timeout", STOP_TIMEOUT_RANGE, o.clone())?;
             Ok(())
         },
     },

@@ -17,7 +17,7 @@ use std::time::Duration;
 use crate::firewall::{BackendChoice, MssMode};
 
 pub use keys::{markdown_table, Cmd, Key, Raw, KEYS};
-pub use parse::{parse_interval, parse_mtu, MAX_MSS, MIN_MSS};
+pub use parse::{parse_mtu, MAX_MSS, MIN_MSS};
 
 /// The file read when `--config` is not given, if it exists.
 pub const DEFAULT_CONFIG_FILE: &str = "/etc/mtuvisor/config.toml";
@@ -442,6 +442,9 @@ mod tests {
     #[test]
     fn intervals() {
         let o = || Origin::Default;
+        let parse_interval = |v: &str, o: Origin| {
+            parse::parse_duration(v, "reconcile_interval", parse::INTERVAL_RANGE, o)
+        };
         assert_eq!(
             parse_interval("500ms", o()).unwrap(),
             Duration::from_millis(500)

@@ -9,37 +9,27 @@ use super::{ConfigError, LogFormat, MtuSetting, Origin, MAX_MTU, MIN_MTU};
 use crate::firewall::{BackendChoice, MssMode};
 
 pub fn parse_mtu(value: &str, origin: Origin) -> Result<MtuSetting, ConfigError> {
-    let v = value.trim();
-    if v.eq_ignore_ascii_case("auto") {
-        return Ok(MtuSetting::Auto);
-    }
-    match v.parse::<u32>() {
-        Ok(n) if (MIN_MTU..=MAX_MTU).contains(&n) => Ok(MtuSetting::Fixed(n)),
-        _ => Err(ConfigError::Invalid {
-            key: "mtu",
-            value: value.to_string(),
-            origin,
-            expected: format!("expected \"auto\" or a whole number from {MIN_MTU} to {MAX_MTU}"),
-        }),
-    }
-}
-
-/// `30s`, `500ms`, `2m`, `1h`, or a plain number of seconds.
-pub fn parse_interval(value: &str, origin: Origin) -> Result<Duration, ConfigError> {
-    parse_duration(
+    word_or_number(
+        "mtu",
         value,
-        "reconcile_interval",
-        Duration::from_millis(100),
-        Duration::from_secs(86400),
         origin,
+        &[("auto", MtuSetting::Auto)],
+        MIN_MTU..=MAX_MTU,
+        MtuSetting::Fixed,
     )
 }
 
-pub(super) fn parse_duration(
+/// The range each duration key accepts.
+pub const INTERVAL_RANGE: (Duration, Duration) =
+    (Duration::from_millis(100), Duration::from_secs(86400));
+pub const STOP_TIMEOUT_RANGE: (Duration, Duration) =
+    (Duration::from_secs(1), Duration::from_secs(3600));
+
+/// `30s`, `500ms`, `2m`, `1h`, or a plain number of seconds, within `range`.
+pub fn parse_duration(
     value: &str,
     key: &'static str,
-    min: Duration,
-    max: Duration,
+    (min, max): (Duration, Duration),
     origin: Origin,
 ) -> Result<Duration, ConfigError> {
     let v = value.trim();
@@ -54,16 +44,16 @@ pub(super) fn parse_duration(
     });
     match parsed {
         Some(d) if d >= min && d <= max => Ok(d),
-        _ => Err(ConfigError::Invalid {
+        _ => Err(invalid(
             key,
-            value: value.to_string(),
+            value,
             origin,
-            expected: format!(
+            format!(
                 "expected a duration from {} to {}, such as 30s, 500ms or 5m",
                 human(min),
                 human(max)
             ),
-        }),
+        )),
     }
 }
 
@@ -85,12 +75,12 @@ pub(super) fn parse_docker_host(
     }
     match v.strip_prefix("unix://") {
         Some(path) if path.starts_with('/') => Ok(Some(PathBuf::from(path))),
-        _ => Err(ConfigError::Invalid {
-            key: "docker_host",
-            value: value.to_string(),
+        _ => Err(invalid(
+            "docker_host",
+            value,
             origin,
-            expected: "expected unix:///absolute/path/to/docker.sock".into(),
-        }),
+            "expected unix:///absolute/path/to/docker.sock",
+        )),
     }
 }
 
@@ -104,11 +94,13 @@ pub(super) fn parse_metrics_addr(
     if v.is_empty() || v == "off" {
         return Ok(None);
     }
-    v.parse().map(Some).map_err(|_| ConfigError::Invalid {
-        key: "metrics_addr",
-        value: value.to_string(),
-        origin,
-        expected: "expected IP:PORT such as 0.0.0.0:9464 or [::]:9464, or off".into(),
+    v.parse().map(Some).map_err(|_| {
+        invalid(
+            "metrics_addr",
+            value,
+            origin,
+            "expected IP:PORT such as 0.0.0.0:9464 or [::]:9464, or off",
+        )
     })
 }
 
@@ -116,23 +108,15 @@ pub const MIN_MSS: u16 = 536;
 pub const MAX_MSS: u16 = 65495;
 
 pub(super) fn parse_mss(value: &str, origin: Origin) -> Result<MssMode, ConfigError> {
-    let v = value.trim();
-    match v {
-        "pmtu" => return Ok(MssMode::Pmtu),
-        "off" => return Ok(MssMode::Off),
-        _ => {}
-    }
-    match v.parse::<u16>() {
-        Ok(n) if (MIN_MSS..=MAX_MSS).contains(&n) => Ok(MssMode::Fixed(n)),
-        _ => Err(ConfigError::Invalid {
-            key: "mss",
-            value: value.to_string(),
-            origin,
-            expected: format!(
-                "expected \"pmtu\", \"off\" or a whole number from {MIN_MSS} to {MAX_MSS}"
-            ),
-        }),
-    }
+    word_or_number(
+        "mss",
+        value,
+        origin,
+        &[("pmtu", MssMode::Pmtu), ("off", MssMode::Off)],
+        u32::from(MIN_MSS)..=u32::from(MAX_MSS),
+        // In range, so it fits.
+        |n| MssMode::Fixed(n as u16),
+    )
 }
 
 pub(super) fn parse_backend(value: &str, origin: Origin) -> Result<BackendChoice, ConfigError> {
@@ -141,12 +125,12 @@ pub(super) fn parse_backend(value: &str, origin: Origin) -> Result<BackendChoice
         "iptables" | "iptables-nft" => Ok(BackendChoice::IptablesNft),
         "iptables-legacy" => Ok(BackendChoice::IptablesLegacy),
         "nftables" | "nft" => Ok(BackendChoice::Nftables),
-        _ => Err(ConfigError::Invalid {
-            key: "mss_backend",
-            value: value.to_string(),
+        _ => Err(invalid(
+            "mss_backend",
+            value,
             origin,
-            expected: "expected auto, iptables, iptables-legacy or nftables".into(),
-        }),
+            "expected auto, iptables, iptables-legacy or nftables",
+        )),
     }
 }
 
@@ -158,12 +142,7 @@ pub(super) fn parse_bool(
     match value.trim() {
         "true" | "1" | "yes" => Ok(true),
         "false" | "0" | "no" => Ok(false),
-        _ => Err(ConfigError::Invalid {
-            key,
-            value: value.to_string(),
-            origin,
-            expected: "expected true or false".into(),
-        }),
+        _ => Err(invalid(key, value, origin, "expected true or false")),
     }
 }
 
@@ -172,35 +151,73 @@ pub(super) fn parse_max_restarts(value: &str, origin: Origin) -> Result<Option<u
     if v.eq_ignore_ascii_case("unlimited") {
         return Ok(None);
     }
-    v.parse::<u32>()
-        .map(Some)
-        .map_err(|_| ConfigError::Invalid {
-            key: "max_restarts",
-            value: value.to_string(),
+    v.parse::<u32>().map(Some).map_err(|_| {
+        invalid(
+            "max_restarts",
+            value,
             origin,
-            expected: "expected \"unlimited\" or a whole number".into(),
-        })
+            "expected \"unlimited\" or a whole number",
+        )
+    })
 }
 
 pub(super) fn parse_log_format(value: &str, origin: Origin) -> Result<LogFormat, ConfigError> {
     match value.trim() {
         "text" => Ok(LogFormat::Text),
         "json" => Ok(LogFormat::Json),
-        _ => Err(ConfigError::Invalid {
-            key: "log_format",
-            value: value.to_string(),
+        _ => Err(invalid(
+            "log_format",
+            value,
             origin,
-            expected: "expected \"text\" or \"json\"".into(),
-        }),
+            "expected \"text\" or \"json\"",
+        )),
     }
 }
 
-pub(super) fn parse_stop_timeout(value: &str, origin: Origin) -> Result<Duration, ConfigError> {
-    parse_duration(
-        value,
-        "stop_timeout",
-        Duration::from_secs(1),
-        Duration::from_secs(3600),
+/// The error for `value` of `key`, naming where it came from and what is
+/// accepted.
+fn invalid(
+    key: &'static str,
+    value: &str,
+    origin: Origin,
+    expected: impl Into<String>,
+) -> ConfigError {
+    ConfigError::Invalid {
+        key,
+        value: value.to_string(),
         origin,
-    )
+        expected: expected.into(),
+    }
+}
+
+/// `value` as one of `words` (any case), else a whole number in `range`.
+fn word_or_number<T: Copy>(
+    key: &'static str,
+    value: &str,
+    origin: Origin,
+    words: &[(&str, T)],
+    range: std::ops::RangeInclusive<u32>,
+    number: impl Fn(u32) -> T,
+) -> Result<T, ConfigError> {
+    let v = value.trim();
+    if let Some((_, word)) = words.iter().find(|(w, _)| v.eq_ignore_ascii_case(w)) {
+        return Ok(*word);
+    }
+    match v.parse::<u32>() {
+        Ok(n) if range.contains(&n) => Ok(number(n)),
+        _ => {
+            let names: Vec<String> = words.iter().map(|(w, _)| format!("\"{w}\"")).collect();
+            Err(invalid(
+                key,
+                value,
+                origin,
+                format!(
+                    "expected {} or a whole number from {} to {}",
+                    names.join(", "),
+                    range.start(),
+                    range.end()
+                ),
+            ))
+        }
+    }
 }

@@ -7,8 +7,8 @@ use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use super::dockerd::{DockerLab, IMAGE};
-use super::{eventually, ip, sh};
+use crate::dockerd::{DockerLab, IMAGE};
+use crate::lab::{eventually, ip, sh};
 
 pub const SERVER: &str = "198.51.100.10";
 pub const BIG: &str = "8mb.bin";

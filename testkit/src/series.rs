@@ -1,16 +1,11 @@
-//! The namespace lab shared by the integration tests and the benchmark.
-//!
-//! Every lab gets namespace names of its own (tag + pid + counter), so tests
-//! run in parallel; everything is torn down on drop, also when a test fails.
-
-#![allow(dead_code)]
+//! Instruments for the latency test and the benchmarks: dockerd's veth
+//! sequence at netlink speed, timed from the kernel's notifications, and a
+//! probe of how long any RTNL request waits.
 
 use std::fs::File;
 use std::io::Write;
-use std::os::fd::{AsFd, AsRawFd};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::os::fd::AsRawFd;
+use std::sync::atomic::Ordering;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
@@ -19,296 +14,8 @@ use netlink_packet_core::{NetlinkMessage, NetlinkPayload};
 use netlink_packet_route::link::{LinkAttribute, LinkFlags};
 use netlink_packet_route::RouteNetlinkMessage;
 use netlink_sys::{protocols::NETLINK_ROUTE, Socket, SocketAddr};
-use nix::sched::{setns, CloneFlags};
 
-pub mod blackhole;
-pub mod dockerd;
-
-pub const BIN: &str = env!("CARGO_BIN_EXE_mtuvisor");
-
-/// Returns false (and says so) when the test must be skipped; panics with
-/// a clear message when root is missing and skipping was not asked for.
-pub fn privileged(test: &str) -> bool {
-    if nix::unistd::geteuid().is_root() && which("ip") {
-        return true;
-    }
-    if std::env::var("MTUVISOR_SKIP_PRIVILEGED").as_deref() == Ok("1") {
-        eprintln!("SKIPPED {test}: needs root and iproute2 (MTUVISOR_SKIP_PRIVILEGED=1)");
-        return false;
-    }
-    panic!(
-        "{test} needs root (CAP_NET_ADMIN, CAP_SYS_ADMIN) and iproute2 to build network namespaces; \
-         run the suite as root (scripts/test.sh), or set MTUVISOR_SKIP_PRIVILEGED=1 to skip it"
-    );
-}
-
-fn which(tool: &str) -> bool {
-    std::env::var_os("PATH")
-        .map(|p| std::env::split_paths(&p).any(|d| d.join(tool).exists()))
-        .unwrap_or(false)
-}
-
-/// Runs a command, panicking with its stderr when it fails.
-pub fn sh(args: &[&str]) -> String {
-    let out = Command::new(args[0])
-        .args(&args[1..])
-        .output()
-        .expect("spawn");
-    assert!(
-        out.status.success(),
-        "`{}` failed: {}",
-        args.join(" "),
-        String::from_utf8_lossy(&out.stderr).trim()
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-static COUNTER: AtomicU32 = AtomicU32::new(0);
-
-/// A set of network namespaces owned by one test.
-pub struct Lab {
-    prefix: String,
-    namespaces: Vec<String>,
-    children: Vec<Child>,
-    files: Vec<PathBuf>,
-}
-
-impl Lab {
-    pub fn new(tag: &str) -> Lab {
-        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-        Lab {
-            prefix: format!("mv-{tag}-{}-{n}", std::process::id()),
-            namespaces: Vec::new(),
-            children: Vec::new(),
-            files: Vec::new(),
-        }
-    }
-
-    /// Creates namespace `<prefix>-<name>` with `lo` up; returns its name.
-    pub fn netns(&mut self, name: &str) -> String {
-        let full = format!("{}-{name}", self.prefix);
-        sh(&["ip", "netns", "add", &full]);
-        self.namespaces.push(full.clone());
-        ip(&full, &["link", "set", "lo", "up"]);
-        full
-    }
-
-    /// A pod namespace whose `eth0` (MTU `mtu`) leads to a router namespace
-    /// and carries the IPv4 default route. Returns (pod, router).
-    pub fn pod(&mut self, mtu: u32) -> (String, String) {
-        let pod = self.netns("pod");
-        let router = self.netns("rt");
-        ip(
-            &pod,
-            &[
-                "link", "add", "eth0", "type", "veth", "peer", "name", "down0", "netns", &router,
-            ],
-        );
-        let mtu = mtu.to_string();
-        ip(&pod, &["link", "set", "eth0", "mtu", &mtu, "up"]);
-        ip(&router, &["link", "set", "down0", "mtu", &mtu, "up"]);
-        ip(&pod, &["addr", "add", "192.0.2.2/24", "dev", "eth0"]);
-        ip(&router, &["addr", "add", "192.0.2.1/24", "dev", "down0"]);
-        ip(&pod, &["route", "add", "default", "via", "192.0.2.1"]);
-        (pod, router)
-    }
-
-    /// Starts `mtuvisor watch` (plus `args`) inside `netns`.
-    pub fn watch(&mut self, netns: &str, args: &[&str], env: &[(&str, &str)]) -> usize {
-        let mut cmd = mtuvisor_in(netns);
-        cmd.arg("watch").args(args).env("MTUVISOR_LOG", "debug");
-        cmd.envs(env.iter().copied())
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit());
-        self.spawn(cmd)
-    }
-
-    /// Starts a process that the lab stops (SIGKILL) when dropped.
-    pub fn spawn(&mut self, mut cmd: Command) -> usize {
-        let child = cmd.spawn().unwrap_or_else(|e| panic!("spawn {cmd:?}: {e}"));
-        self.children.push(child);
-        self.children.len() - 1
-    }
-
-    pub fn pid(&self, child: usize) -> i32 {
-        self.children[child].id() as i32
-    }
-
-    /// Whether the child has exited (collecting it if so).
-    pub fn exited(&mut self, child: usize) -> Option<std::process::ExitStatus> {
-        self.children[child].try_wait().expect("try_wait")
-    }
-
-    pub fn prefix(&self) -> &str {
-        &self.prefix
-    }
-
-    /// Sends SIGTERM to a watcher and waits for it to exit.
-    pub fn stop(&mut self, watcher: usize, within: Duration) -> std::process::ExitStatus {
-        self.signal(watcher, nix::sys::signal::Signal::SIGTERM);
-        self.wait(watcher, within)
-    }
-
-    pub fn signal(&mut self, watcher: usize, signal: nix::sys::signal::Signal) {
-        let pid = nix::unistd::Pid::from_raw(self.children[watcher].id() as i32);
-        nix::sys::signal::kill(pid, signal).expect("signal watcher");
-    }
-
-    /// Waits for a watcher to exit; panics after `within`.
-    pub fn wait(&mut self, watcher: usize, within: Duration) -> std::process::ExitStatus {
-        let child = &mut self.children[watcher];
-        let deadline = Instant::now() + within;
-        loop {
-            if let Some(status) = child.try_wait().expect("wait") {
-                return status;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "mtuvisor did not exit within {within:?}"
-            );
-            std::thread::sleep(Duration::from_millis(10));
-        }
-    }
-
-    pub fn temp_file(&mut self, name: &str, contents: &str) -> PathBuf {
-        let path = std::env::temp_dir().join(format!("{}-{name}", self.prefix));
-        File::create(&path)
-            .unwrap()
-            .write_all(contents.as_bytes())
-            .unwrap();
-        self.files.push(path.clone());
-        path
-    }
-}
-
-impl Drop for Lab {
-    fn drop(&mut self) {
-        for child in &mut self.children {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-        for ns in self.namespaces.iter().rev() {
-            let _ = Command::new("ip").args(["netns", "del", ns]).output();
-        }
-        for f in &self.files {
-            let _ = std::fs::remove_file(f);
-        }
-    }
-}
-
-/// Moves the calling thread into network namespace `netns` for good: call
-/// it on a thread of its own.
-pub fn enter_netns(netns: &str) {
-    let path = format!("/run/netns/{netns}");
-    let file = File::open(&path).unwrap_or_else(|e| panic!("open {path}: {e}"));
-    setns(file.as_fd(), CloneFlags::CLONE_NEWNET).unwrap_or_else(|e| panic!("enter {path}: {e}"));
-}
-
-/// Runs `f` on a thread inside `netns` (sockets it opens and tools it forks
-/// belong there) and returns what it returns.
-pub fn in_netns<T: Send + 'static>(netns: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
-    let netns = netns.to_string();
-    std::thread::spawn(move || {
-        enter_netns(&netns);
-        f()
-    })
-    .join()
-    .expect("thread in the namespace")
-}
-
-/// `nsenter --net=/run/netns/NS mtuvisor` (not `ip netns exec`, which
-/// remounts /sys).
-pub fn mtuvisor_in(netns: &str) -> Command {
-    let mut cmd = Command::new("nsenter");
-    cmd.arg(format!("--net=/run/netns/{netns}")).arg(BIN);
-    cmd.env_remove("MTUVISOR_MTU")
-        .env_remove("MTUVISOR_LOG_FORMAT");
-    cmd
-}
-
-pub fn run_mtuvisor(netns: &str, args: &[&str], env: &[(&str, &str)]) -> Output {
-    mtuvisor_in(netns)
-        .args(args)
-        .envs(env.iter().copied())
-        .output()
-        .expect("run mtuvisor")
-}
-
-pub fn ip(netns: &str, args: &[&str]) -> String {
-    let mut full = vec!["ip", "-n", netns];
-    full.extend_from_slice(args);
-    sh(&full)
-}
-
-/// Gives `dev` in `netns` the address `<prefix>::2/64` and an IPv6 default
-/// route via `<prefix>::1` (no DAD wait: the route must exist at once).
-pub fn ipv6_default_route(netns: &str, dev: &str, prefix: &str) {
-    ip(
-        netns,
-        &[
-            "-6",
-            "addr",
-            "add",
-            &format!("{prefix}::2/64"),
-            "dev",
-            dev,
-            "nodad",
-        ],
-    );
-    ip(
-        netns,
-        &[
-            "-6",
-            "route",
-            "add",
-            "default",
-            "via",
-            &format!("{prefix}::1"),
-            "dev",
-            dev,
-        ],
-    );
-}
-
-/// The MTU of `link` in `netns`, read over netlink (`ip -j`), never /sys.
-pub fn mtu(netns: &str, link: &str) -> u32 {
-    let out = ip(netns, &["-j", "link", "show", "dev", link]);
-    let v: serde_json::Value = serde_json::from_str(&out).expect("ip -j output");
-    v[0]["mtu"].as_u64().expect("mtu field") as u32
-}
-
-/// Bad input: exit 2 and exactly one line on stderr, naming `mentions`.
-pub fn assert_rejected(out: &Output, mentions: &[&str]) {
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(
-        out.status.code(),
-        Some(2),
-        "exit 2, got {:?}: {err}",
-        out.status
-    );
-    assert_eq!(
-        err.trim_end().lines().count(),
-        1,
-        "exactly one line: {err:?}"
-    );
-    for m in mentions {
-        assert!(err.contains(m), "{err:?} should mention {m:?}");
-    }
-}
-
-/// Polls until `check` holds or `within` passes; returns whether it held.
-pub fn eventually(within: Duration, mut check: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + within;
-    loop {
-        if check() {
-            return true;
-        }
-        if Instant::now() >= deadline {
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    }
-}
+use crate::lab::{enter_netns, eventually, ip, mtu, Lab};
 
 /// The clamp-latency set-up: a pod (eth0 1450) with `br-0123456789ab` up,
 /// four container namespaces, and `mtuvisor watch` running with the bridge
@@ -326,20 +33,6 @@ pub fn latency_lab(tag: &str) -> (Lab, String, Vec<String>) {
         "br-0123456789ab"
     ) == 1450));
     (lab, pod, containers)
-}
-
-/// Adds a veth `host` enslaved to `bridge` in `pod` with its peer moved into
-/// `container` and renamed `eth0`, as dockerd does (with `ip`, for set-up
-/// rather than timing).
-pub fn docker_style_veth(pod: &str, bridge: &str, host: &str, container: &str) {
-    let tmp = format!("{host}p");
-    ip(
-        pod,
-        &["link", "add", host, "type", "veth", "peer", "name", &tmp],
-    );
-    ip(pod, &["link", "set", host, "master", bridge, "up"]);
-    ip(pod, &["link", "set", &tmp, "netns", container]);
-    ip(container, &["link", "set", &tmp, "name", "eth0", "up"]);
 }
 
 // --- Timed veth series: dockerd's sequence at netlink speed -------------
@@ -635,10 +328,6 @@ pub fn ms(d: Duration) -> String {
     format!("{:.3} ms", d.as_secs_f64() * 1000.0)
 }
 
-pub fn path_exists(p: &str) -> bool {
-    Path::new(p).exists()
-}
-
 /// How long any RTNL request from a namespace waits while something else
 /// runs: a thread in `netns` sets the MTU of a veth pair of its own (on no
 /// bridge, so nothing manages it) every `every`, and times each request
@@ -701,45 +390,4 @@ impl RtnlProbe {
         self.stop.store(true, Ordering::Relaxed);
         self.thread.take().unwrap().join().expect("probe thread")
     }
-}
-
-/// `GET path` from inside `netns` to `addr` (such as the loopback address
-/// mtuvisor serves metrics on there); (status code, body).
-pub fn http_get(netns: &str, addr: &str, path: &str) -> (u16, String) {
-    try_http_get(netns, addr, path).unwrap_or_else(|e| panic!("GET {path} from {addr}: {e}"))
-}
-
-/// `http_get` that reports a refused connection instead of panicking.
-pub fn try_http_get(netns: &str, addr: &str, path: &str) -> Result<(u16, String), String> {
-    use std::io::Read;
-    let (addr, path, shown) = (addr.to_string(), path.to_string(), netns.to_string());
-    in_netns(netns, move || {
-        let mut stream =
-            std::net::TcpStream::connect(&addr).map_err(|e| format!("connect in {shown}: {e}"))?;
-        stream
-            .set_read_timeout(Some(Duration::from_secs(5)))
-            .unwrap();
-        write!(stream, "GET {path} HTTP/1.1\r\nHost: {addr}\r\n\r\n").map_err(|e| e.to_string())?;
-        let mut response = String::new();
-        stream
-            .read_to_string(&mut response)
-            .map_err(|e| e.to_string())?;
-        let status = response
-            .split_whitespace()
-            .nth(1)
-            .and_then(|s| s.parse().ok())
-            .ok_or_else(|| format!("not an HTTP response: {response:?}"))?;
-        let body = response
-            .split_once("\r\n\r\n")
-            .map(|(_, b)| b.to_string())
-            .unwrap_or_default();
-        Ok((status, body))
-    })
-}
-
-/// The value of an unlabelled sample in a Prometheus text exposition.
-pub fn metric(text: &str, name: &str) -> f64 {
-    text.lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
-        .unwrap_or_else(|| panic!("no sample {name} in:\n{text}"))
 }

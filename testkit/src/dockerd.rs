@@ -6,7 +6,8 @@ use std::process::{Command, Output, Stdio};
 use std::sync::{Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
-use super::{eventually, mtuvisor_in, Lab};
+use crate::lab::{eventually, Lab};
+use crate::process::mtuvisor_in;
 
 /// Debian's client (20.10), matching the daemon; not whatever else is on PATH.
 pub const DOCKER: &str = "/usr/bin/docker";
@@ -19,7 +20,7 @@ static ONE_DAEMON: Mutex<()> = Mutex::new(());
 
 /// Fails with a clear message when dockerd and friends are missing.
 pub fn require_docker(test: &str) -> bool {
-    if !super::privileged(test) {
+    if !crate::process::privileged(test) {
         return false;
     }
     let missing: Vec<&str> = [
@@ -421,7 +422,7 @@ pub fn busybox_tar() -> &'static Path {
             std::os::unix::fs::symlink("busybox", fs.join("bin").join(applet)).unwrap();
         }
         let partial = work.join("busybox.tar");
-        super::sh(&[
+        crate::lab::sh(&[
             "tar",
             "-C",
             fs.to_str().unwrap(),
