@@ -70,7 +70,10 @@ impl<C: ForCmd> clap::Args for SettingFlags<C> {
                     Arg::new(key.name)
                         .long(flag.trim_start_matches('-'))
                         .value_name(key.value_name)
-                        .help(format!("{} (default: {})", key.meaning, key.default))
+                        .help(match key.default {
+                            "" => key.meaning.to_string(),
+                            d => format!("{} (default: {d})", key.meaning),
+                        })
                         .env(key.env)
                         .hide_env_values(true)
                         .allow_hyphen_values(true)

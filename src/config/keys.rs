@@ -65,6 +65,8 @@ pub struct Key {
     /// The flag (`--mtu`), and where it is accepted.
     pub flag: Option<(&'static str, &'static [Cmd])>,
     pub value_name: &'static str,
+    /// The default, as text its parser takes (lists comma-separated; empty:
+    /// none). The one home of the default: `Settings::default()` parses it.
     pub default: &'static str,
     pub meaning: &'static str,
     pub apply: Apply,
@@ -117,7 +119,7 @@ pub static KEYS: &[Key] = &[
         env: "MTUVISOR_BRIDGE_PATTERNS",
         flag: None,
         value_name: "GLOB,...",
-        default: "[]",
+        default: "",
         meaning: "extra bridge names to manage, globs (`cni*`); comma-separated in the environment",
         apply: |s, v, _| {
             s.bridge_patterns = v.list();
@@ -130,7 +132,7 @@ pub static KEYS: &[Key] = &[
         env: "MTUVISOR_NETNS_DIRS",
         flag: None,
         value_name: "DIR,...",
-        default: "[\"/run/netns\", \"/var/run/docker/netns\"]",
+        default: "/run/netns,/var/run/docker/netns",
         meaning: "where to look for the namespaces veth peers live in, before `/proc/*/ns/net`; comma-separated in the environment",
         apply: |s, v, _| {
             s.netns_dirs = v.list().into_iter().map(PathBuf::from).collect();
@@ -156,7 +158,7 @@ pub static KEYS: &[Key] = &[
         env: "MTUVISOR_DOCKER_HOST",
         flag: Some(("--docker-host", &[Cmd::Watch])),
         value_name: "unix:///PATH",
-        default: "none",
+        default: "",
         meaning: "`unix:///path` of the dockerd to follow (a socket that does not exist yet is waited for)",
         apply: |s, v, o| {
             s.docker_host = parse_docker_host(&v.text("docker_host", o)?, o.clone())?;
@@ -303,9 +305,13 @@ pub fn markdown_table() -> String {
             let list: Vec<String> = k.aliases.iter().map(|a| format!("`{a}`")).collect();
             format!(" (or {})", list.join(", "))
         };
+        let default = match k.default {
+            "" => "none".to_string(),
+            d => format!("`{d}`"),
+        };
         out.push_str(&format!(
-            "| `{}`{aliases} | `{}` | {flag} | `{}` | {} |\n",
-            k.name, k.env, k.default, k.meaning
+            "| `{}`{aliases} | `{}` | {flag} | {default} | {} |\n",
+            k.name, k.env, k.meaning
         ));
     }
     out

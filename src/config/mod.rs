@@ -112,27 +112,31 @@ pub struct Settings {
 }
 
 impl Default for Settings {
+    /// Every key at the default its row in `keys.rs` gives (the one home
+    /// of defaults); the values written here are placeholders, each
+    /// replaced at once.
     fn default() -> Settings {
-        Settings {
+        let mut s = Settings {
             mtu: MtuSetting::Auto,
-            reconcile_interval: Duration::from_secs(30),
+            reconcile_interval: Duration::ZERO,
             bridge_patterns: Vec::new(),
-            netns_dirs: vec![
-                PathBuf::from("/run/netns"),
-                PathBuf::from("/var/run/docker/netns"),
-            ],
+            netns_dirs: Vec::new(),
             log_format: LogFormat::Text,
             docker_host: None,
-            // Under Kubernetes' default 30 s grace period.
-            stop_timeout: Duration::from_secs(25),
+            stop_timeout: Duration::ZERO,
             max_restarts: None,
-            mss: MssMode::Pmtu,
+            mss: MssMode::Off,
             mss_backend: BackendChoice::Auto,
             mss_keep_on_exit: false,
-            enforce_mtu: true,
+            enforce_mtu: false,
             metrics_addr: None,
             origins: BTreeMap::new(),
+        };
+        for key in KEYS {
+            (key.apply)(&mut s, Raw::Text(key.default.into()), &Origin::Default)
+                .unwrap_or_else(|e| panic!("the default of {} does not parse: {e}", key.name));
         }
+        s
     }
 }
 
@@ -372,6 +376,21 @@ mod tests {
         let s = load(&Flags::default(), &[]).unwrap();
         assert_eq!(s.mtu, MtuSetting::Auto);
         assert_eq!(s.reconcile_interval, Duration::from_secs(30));
+        assert_eq!(s.stop_timeout, Duration::from_secs(25));
+        assert_eq!(
+            s.netns_dirs,
+            [
+                PathBuf::from("/run/netns"),
+                PathBuf::from("/var/run/docker/netns")
+            ]
+        );
+        assert!(s.bridge_patterns.is_empty());
+        assert_eq!(s.docker_host, None);
+        assert_eq!(s.metrics_addr, None);
+        assert_eq!(s.max_restarts, None);
+        assert_eq!(s.mss, MssMode::Pmtu);
+        assert!(s.enforce_mtu && !s.mss_keep_on_exit);
+        assert_eq!(s.origin("mtu"), Origin::Default);
     }
 
     #[test]
