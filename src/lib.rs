@@ -6,6 +6,7 @@ pub mod cli;
 pub mod config;
 pub mod detect;
 pub mod docker;
+pub mod doctor;
 pub mod enforce;
 pub mod error;
 pub mod firewall;

@@ -1,6 +1,7 @@
 //! Command-line parsing and dispatch: one file per subcommand.
 
 mod detect;
+mod doctor;
 mod flags;
 mod supervise;
 mod watch;
@@ -39,6 +40,8 @@ pub struct Cli {
 enum Command {
     /// Print the outer MTU of this network namespace and where it comes from.
     Detect(detect::DetectArgs),
+    /// Say what is wrong with MTU here (the whole chain, a path probe) and what to do.
+    Doctor(doctor::DoctorArgs),
     /// Keep Docker's bridges, veths and containers' eth0 at or below the outer MTU.
     Watch(watch::WatchArgs),
     /// Run dockerd with the right MTU, keep it running, and enforce the MTU.
@@ -59,6 +62,7 @@ pub fn main() -> i32 {
         Command::Detect(args) => load(&flags)
             .and_then(|s| detect::run(&s, &args))
             .map(|()| 0),
+        Command::Doctor(args) => load(&flags).and_then(|s| doctor::run(&s, args)),
         Command::Watch(args) => {
             flags.values.extend(args.settings.values);
             load(&flags).and_then(watch::run).map(|()| 0)

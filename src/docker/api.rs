@@ -56,23 +56,25 @@ pub async fn connect(socket: &Path) -> Result<Docker, DockerError> {
 /// `com.docker.network.bridge.name` when set (`docker0` for the default
 /// network), otherwise `br-` and the first 12 digits of the network ID.
 pub fn bridge_names(networks: &[Network]) -> HashSet<String> {
-    networks
-        .iter()
-        .filter(|n| n.driver.as_deref() == Some("bridge"))
-        .filter_map(|n| {
-            let named = n
-                .options
-                .as_ref()
-                .and_then(|o| o.get(BRIDGE_NAME_OPTION))
-                .filter(|name| !name.is_empty())
-                .cloned();
-            named.or_else(|| {
-                n.id.as_ref()
-                    .filter(|id| id.len() >= 12)
-                    .map(|id| format!("br-{}", &id[..12]))
-            })
-        })
-        .collect()
+    networks.iter().filter_map(bridge_name).collect()
+}
+
+/// The Linux bridge of one network of the bridge driver.
+pub fn bridge_name(n: &Network) -> Option<String> {
+    if n.driver.as_deref() != Some("bridge") {
+        return None;
+    }
+    let named = n
+        .options
+        .as_ref()
+        .and_then(|o| o.get(BRIDGE_NAME_OPTION))
+        .filter(|name| !name.is_empty())
+        .cloned();
+    named.or_else(|| {
+        n.id.as_ref()
+            .filter(|id| id.len() >= 12)
+            .map(|id| format!("br-{}", &id[..12]))
+    })
 }
 
 #[cfg(test)]

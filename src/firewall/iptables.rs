@@ -204,6 +204,17 @@ impl MssBackend for Iptables {
         }
     }
 
+    fn complete(&self, mode: MssMode) -> Result<bool, FirewallError> {
+        let rule = desired_rule(mode);
+        for (_, tool) in self.tools() {
+            let state = parse_state(&run(tool, &["-w", "-t", "mangle", "-S"])?);
+            if !plan(&state, rule.as_deref()).is_empty() {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
     fn remove(&self) -> Result<(), FirewallError> {
         for (_, tool) in self.tools() {
             apply_family(tool, None)?;

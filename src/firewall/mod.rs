@@ -105,6 +105,9 @@ pub trait MssBackend: Send + Sync {
     /// done, an older version's rules): reads the state, then adds only
     /// what is missing and removes only what is extra.
     fn ensure(&self, mode: MssMode) -> EnsureReport;
+    /// Whether exactly one complete copy for `mode` is in place; reads
+    /// only.
+    fn complete(&self, mode: MssMode) -> Result<bool, FirewallError>;
     /// Removes every trace of mtuvisor's rules.
     fn remove(&self) -> Result<(), FirewallError>;
     /// The families the rules cover.
@@ -139,7 +142,8 @@ pub fn select_backend(choice: BackendChoice) -> Result<Box<dyn MssBackend>, Fire
     }
 }
 
-fn legacy_in_use() -> bool {
+/// Whether dockerd (or anything) uses the legacy iptables in this namespace.
+pub fn legacy_in_use() -> bool {
     let tables = std::fs::read_to_string("/proc/net/ip_tables_names").unwrap_or_default();
     if !tables.trim().is_empty() {
         return true;

@@ -202,6 +202,16 @@ impl MssBackend for Nftables {
         }
     }
 
+    fn complete(&self, mode: MssMode) -> Result<bool, FirewallError> {
+        let wanted = desired(mode);
+        let state = read_state()?;
+        Ok(plan(
+            state.as_ref(),
+            wanted.as_ref().map(|(s, c)| (s.as_str(), c.as_str())),
+        )
+        .is_empty())
+    }
+
     fn remove(&self) -> Result<(), FirewallError> {
         apply(None).map(|_| ())
     }
