@@ -29,6 +29,8 @@ const CLAMP_BUCKETS_US: [u64; 10] = [
 /// A request must arrive whole within this, or the connection is dropped.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 const MAX_REQUEST_BYTES: usize = 8192;
+/// After a failed accept (out of file descriptors): wait this long.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
 /// One enforcer's series. Written only by its enforcement loop (one
 /// writer per fact), read by the server; several can live in one process,
@@ -344,7 +346,7 @@ pub async fn serve(listener: std::net::TcpListener, registry: Arc<Registry>) {
             // Out of file descriptors and the like: back off a little.
             Err(e) => {
                 debug!(error = %e, "cannot accept a metrics connection");
-                tokio::time::sleep(Duration::from_millis(100)).await;
+                tokio::time::sleep(ACCEPT_BACKOFF).await;
             }
         }
     }

@@ -1,8 +1,6 @@
 //! `mtuvisor watch`: enforce the MTU in this network namespace until stopped
 //! (as a sidecar beside dockerd, or on its own).
 
-use std::time::Duration;
-
 use clap::Args;
 use futures::StreamExt;
 use signal_hook::consts::{SIGINT, SIGTERM};
@@ -16,10 +14,6 @@ use crate::enforce::{self, Setup};
 use crate::error::Error;
 use crate::metrics;
 use crate::process;
-
-/// How long an existing socket gets to answer as Docker before it is
-/// refused as bad input.
-const DOCKER_CHECK_TIMEOUT: Duration = Duration::from_secs(5);
 
 #[derive(Debug, Args)]
 pub struct WatchArgs {
@@ -36,7 +30,7 @@ pub fn run(settings: Settings) -> Result<(), Error> {
     super::runtime()?.block_on(async {
         let docker_socket = settings.docker_host.clone();
         if let Some(socket) = &docker_socket {
-            check_docker_socket(socket).await?;
+            docker::check_socket(socket).await?;
         }
         let one = super::OneEnforcer::new(listener);
         let setup = Setup {
@@ -58,22 +52,4 @@ pub fn run(settings: Settings) -> Result<(), Error> {
         handle.close();
         Ok(())
     })
-}
-
-/// A socket that exists must answer as Docker: a wrong path is bad input,
-/// better refused now than waited on for ever. One that does not exist yet
-/// is fine (dockerd starting beside us).
-async fn check_docker_socket(socket: &std::path::Path) -> Result<(), Error> {
-    if !socket.exists() {
-        return Ok(());
-    }
-    match tokio::time::timeout(DOCKER_CHECK_TIMEOUT, docker::connect(socket)).await {
-        Ok(Ok(_)) => Ok(()),
-        Ok(Err(e)) => Err(Error::BadInput(e.to_string())),
-        Err(_) => Err(Error::BadInput(format!(
-            "{} does not answer as a Docker API within {}s; check --docker-host / MTUVISOR_DOCKER_HOST",
-            socket.display(),
-            DOCKER_CHECK_TIMEOUT.as_secs()
-        ))),
-    }
 }

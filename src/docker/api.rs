@@ -3,6 +3,7 @@
 use std::collections::HashSet;
 use std::path::Path;
 
+use crate::error::Error;
 use bollard::models::Network;
 use bollard::{Docker, API_DEFAULT_VERSION};
 
@@ -75,6 +76,28 @@ pub fn bridge_name(n: &Network) -> Option<String> {
             .filter(|id| id.len() >= 12)
             .map(|id| format!("br-{}", &id[..12]))
     })
+}
+
+/// How long an existing socket gets to answer as Docker before it is
+/// refused as bad input.
+const DOCKER_CHECK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// A socket that exists must answer as Docker: a wrong path is bad input,
+/// better refused now than waited on for ever. One that does not exist yet
+/// is fine (dockerd starting beside us).
+pub async fn check_socket(socket: &Path) -> Result<(), Error> {
+    if !socket.exists() {
+        return Ok(());
+    }
+    match tokio::time::timeout(DOCKER_CHECK_TIMEOUT, connect(socket)).await {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(e)) => Err(Error::BadInput(e.to_string())),
+        Err(_) => Err(Error::BadInput(format!(
+            "{} does not answer as a Docker API within {}s; check --docker-host / MTUVISOR_DOCKER_HOST",
+            socket.display(),
+            DOCKER_CHECK_TIMEOUT.as_secs()
+        ))),
+    }
 }
 
 #[cfg(test)]

@@ -7,7 +7,7 @@ mod plan;
 pub mod supervisor;
 mod version;
 
-pub use api::{bridge_name, bridge_names, connect, DockerError};
+pub use api::{bridge_name, bridge_names, check_socket, connect, DockerError};
 pub use events::{follow, DockerUpdate};
 pub use plan::DockerdPlan;
 pub use version::{dockerd_version, probe_dockerd_version};

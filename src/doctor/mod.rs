@@ -26,6 +26,9 @@ use crate::netlink::{Link, Rtnl};
 pub const SCHEMA_VERSION: u32 = 1;
 /// Docker's option for a bridge network's MTU.
 const MTU_OPTION: &str = "com.docker.network.driver.mtu";
+/// How long the Docker API and mtuvisor's `/healthz` get to answer.
+const DOCKER_ANSWER: Duration = Duration::from_secs(5);
+const HEALTH_ANSWER: Duration = Duration::from_secs(1);
 /// IPv6's minimum MTU: the probe's default floor.
 pub const PROBE_FLOOR: u32 = 1280;
 
@@ -253,18 +256,21 @@ async fn read_docker(request: &Request, notes: &mut Vec<String>) -> Option<Docke
         }
         return None;
     }
-    let docker =
-        match tokio::time::timeout(Duration::from_secs(5), crate::docker::connect(&socket)).await {
-            Ok(Ok(d)) => d,
-            Ok(Err(e)) => {
-                notes.push(format!("Docker API: {e}"));
-                return None;
-            }
-            Err(_) => {
-                notes.push(format!("{} did not answer within 5s", socket.display()));
-                return None;
-            }
-        };
+    let docker = match tokio::time::timeout(DOCKER_ANSWER, crate::docker::connect(&socket)).await {
+        Ok(Ok(d)) => d,
+        Ok(Err(e)) => {
+            notes.push(format!("Docker API: {e}"));
+            return None;
+        }
+        Err(_) => {
+            notes.push(format!(
+                "{} did not answer within {}s",
+                socket.display(),
+                DOCKER_ANSWER.as_secs()
+            ));
+            return None;
+        }
+    };
     let listed = docker
         .list_networks(None::<bollard::query_parameters::ListNetworksOptions>)
         .await
@@ -433,7 +439,7 @@ async fn mtuvisor_health(settings: &Settings) -> MtuvisorView {
         .metrics_addr
         .unwrap_or_else(|| "127.0.0.1:9464".parse().expect("an address"));
     let url = format!("http://{addr}/healthz");
-    let running = tokio::time::timeout(Duration::from_secs(1), async {
+    let running = tokio::time::timeout(HEALTH_ANSWER, async {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let mut s = tokio::net::TcpStream::connect(addr).await.ok()?;
         s.write_all(b"GET /healthz HTTP/1.1\r\nConnection: close\r\n\r\n")

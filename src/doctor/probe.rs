@@ -35,6 +35,8 @@ const IP_HEADER: u32 = 20;
 const TCP_OVERHEAD: u32 = 40;
 /// `tcpi_options` bit: timestamps in use (linux/tcp.h).
 const TCPI_OPT_TIMESTAMPS: u8 = 1;
+/// How often a TCP probe looks whether its data was acknowledged.
+const ACK_POLL: Duration = Duration::from_millis(5);
 /// Full segments a TCP probe sends.
 const TCP_SEGMENTS: usize = 4;
 
@@ -561,7 +563,7 @@ fn tcp_fits(addr: SocketAddrV4, size: u32, timeout: Duration) -> io::Result<Answ
         if Instant::now() >= deadline {
             return Ok(Answer::Silent);
         }
-        std::thread::sleep(Duration::from_millis(5));
+        std::thread::sleep(ACK_POLL);
     }
 }
 

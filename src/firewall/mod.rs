@@ -16,6 +16,11 @@ use tokio::sync::mpsc;
 pub use iptables::Iptables;
 pub use nftables::Nftables;
 
+/// On a clean stop, how long an `ensure` under way gets to finish (so it
+/// cannot put rules back after they were removed), looked at this often.
+const ENSURE_DRAIN: std::time::Duration = std::time::Duration::from_secs(10);
+const ENSURE_POLL: std::time::Duration = std::time::Duration::from_millis(10);
+
 /// The chain (iptables) and table (nft) that belong to mtuvisor.
 pub const CHAIN: &str = "MTUVISOR-MSS";
 pub const NFT_TABLE: &str = "mtuvisor";
@@ -295,9 +300,9 @@ impl MssClamp {
     /// put rules back), then removes the rules unless told to keep them
     /// (`None`).
     pub async fn finish(&self) -> Option<Result<(), FirewallError>> {
-        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+        let deadline = tokio::time::Instant::now() + ENSURE_DRAIN;
         while self.busy.load(Ordering::Acquire) && tokio::time::Instant::now() < deadline {
-            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+            tokio::time::sleep(ENSURE_POLL).await;
         }
         if self.keep_on_exit {
             return None;
