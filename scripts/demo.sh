@@ -12,11 +12,14 @@ bin=$PWD/target/release/mtuvisor
 
 p=mtuvisor-demo
 pod=$p-pod router=$p-router
-containers=($p-c1 $p-c2 $p-c3 $p-c4)
+containers=("$p-c1" "$p-c2" "$p-c3" "$p-c4")
 log=$(mktemp)
 watcher=
 cleanup() {
-    [ -n "$watcher" ] && kill "$watcher" 2>/dev/null && wait "$watcher" 2>/dev/null || true
+    if [ -n "$watcher" ]; then
+        kill "$watcher" 2>/dev/null || true
+        wait "$watcher" 2>/dev/null || true
+    fi
     for ns in "$pod" "$router" "${containers[@]}"; do ip netns del "$ns" 2>/dev/null || true; done
     rm -f "$log"
 }

@@ -47,7 +47,7 @@ fn build_image(d: &DockerLab) {
     std::fs::create_dir_all(&context).unwrap();
     let dockerfile = concat!(env!("CARGO_MANIFEST_DIR"), "/image/Dockerfile");
     std::fs::copy(dockerfile, context.join("Dockerfile")).unwrap();
-    std::fs::copy(bin(), context.join("mtuvisor")).unwrap();
+    std::fs::copy(bin(), context.join("mtuvisor-local")).unwrap();
     d.docker_ok(&[
         "build",
         "-q",

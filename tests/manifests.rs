@@ -1,4 +1,4 @@
-//! The Kubernetes examples in deploy/kubernetes say what the binary
+//! The Kubernetes examples in examples/kubernetes say what the binary
 //! accepts: every MTUVISOR_* variable they set is a valid setting, the
 //! sidecar's arguments start a working `watch` that turns ready, and the
 //! grace period leaves room for the stop timeout.
@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use common::{eventually, privileged, run_mtuvisor, try_http_get, Lab};
 
-const DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/kubernetes");
+const DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/kubernetes");
 
 fn manifest(name: &str) -> String {
     std::fs::read_to_string(format!("{DIR}/{name}")).unwrap()
@@ -80,16 +80,14 @@ fn supervised_pod_settings_are_valid_and_fit_the_grace_period() {
     );
 }
 
-#[test]
-fn sidecar_arguments_start_a_watch_that_turns_ready() {
-    if !privileged("sidecar_arguments_start_a_watch_that_turns_ready") {
-        return;
-    }
-    env_is_accepted("dind-sidecar.yaml");
-    let text = manifest("dind-sidecar.yaml");
+/// The sidecar's own arguments and environment start a `watch` that turns
+/// ready, both forms: a plain container and a native sidecar.
+fn sidecar_starts(file: &str, tag: &str) {
+    env_is_accepted(file);
+    let text = manifest(file);
     let mut args = mtuvisor_args(&text);
     let env = mtuvisor_env(&text);
-    let mut lab = Lab::new("mans");
+    let mut lab = Lab::new(tag);
     let (pod, _) = lab.pod(1450);
     // Not this machine's Docker socket: one that does not exist yet, which
     // watch waits for.
@@ -109,9 +107,25 @@ fn sidecar_arguments_start_a_watch_that_turns_ready() {
             lab.exited(w).is_none()
                 && try_http_get(&pod, &metrics, "/healthz").is_ok_and(|(status, _)| status == 200)
         }),
-        "watch {args:?} with {env:?} turns ready"
+        "{file}: watch {args:?} with {env:?} turns ready"
     );
     assert_eq!(lab.stop(w, Duration::from_secs(5)).code(), Some(0));
+}
+
+#[test]
+fn sidecar_arguments_start_a_watch_that_turns_ready() {
+    if privileged("sidecar_arguments_start_a_watch_that_turns_ready") {
+        sidecar_starts("dind-sidecar.yaml", "mans");
+    }
+}
+
+#[test]
+fn native_sidecar_arguments_start_a_watch_that_turns_ready() {
+    if privileged("native_sidecar_arguments_start_a_watch_that_turns_ready") {
+        let text = manifest("dind-native-sidecar.yaml");
+        assert!(text.contains("initContainers:") && text.contains("restartPolicy: Always"));
+        sidecar_starts("dind-native-sidecar.yaml", "mann");
+    }
 }
 
 #[test]

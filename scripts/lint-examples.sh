@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# Offline checks of everything users copy: Kubernetes manifests against the
+# Kubernetes schemas, every YAML file with yamllint, the GitHub workflows
+# with actionlint, every shell script with shellcheck, the systemd unit with
+# systemd-analyze, and the release binary step for the host target. Exits
+# non-zero on the first broken example. Needs target/release/mtuvisor.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/install-linters.sh
+bin=target/linters/bin
+
+echo "== kubernetes-validate (Kubernetes 1.29 and 1.33, strict)"
+for version in 1.29.0 1.33.0; do
+    "$bin/kubernetes-validate" --strict --quiet -k "$version" examples/kubernetes/*.yaml
+done
+
+echo "== yamllint"
+"$bin/yamllint" --strict -c .yamllint.yml examples .github .yamllint.yml
+
+echo "== actionlint"
+"$bin/actionlint" .github/workflows/*.yml
+
+echo "== shellcheck"
+shellcheck scripts/*.sh image/*.sh
+
+echo "== systemd-analyze verify"
+scratch=$(mktemp -d)
+trap 'rm -rf "$scratch"' EXIT
+for unit in examples/systemd/*.service; do
+    # The unit names the installed path; verify it against this build.
+    sed "s#/usr/local/bin/mtuvisor#$PWD/target/release/mtuvisor#" "$unit" > "$scratch/$(basename "$unit")"
+    SYSTEMD_LOG_LEVEL=warning systemd-analyze verify --man=no "$scratch/$(basename "$unit")"
+done
+
+if [ -f examples/compose/docker-compose.yml ]; then
+    echo "== docker-compose config"
+    docker-compose -f examples/compose/docker-compose.yml config -q
+fi
+
+echo "== release binary step (host target)"
+host=$(rustc -vV | sed -n 's/^host: //p')
+bash scripts/release-binary.sh "$host" "$scratch/dist/mtuvisor-host"
+(cd "$scratch/dist" && sha256sum -c mtuvisor-host.sha256)
+echo "examples: all checks passed"
