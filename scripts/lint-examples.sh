@@ -21,7 +21,7 @@ echo "== actionlint"
 "$bin/actionlint" .github/workflows/*.yml
 
 echo "== shellcheck"
-shellcheck scripts/*.sh image/*.sh
+shellcheck .ci/run scripts/*.sh image/*.sh
 
 echo "== systemd-analyze verify"
 scratch=$(mktemp -d)
