@@ -108,20 +108,7 @@ fn a_black_hole_is_found_from_echo_replies_alone() {
         return;
     }
     let (_lab, pod, router, _server) = path_lab("docb", 1400);
-    nsenter(
-        &router,
-        &[
-            "iptables",
-            "-A",
-            "OUTPUT",
-            "-p",
-            "icmp",
-            "--icmp-type",
-            "fragmentation-needed",
-            "-j",
-            "DROP",
-        ],
-    );
+    common::drop_frag_needed(&router);
     let started = Instant::now();
     let (out, v) = doctor(&pod, &["--probe", SERVER]);
     assert_eq!(out.status.code(), Some(1));
@@ -161,20 +148,7 @@ fn with_icmp_echo_filtered_tcp_gives_the_same_answer() {
         ],
     );
     // And a black hole too: only acknowledgements can tell.
-    nsenter(
-        &router,
-        &[
-            "iptables",
-            "-A",
-            "OUTPUT",
-            "-p",
-            "icmp",
-            "--icmp-type",
-            "fragmentation-needed",
-            "-j",
-            "DROP",
-        ],
-    );
+    common::drop_frag_needed(&router);
     let (out, v) = doctor(&pod, &["--probe", &format!("{SERVER}:{PORT}")]);
     assert_eq!(out.status.code(), Some(1));
     let p = probe0(&v);

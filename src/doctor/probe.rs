@@ -267,6 +267,11 @@ fn setsockopt_int(
             size_of::<libc::c_int>() as libc::socklen_t,
         )
     };
+    ok_or_errno(rc)
+}
+
+/// A libc call's 0 as Ok, anything else as the errno it left.
+fn ok_or_errno(rc: libc::c_int) -> io::Result<()> {
     if rc == 0 {
         Ok(())
     } else {
@@ -325,11 +330,7 @@ fn connect(fd: RawFd, addr: SocketAddrV4) -> io::Result<()> {
             size_of::<libc::sockaddr_in>() as libc::socklen_t,
         )
     };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
-    }
+    ok_or_errno(rc)
 }
 
 /// Waits until `fd` is ready for `events` or `deadline` passes.

@@ -67,20 +67,7 @@ impl BlackHole {
         ip(&server, &["route", "add", "default", "via", "198.51.100.1"]);
         run_in(&router, &["sysctl", "-qw", "net.ipv4.ip_forward=1"]);
         // The black hole: the router cannot say "fragmentation needed".
-        run_in(
-            &router,
-            &[
-                "iptables",
-                "-A",
-                "OUTPUT",
-                "-p",
-                "icmp",
-                "--icmp-type",
-                "fragmentation-needed",
-                "-j",
-                "DROP",
-            ],
-        );
+        crate::lab::drop_frag_needed(&router);
 
         let www = d.dir.join("www");
         std::fs::create_dir_all(&www).unwrap();

@@ -256,3 +256,21 @@ pub fn eventually(within: Duration, mut check: impl FnMut() -> bool) -> bool {
 pub fn path_exists(p: &str) -> bool {
     Path::new(p).exists()
 }
+
+/// Makes `router` a PMTU black hole: it drops the ICMP "fragmentation
+/// needed" it would send for packets too big for its next link.
+pub fn drop_frag_needed(router: &str) {
+    sh(&[
+        "nsenter",
+        &format!("--net=/run/netns/{router}"),
+        "iptables",
+        "-A",
+        "OUTPUT",
+        "-p",
+        "icmp",
+        "--icmp-type",
+        "fragmentation-needed",
+        "-j",
+        "DROP",
+    ]);
+}
