@@ -379,35 +379,16 @@ fn converges_from(tag: &str, backend: BackendChoice, setup: &[&[&str]]) {
     }
 }
 
-const RULE_1400: &[&str] = &[
-    "-A",
-    "MTUVISOR-MSS",
-    "-p",
-    "tcp",
-    "-m",
-    "tcp",
-    "--tcp-flags",
-    "SYN,RST",
-    "SYN",
-    "-j",
-    "TCPMSS",
-    "--set-mss",
-    "1400",
-];
-const RULE_PMTU: &[&str] = &[
-    "-A",
-    "MTUVISOR-MSS",
-    "-p",
-    "tcp",
-    "-m",
-    "tcp",
-    "--tcp-flags",
-    "SYN,RST",
-    "SYN",
-    "-j",
-    "TCPMSS",
-    "--clamp-mss-to-pmtu",
-];
+/// An older mtuvisor's rule (a fixed MSS), and today's, as `iptables -S`
+/// prints them.
+const RULE_1400: &str =
+    "-A MTUVISOR-MSS -p tcp -m tcp --tcp-flags SYN,RST SYN -j TCPMSS --set-mss 1400";
+const RULE_PMTU: &str =
+    "-A MTUVISOR-MSS -p tcp -m tcp --tcp-flags SYN,RST SYN -j TCPMSS --clamp-mss-to-pmtu";
+
+fn rule(line: &'static str) -> Vec<&'static str> {
+    line.split_whitespace().collect()
+}
 
 /// `tool -t mangle ARGS…`
 fn mangle(tool: &'static str, args: &[&'static str]) -> Vec<&'static str> {
@@ -418,7 +399,10 @@ fn mangle(tool: &'static str, args: &[&'static str]) -> Vec<&'static str> {
 
 fn iptables_partial_states(tag: &str, backend: BackendChoice, v4: &'static str, v6: &'static str) {
     // a: chain and rule, no jump (a crash between -A and -I).
-    let s = [mangle(v4, &["-N", "MTUVISOR-MSS"]), mangle(v4, RULE_PMTU)];
+    let s = [
+        mangle(v4, &["-N", "MTUVISOR-MSS"]),
+        mangle(v4, &rule(RULE_PMTU)),
+    ];
     converges_from(
         &format!("{tag}a"),
         backend,
@@ -438,7 +422,7 @@ fn iptables_partial_states(tag: &str, backend: BackendChoice, v4: &'static str, 
     // c: IPv6 done, IPv4 not.
     let s = [
         mangle(v6, &["-N", "MTUVISOR-MSS"]),
-        mangle(v6, RULE_PMTU),
+        mangle(v6, &rule(RULE_PMTU)),
         mangle(v6, &["-I", "FORWARD", "1", "-j", "MTUVISOR-MSS"]),
     ];
     converges_from(
@@ -450,13 +434,13 @@ fn iptables_partial_states(tag: &str, backend: BackendChoice, v4: &'static str, 
     // rule that is not ours.
     let s = [
         mangle(v4, &["-N", "MTUVISOR-MSS"]),
-        mangle(v4, RULE_1400),
-        mangle(v4, RULE_PMTU),
+        mangle(v4, &rule(RULE_1400)),
+        mangle(v4, &rule(RULE_PMTU)),
         mangle(v4, &["-A", "FORWARD", "-p", "udp", "-j", "ACCEPT"]),
         mangle(v4, &["-A", "FORWARD", "-j", "MTUVISOR-MSS"]),
         mangle(v4, &["-A", "FORWARD", "-j", "MTUVISOR-MSS"]),
         mangle(v6, &["-N", "MTUVISOR-MSS"]),
-        mangle(v6, RULE_1400),
+        mangle(v6, &rule(RULE_1400)),
         mangle(v6, &["-A", "FORWARD", "-p", "udp", "-j", "ACCEPT"]),
         mangle(v6, &["-I", "FORWARD", "1", "-j", "MTUVISOR-MSS"]),
     ];

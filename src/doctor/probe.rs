@@ -127,6 +127,25 @@ pub struct ProbeResult {
     pub note: String,
 }
 
+impl ProbeResult {
+    /// Nothing measured yet toward `target`.
+    fn unmeasured(target: &str) -> ProbeResult {
+        ProbeResult {
+            target: target.to_string(),
+            address: None,
+            method: None,
+            outcome: Outcome::Unreachable,
+            path_mtu: None,
+            black_hole: false,
+            reported_mtu: None,
+            resolution: 1,
+            sizes_tried: 0,
+            took_ms: 0,
+            note: String::new(),
+        }
+    }
+}
+
 /// What one size did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Answer {
@@ -139,19 +158,7 @@ enum Answer {
 /// Probes `target` between `floor` and `ceiling` bytes.
 pub fn probe(target: &Target, floor: u32, ceiling: u32, timeout: Duration) -> ProbeResult {
     let started = Instant::now();
-    let mut result = ProbeResult {
-        target: target.shown.clone(),
-        address: None,
-        method: None,
-        outcome: Outcome::Unreachable,
-        path_mtu: None,
-        black_hole: false,
-        reported_mtu: None,
-        resolution: 1,
-        sizes_tried: 0,
-        took_ms: 0,
-        note: String::new(),
-    };
+    let mut result = ProbeResult::unmeasured(&target.shown);
     let Some(addr) = target.resolve() else {
         result.outcome = Outcome::Unresolved;
         result.note = format!("{} does not resolve to an IPv4 address", target.host);
@@ -609,19 +616,7 @@ mod tests {
     }
 
     fn empty() -> ProbeResult {
-        ProbeResult {
-            target: "t".into(),
-            address: None,
-            method: None,
-            outcome: Outcome::Unreachable,
-            path_mtu: None,
-            black_hole: false,
-            reported_mtu: None,
-            resolution: 0,
-            sizes_tried: 0,
-            took_ms: 0,
-            note: String::new(),
-        }
+        ProbeResult::unmeasured("t")
     }
 
     #[test]

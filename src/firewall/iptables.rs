@@ -8,9 +8,10 @@
 
 use tracing::info;
 
+use crate::process::find_program;
+
 use super::{
-    run, which, BackendChoice, EnsureReport, Ensured, Family, FirewallError, MssBackend, MssMode,
-    CHAIN,
+    run, BackendChoice, EnsureReport, Ensured, Family, FirewallError, MssBackend, MssMode, CHAIN,
 };
 
 pub struct Iptables {
@@ -54,7 +55,7 @@ impl Iptables {
             tool: v4.to_string(),
             backend,
         };
-        which(v4).ok_or_else(missing)?;
+        find_program(v4).ok_or_else(missing)?;
         // `iptables` may be either flavour; the nft backend must not end up
         // writing legacy tables, nor the reverse.
         let version = run(v4, &["--version"])?;
@@ -67,7 +68,7 @@ impl Iptables {
                 "IPv6 is disabled in this namespace; MSS clamping for IPv4 only"
             );
             None
-        } else if which(v6).is_none() {
+        } else if find_program(v6).is_none() {
             info!(
                 backend,
                 tool = v6,

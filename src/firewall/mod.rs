@@ -162,11 +162,6 @@ pub fn legacy_in_use() -> bool {
         })
 }
 
-/// Finds a tool on PATH.
-pub(crate) fn which(tool: &str) -> Option<std::path::PathBuf> {
-    crate::process::find_program(tool)
-}
-
 /// Runs a tool; its stdout on success, its stderr in the error otherwise.
 pub(crate) fn run(tool: &str, args: &[&str]) -> Result<String, FirewallError> {
     run_with_input(tool, args, "")

@@ -8,9 +8,11 @@
 
 use serde::Deserialize;
 
+use crate::process::find_program;
+
 use super::{
-    run, run_with_input, which, BackendChoice, EnsureReport, Ensured, Family, FirewallError,
-    MssBackend, MssMode, NFT_TABLE,
+    run, run_with_input, BackendChoice, EnsureReport, Ensured, Family, FirewallError, MssBackend,
+    MssMode, NFT_TABLE,
 };
 
 /// Our base chain, and where it hooks (mangle is priority -150).
@@ -23,7 +25,7 @@ pub struct Nftables;
 
 impl Nftables {
     pub fn new() -> Result<Nftables, FirewallError> {
-        which("nft").ok_or(FirewallError::Missing {
+        find_program("nft").ok_or(FirewallError::Missing {
             tool: "nft".into(),
             backend: "nftables",
         })?;
