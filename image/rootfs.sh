@@ -9,7 +9,7 @@
 set -eu
 out=${1:?usage: rootfs.sh OUT.tar [MIRROR]}
 mirror=${2:-http://deb.debian.org/debian}
-packages=docker.io,iptables,nftables,iproute2,ca-certificates
+packages=docker.io,iptables,nftables,iproute2,openssl,ca-certificates
 
 command -v debootstrap >/dev/null || {
 	apt-get update -qq && apt-get install -y -qq debootstrap >/dev/null

@@ -1,14 +1,26 @@
 #!/usr/bin/env bash
-# The built-in demo: a pod network namespace whose eth0 has MTU 1450 (as on
-# flannel VXLAN), a Docker-style docker0 and br-<id> bridge with three
-# "containers" at MTU 1500, and an unrelated bridge. mtuvisor watch runs in
-# the pod; the MTUs are shown before and after, then a container starts and
-# the outer MTU drops to 1400 while it runs.
+# The built-in demo, in two parts.
+#
+# 1. The failure users come with, and its fix (testkit/src/bin/blackhole-demo.rs):
+#    a pod network namespace whose eth0 has MTU 1450, a router beyond it
+#    that drops its ICMP "fragmentation needed", a web server at MTU 1500.
+#    The same wget of 8 MB in an inner container stalls under a plain
+#    dockerd (killed after 15 s) and completes under `mtuvisor supervise`.
+# 2. How it works, link by link: a pod namespace with a Docker-style
+#    docker0 and br-<id> bridge and three "containers" at MTU 1500, and an
+#    unrelated bridge. mtuvisor watch runs in the pod; the MTUs are shown
+#    before and after, then a container starts and the outer MTU drops to
+#    1400 while it runs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install-prereqs.sh
-cargo build --release --quiet
-bin=$PWD/target/release/mtuvisor
+cargo build --profile optimized --quiet --workspace --bins
+bin=$PWD/target/optimized/mtuvisor
+
+echo "== part 1: an 8 MB download from an inner container, without and with mtuvisor"
+target/optimized/blackhole-demo
+echo
+echo "== part 2: mtuvisor watch in a pod namespace, link by link"
 
 p=mtuvisor-demo
 pod=$p-pod router=$p-router

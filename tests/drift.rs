@@ -213,23 +213,12 @@ fn every_variable_and_config_key_named_is_a_setting() {
 #[test]
 fn every_example_names_the_same_image() {
     let want = format!("{IMAGE}:{VERSION}");
-    let mut seen = 0;
-    let mut wrong = Vec::new();
-    for path in files() {
-        let text = std::fs::read_to_string(&path).unwrap();
-        let shown = path.strip_prefix(ROOT).unwrap().display().to_string();
-        for line in text.lines() {
-            for token in line.split(|c: char| c.is_whitespace() || "\"'`,[]".contains(c)) {
-                let is_image_ref = token.contains("/mtuvisor:");
-                if is_image_ref && !token.contains("${{") && !token.starts_with("$IMAGE") {
-                    seen += 1;
-                    if token != want {
-                        wrong.push(format!("{shown}: {token}"));
-                    }
-                }
-            }
-        }
-    }
+    let (seen, wrong) = references(
+        |token| {
+            token.contains("/mtuvisor:") && !token.contains("${{") && !token.starts_with("$IMAGE")
+        },
+        &want,
+    );
     assert!(seen >= 5, "the examples name the image ({seen} references)");
     assert!(
         wrong.is_empty(),
@@ -241,4 +230,56 @@ fn every_example_names_the_same_image() {
         release.contains(&format!("IMAGE: {IMAGE}\n")),
         "the release workflow pushes {IMAGE}"
     );
+}
+
+/// One docker:dind release everywhere it is pinned: the release image's
+/// base (`ARG DIND=` in image/Dockerfile) and every `docker:<version>-dind`
+/// that an example or the README names.
+#[test]
+fn one_pinned_docker_dind() {
+    let dockerfile = std::fs::read_to_string(format!("{ROOT}/image/Dockerfile")).unwrap();
+    let pin = dockerfile
+        .lines()
+        .find_map(|l| l.strip_prefix("ARG DIND="))
+        .expect("image/Dockerfile pins docker:dind with ARG DIND=")
+        .trim()
+        .to_string();
+    let (seen, wrong) = references(
+        |token| {
+            token.starts_with("docker:")
+                && token.ends_with("-dind")
+                && token[7..].starts_with(|c: char| c.is_ascii_digit())
+        },
+        &pin,
+    );
+    assert!(seen >= 2, "the pin is named ({seen} references)");
+    assert!(
+        wrong.is_empty(),
+        "every pin is {pin}:\n{}",
+        wrong.join("\n")
+    );
+}
+
+/// How many words of the files `is_reference` picks, and those (with their
+/// file) that are not `want`. A Compose default, `${VAR:-value}`, counts as
+/// its value.
+fn references(is_reference: impl Fn(&str) -> bool, want: &str) -> (usize, Vec<String>) {
+    let mut seen = 0;
+    let mut wrong = Vec::new();
+    for path in files() {
+        let text = std::fs::read_to_string(&path).unwrap();
+        let shown = path.strip_prefix(ROOT).unwrap().display().to_string();
+        for token in text.split(|c: char| c.is_whitespace() || "\"'`,[]".contains(c)) {
+            let token = token
+                .split_once(":-")
+                .map_or(token, |(_, default)| default.trim_end_matches('}'));
+            if is_reference(token) {
+                seen += 1;
+                if token != want {
+                    wrong.push(format!("{shown}: {token}"));
+                }
+            }
+        }
+    }
+    (seen, wrong)
 }

@@ -130,9 +130,15 @@ fn native_sidecar_arguments_start_a_watch_that_turns_ready() {
 
 #[test]
 fn the_image_runs_supervise() {
-    let dockerfile =
-        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/image/Dockerfile")).unwrap();
-    assert!(dockerfile.contains(r#"ENTRYPOINT ["mtuvisor", "supervise", "--"]"#));
+    for file in ["/image/Dockerfile", "/image/Dockerfile.debian"] {
+        let dockerfile =
+            std::fs::read_to_string(format!("{}{file}", env!("CARGO_MANIFEST_DIR"))).unwrap();
+        assert!(
+            dockerfile
+                .contains(r#"ENTRYPOINT ["mtuvisor", "supervise", "--", "dockerd-entrypoint.sh"]"#),
+            "{file} wraps dockerd-entrypoint.sh"
+        );
+    }
     let text = manifest("dind-supervised.yaml");
     assert!(
         text.contains(r#"args: ["dockerd", "#),

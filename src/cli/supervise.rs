@@ -63,6 +63,7 @@ pub fn run(mut settings: Settings, args: SuperviseArgs) -> Result<i32, Error> {
             command: plan.argv(mtu, enforce_mtu),
             stop_timeout: stop_config,
             max_restarts,
+            once: !plan.dockerd,
         };
         let (stop_tx, mut stop_rx) = watch::channel(false);
         let enforcement = prepared.run(async move {

@@ -44,11 +44,44 @@ pub fn user_mtu(args: &[String]) -> Option<String> {
         .map(|v| v.to_string())
 }
 
-/// The first `unix://` API socket in `-H`/`--host`, else the default.
-pub fn docker_socket(args: &[String]) -> PathBuf {
-    flag_values(args, "--host", Some("-H"))
+fn is_dockerd(program: &str) -> bool {
+    std::path::Path::new(program)
+        .file_name()
+        .is_some_and(|n| n == "dockerd")
+}
+
+/// Whether `command` ends in dockerd with the arguments given: dockerd
+/// itself, or a wrapper (`dockerd-entrypoint.sh`, `docker-init --`) given
+/// nothing, flags only, or `dockerd …`, the forms docker:dind's entrypoint
+/// turns into a dockerd. Any other command (`dockerd-entrypoint.sh sh`)
+/// is run as given.
+pub fn reaches_dockerd(command: &[String]) -> bool {
+    match command {
+        [] => true,
+        [program, rest @ ..] => {
+            is_dockerd(program)
+                || match rest.first() {
+                    None => true,
+                    Some(first) => first.starts_with('-') || is_dockerd(first),
+                }
+        }
+    }
+}
+
+/// The API socket dockerd will listen on: the first `unix://` one in
+/// `-H`/`--host`; else, when a wrapper starts dockerd, `docker_host` (the
+/// environment's DOCKER_HOST, which docker:dind's entrypoint uses when it
+/// is a unix socket); else the default.
+pub fn docker_socket(command: &[String], docker_host: Option<&str>) -> PathBuf {
+    let wrapper = command.first().is_some_and(|p| !is_dockerd(p));
+    flag_values(command, "--host", Some("-H"))
         .into_iter()
         .find_map(|h| h.strip_prefix("unix://"))
+        .or_else(|| {
+            docker_host
+                .filter(|_| wrapper)
+                .and_then(|h| h.strip_prefix("unix://"))
+        })
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from(DEFAULT_SOCKET))
 }
@@ -98,32 +131,79 @@ mod tests {
 
     #[test]
     fn finds_the_socket_in_every_spelling() {
+        let socket = |args: &[&str]| docker_socket(&v(args), None);
+        assert_eq!(socket(&["dockerd"]), PathBuf::from(DEFAULT_SOCKET));
         assert_eq!(
-            docker_socket(&v(&["dockerd"])),
-            PathBuf::from(DEFAULT_SOCKET)
-        );
-        assert_eq!(
-            docker_socket(&v(&["dockerd", "-H", "unix:///a.sock"])),
+            socket(&["dockerd", "-H", "unix:///a.sock"]),
             PathBuf::from("/a.sock")
         );
         assert_eq!(
-            docker_socket(&v(&["dockerd", "-Hunix:///b.sock"])),
+            socket(&["dockerd", "-Hunix:///b.sock"]),
             PathBuf::from("/b.sock")
         );
         assert_eq!(
-            docker_socket(&v(&["dockerd", "--host=unix:///c.sock"])),
+            socket(&["dockerd", "--host=unix:///c.sock"]),
             PathBuf::from("/c.sock")
         );
         assert_eq!(
-            docker_socket(&v(&[
+            socket(&[
                 "dockerd",
                 "--host",
                 "tcp://0.0.0.0:2375",
                 "-H",
                 "unix:///d.sock"
-            ])),
+            ]),
             PathBuf::from("/d.sock")
         );
+    }
+
+    #[test]
+    fn a_wrapper_takes_the_socket_from_docker_host() {
+        let host = Some("unix:///run/dind.sock");
+        assert_eq!(
+            docker_socket(&v(&["dockerd-entrypoint.sh"]), host),
+            PathBuf::from("/run/dind.sock")
+        );
+        assert_eq!(
+            docker_socket(&v(&["dockerd-entrypoint.sh"]), Some("tcp://docker:2376")),
+            PathBuf::from(DEFAULT_SOCKET),
+            "only a unix socket is where dockerd listens"
+        );
+        assert_eq!(
+            docker_socket(&v(&["dockerd"]), host),
+            PathBuf::from(DEFAULT_SOCKET),
+            "dockerd itself does not read DOCKER_HOST"
+        );
+        assert_eq!(
+            docker_socket(&v(&["dockerd-entrypoint.sh", "-H", "unix:///x.sock"]), host),
+            PathBuf::from("/x.sock"),
+            "a flag wins"
+        );
+    }
+
+    #[test]
+    fn which_commands_reach_dockerd() {
+        for reaches in [
+            &["dockerd"][..],
+            &["/usr/bin/dockerd", "--debug"],
+            &["dockerd-entrypoint.sh"],
+            &["dockerd-entrypoint.sh", "--mtu=1400"],
+            &[
+                "dockerd-entrypoint.sh",
+                "dockerd",
+                "--host=unix:///var/run/docker.sock",
+            ],
+            &["dockerd-entrypoint.sh", "/usr/local/bin/dockerd"],
+            &["docker-init", "--", "dockerd"],
+        ] {
+            assert!(reaches_dockerd(&v(reaches)), "{reaches:?}");
+        }
+        for other in [
+            &["dockerd-entrypoint.sh", "sh"][..],
+            &["dockerd-entrypoint.sh", "docker", "version"],
+        ] {
+            assert!(!reaches_dockerd(&v(other)), "{other:?}");
+        }
     }
 
     #[test]

@@ -5,9 +5,9 @@
 
 use std::path::PathBuf;
 
-use tracing::warn;
+use tracing::{info, warn};
 
-use super::args::{docker_socket, dockerd_args, exec_root, user_mtu};
+use super::args::{docker_socket, dockerd_args, exec_root, reaches_dockerd, user_mtu};
 use super::probe_dockerd_version;
 use crate::error::Error;
 use crate::process::find_program;
@@ -15,6 +15,9 @@ use crate::process::find_program;
 pub struct DockerdPlan {
     command: Vec<String>,
     version: Option<(u32, u32)>,
+    /// Whether the command ends in dockerd (see [`reaches_dockerd`]); when
+    /// not, it runs once, as given, and enforcement only watches.
+    pub dockerd: bool,
     /// The API socket from `-H`/`--host`, else the default.
     pub socket: PathBuf,
     /// Where dockerd keeps its sandboxes' namespace files.
@@ -36,9 +39,15 @@ impl DockerdPlan {
                 command[0]
             ))
         })?;
+        let docker_host = std::env::var("DOCKER_HOST").ok();
+        let dockerd = reaches_dockerd(&command);
+        if !dockerd {
+            info!(command = %command.join(" "), "the command does not start dockerd: it runs once, as given, and mtuvisor enforces on whatever Docker networks appear");
+        }
         Ok(DockerdPlan {
             version: probe_dockerd_version(&program, &command[0]),
-            socket: docker_socket(&command),
+            dockerd,
+            socket: docker_socket(&command, docker_host.as_deref()),
             sandbox_dir: exec_root(&command).join("netns"),
             command,
         })
@@ -46,8 +55,12 @@ impl DockerdPlan {
 
     /// The command to run: with `set_mtu`, dockerd gets `--mtu=mtu` (and on
     /// Engine 24+ the default network option) unless the user set one;
-    /// without (MSS clamping only) it runs as given.
+    /// without (MSS clamping only), or when the command is not a dockerd,
+    /// it runs as given.
     pub fn argv(&self, mtu: u32, set_mtu: bool) -> Vec<String> {
+        if !self.dockerd {
+            return self.command.clone();
+        }
         if let Some(given) = user_mtu(&self.command) {
             if given.parse::<u32>().is_ok_and(|n| n > mtu) {
                 warn!(given_mtu = %given, target_mtu = mtu, "the command sets --mtu above the target; containers on the default bridge will be clamped anyway");

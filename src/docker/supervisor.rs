@@ -48,6 +48,9 @@ pub struct SupervisorConfig {
     pub stop_timeout: Duration,
     /// `None`: restart for ever.
     pub max_restarts: Option<u32>,
+    /// Another command than dockerd (`docker run IMAGE sh`): it gets the
+    /// terminal's stdin, runs once, and its exit code is mtuvisor's.
+    pub once: bool,
 }
 
 struct Running {
@@ -65,16 +68,26 @@ fn exit_code(status: &std::io::Result<ExitStatus>) -> i32 {
     }
 }
 
-fn spawn(command: &[String]) -> std::io::Result<(Running, Exit)> {
+fn spawn(command: &[String], once: bool) -> std::io::Result<(Running, Exit)> {
+    let stdin = if once {
+        Stdio::inherit()
+    } else {
+        Stdio::null()
+    };
     let child: Spawned = process::spawn(
         Command::new(&command[0])
             .args(&command[1..])
-            .stdin(Stdio::null())
+            .stdin(stdin)
             .stdout(Stdio::inherit())
             .stderr(Stdio::inherit()),
     )?;
     let pid = Pid::from_raw(child.id() as i32);
-    info!(pid = pid.as_raw(), command = %command.join(" "), "started dockerd");
+    let what = if once {
+        "started the command"
+    } else {
+        "started dockerd"
+    };
+    info!(pid = pid.as_raw(), command = %command.join(" "), "{what}");
     let running = Running {
         pid,
         started: Instant::now(),
@@ -96,7 +109,7 @@ pub async fn supervise(
     gate.await;
     let mut backoff = Backoff::new(RESTART_FIRST, RESTART_MAX, STABLE_RUN);
     let mut restarts = 0u32;
-    let (mut child, mut exit) = match spawn(&config.command) {
+    let (mut child, mut exit) = match spawn(&config.command, config.once) {
         Ok((c, exit)) => {
             let _ = events.send(DockerdEvent::Started {
                 pid: c.pid.as_raw() as u32,
@@ -127,6 +140,10 @@ pub async fn supervise(
                 if stop_deadline.is_some() {
                     info!(?status, "dockerd stopped");
                     return if killed && code == 0 { 1 } else { code };
+                }
+                if config.once {
+                    info!(?status, "the command exited");
+                    return code;
                 }
                 if config.max_restarts.is_some_and(|max| restarts >= max) {
                     error!(?status, restarts, "dockerd exited; giving up after the configured restarts");
@@ -161,7 +178,7 @@ pub async fn supervise(
             }
             () = sleep_until(restart_at.unwrap_or(far)), if restart_at.is_some() && stop_deadline.is_none() => {
                 restart_at = None;
-                match spawn(&config.command) {
+                match spawn(&config.command, config.once) {
                     Ok((c, e)) => {
                         let _ = events.send(DockerdEvent::Started {
                             pid: c.pid.as_raw() as u32,

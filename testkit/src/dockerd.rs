@@ -402,7 +402,7 @@ fn unmount_under(dir: &Path) {
 pub fn busybox_tar() -> &'static Path {
     static TAR: OnceLock<PathBuf> = OnceLock::new();
     TAR.get_or_init(|| {
-        let tar = PathBuf::from("/tmp/mtuvisor-e2e/busybox-v2.tar");
+        let tar = PathBuf::from("/tmp/mtuvisor-e2e/busybox-v4.tar");
         if tar.exists() {
             return tar;
         }
@@ -418,6 +418,7 @@ pub fn busybox_tar() -> &'static Path {
         std::fs::copy("/bin/busybox", fs.join("bin/busybox")).unwrap();
         for applet in [
             "sh", "cat", "sleep", "wget", "ip", "echo", "true", "ls", "mkdir", "timeout", "head",
+            "httpd", "wc",
         ] {
             std::os::unix::fs::symlink("busybox", fs.join("bin").join(applet)).unwrap();
         }

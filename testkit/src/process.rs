@@ -1,21 +1,23 @@
 //! The binary under test and how tests run it: privileges, the binary's
 //! path, starting it in a namespace, checking a refusal.
 
-use std::path::Path;
 use std::process::{Command, Output};
 use std::sync::OnceLock;
 
-/// The `mtuvisor` binary cargo built for these tests and benches (beside
-/// their own `deps/` directory).
+/// The `mtuvisor` binary cargo built for these tests, benches and the demo
+/// (in the same profile's directory).
 pub fn bin() -> &'static str {
     static BIN: OnceLock<String> = OnceLock::new();
     BIN.get_or_init(|| {
         let exe = std::env::current_exe().expect("the test's own path");
-        let target = exe
-            .parent()
-            .and_then(Path::parent)
-            .expect("a test binary lives in target/<profile>/deps");
-        let bin = target.join("mtuvisor");
+        // A test or bench lives in target/<profile>/deps, the demo in
+        // target/<profile> itself.
+        let beside = exe.parent().expect("a binary lives in a directory");
+        let bin = [beside, beside.parent().unwrap_or(beside)]
+            .iter()
+            .map(|dir| dir.join("mtuvisor"))
+            .find(|bin| bin.is_file())
+            .unwrap_or_else(|| beside.join("mtuvisor"));
         assert!(
             bin.exists(),
             "{} does not exist: run the tests with cargo, which builds it first",
