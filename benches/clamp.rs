@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use common::{ip, ms, mtu, percentile, sh, timed_veth_series, Lab, Pace};
 use mtuvisor::enforce::{BridgeMatcher, Engine};
-use mtuvisor::netlink::{NetnsResolver, Rtnl, RtnlClient};
+use mtuvisor::netlink::{MtuSetter, NetnsResolver, Rtnl, RtnlClient};
 
 const VETHS: usize = 300;
 const PORTS: usize = 500;
@@ -106,9 +106,9 @@ fn sweep(moved: bool) {
         rt.block_on(async {
             let client = RtnlClient::new(
                 Rtnl::connect().unwrap(),
+                MtuSetter::new(4).unwrap(),
                 NetnsResolver::new(vec!["/run/netns".into()]),
-            )
-            .unwrap();
+            );
             let mut engine = Engine::new(client, BridgeMatcher::default(), 1450);
             let t = Instant::now();
             let report = engine.sweep().await.unwrap();

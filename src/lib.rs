@@ -13,6 +13,7 @@ pub mod firewall;
 pub mod logging;
 pub mod metrics;
 pub mod netlink;
+pub mod node;
 pub mod process;
 
 /// Stops a spawned task when dropped.

@@ -54,6 +54,9 @@ pub struct Metrics {
     /// Per family: 1 while the rules are in place.
     mss_installed: [AtomicU64; 2],
     mss_ensure_failures: AtomicU64,
+    /// A managed bridge exists in the enforcer's namespace (`node` counts
+    /// the namespaces that have one).
+    bridges_present: std::sync::atomic::AtomicBool,
     /// The enforcer's readiness, as its loop publishes it.
     ready: watch::Receiver<bool>,
 }
@@ -90,8 +93,13 @@ impl Metrics {
             mss_families: AtomicU64::new(0),
             mss_installed: [const { AtomicU64::new(0) }; 2],
             mss_ensure_failures: AtomicU64::new(0),
+            bridges_present: std::sync::atomic::AtomicBool::new(false),
             ready,
         }
+    }
+
+    pub fn set_bridges_present(&self, present: bool) {
+        self.bridges_present.store(present, Relaxed);
     }
 
     pub fn set_target_mtu(&self, mtu: u32) {
@@ -196,14 +204,101 @@ impl Metrics {
     }
 }
 
+/// Upper bounds of the discovery-latency buckets, in microseconds.
+const DISCOVERY_BUCKETS_US: [u64; 9] = [
+    1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 1_000_000,
+];
+
+/// The node agent's own series (`node`), written only by its loop.
+#[derive(Default)]
+pub struct NodeMetrics {
+    ready: std::sync::atomic::AtomicBool,
+    watched: AtomicU64,
+    discovery_buckets: [AtomicU64; DISCOVERY_BUCKETS_US.len()],
+    discovery_count: AtomicU64,
+    discovery_sum_us: AtomicU64,
+}
+
+impl NodeMetrics {
+    /// Discovery runs (the agent is ready even with no pod yet).
+    pub fn set_ready(&self, ready: bool) {
+        self.ready.store(ready, Relaxed);
+    }
+
+    pub fn set_watched(&self, n: usize) {
+        self.watched.store(n as u64, Relaxed);
+    }
+
+    /// From a namespace first seen to its enforcer's sockets open in it.
+    pub fn observe_discovery(&self, took: Duration) {
+        let us = took.as_micros().min(u64::MAX as u128) as u64;
+        for (bound, bucket) in DISCOVERY_BUCKETS_US.iter().zip(&self.discovery_buckets) {
+            if us <= *bound {
+                bucket.fetch_add(1, Relaxed);
+            }
+        }
+        self.discovery_count.fetch_add(1, Relaxed);
+        self.discovery_sum_us.fetch_add(us, Relaxed);
+    }
+
+    fn render(&self, enforcers: &[Arc<Metrics>], out: &mut String) {
+        let enforcing = enforcers
+            .iter()
+            .filter(|m| m.bridges_present.load(Relaxed))
+            .count();
+        let name = "mtuvisor_node_namespaces";
+        let _ = writeln!(
+            out,
+            "# HELP {name} Pod network namespaces the node agent watches, and those of them \
+             with Docker bridges to enforce on.\n# TYPE {name} gauge\n\
+             {name}{{state=\"watched\"}} {}\n{name}{{state=\"enforcing\"}} {enforcing}",
+            self.watched.load(Relaxed)
+        );
+        let name = "mtuvisor_node_discovery_seconds";
+        let _ = writeln!(
+            out,
+            "# HELP {name} From a network namespace first seen to its enforcer subscribed \
+             in it.\n# TYPE {name} histogram"
+        );
+        for (bound, bucket) in DISCOVERY_BUCKETS_US.iter().zip(&self.discovery_buckets) {
+            let _ = writeln!(
+                out,
+                "{name}_bucket{{le=\"{}\"}} {}",
+                *bound as f64 / 1e6,
+                bucket.load(Relaxed)
+            );
+        }
+        let count = self.discovery_count.load(Relaxed);
+        let _ = write!(
+            out,
+            "{name}_bucket{{le=\"+Inf\"}} {count}
+{name}_sum {}
+{name}_count {count}
+",
+            self.discovery_sum_us.load(Relaxed) as f64 / 1e6
+        );
+    }
+}
+
 /// Every enforcer's series in the process: what `/metrics` renders and
 /// `/healthz` asks.
 #[derive(Default)]
 pub struct Registry {
     enforcers: Mutex<Vec<Arc<Metrics>>>,
+    /// `node`: the agent's own series; its readiness is the process's.
+    node: Option<Arc<NodeMetrics>>,
 }
 
 impl Registry {
+    /// The node agent's registry: ready while discovery runs, whatever
+    /// its pods' enforcers do.
+    pub fn for_node(node: Arc<NodeMetrics>) -> Registry {
+        Registry {
+            enforcers: Mutex::new(Vec::new()),
+            node: Some(node),
+        }
+    }
+
     /// Series for one more enforcer, labelled with `labels`, whose
     /// readiness is `ready`.
     pub fn add(&self, labels: &[(&str, &str)], ready: watch::Receiver<bool>) -> Arc<Metrics> {
@@ -223,6 +318,9 @@ impl Registry {
 
     /// Ready when every enforcer is (and there is at least one).
     pub fn is_ready(&self) -> bool {
+        if let Some(node) = &self.node {
+            return node.ready.load(Relaxed);
+        }
         let all = self.lock();
         !all.is_empty() && all.iter().all(|m| m.is_ready())
     }
@@ -295,6 +393,9 @@ impl Registry {
                     );
                 }
             }
+        }
+        if let Some(node) = &self.node {
+            node.render(&all, &mut out);
         }
         let _ = write!(
             out,

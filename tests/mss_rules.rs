@@ -631,7 +631,8 @@ fn supervised_lifecycle(tag: &str, backend: BackendChoice, name: &str, legacy_do
         ),
         _ => run_in(&d.pod, &["iptables", "-t", "mangle", "-F", "MTUVISOR-MSS"]),
     }
-    assert!(!complete(&d.pod, backend), "flushed");
+    // (Not checked "incomplete" here: the 500 ms reconcile may already
+    // have repaired it; the command above succeeded, so it was gone.)
     assert!(
         eventually(Duration::from_millis(1500), || complete(&d.pod, backend)),
         "{name}: restored within one reconcile interval (500ms)"

@@ -26,7 +26,7 @@ fn sets_in_its_own_namespace_and_names_the_link_on_failure() {
     let (a, b) = (ifindex(&ns, "sa"), ifindex(&ns, "sb"));
 
     let results = in_netns(&ns, move || {
-        let setter = MtuSetter::new().expect("setter");
+        let setter = MtuSetter::new(4).expect("setter");
         let rt = tokio::runtime::Builder::new_current_thread()
             .build()
             .unwrap();

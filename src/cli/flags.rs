@@ -22,6 +22,8 @@ pub struct Global;
 pub struct Watch;
 #[derive(Debug, Clone)]
 pub struct Supervise;
+#[derive(Debug, Clone)]
+pub struct Node;
 
 impl ForCmd for Global {
     const CMD: Cmd = Cmd::Global;
@@ -31,6 +33,9 @@ impl ForCmd for Watch {
 }
 impl ForCmd for Supervise {
     const CMD: Cmd = Cmd::Supervise;
+}
+impl ForCmd for Node {
+    const CMD: Cmd = Cmd::Node;
 }
 
 /// The setting flags given on the command line, by key name.

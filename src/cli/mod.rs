@@ -3,6 +3,7 @@
 mod detect;
 mod doctor;
 mod flags;
+mod node;
 mod supervise;
 mod watch;
 
@@ -46,6 +47,8 @@ enum Command {
     Watch(watch::WatchArgs),
     /// Run dockerd with the right MTU, keep it running, and enforce the MTU.
     Supervise(supervise::SuperviseArgs),
+    /// Enforce in every pod network namespace of this node (a DaemonSet).
+    Node(node::NodeArgs),
 }
 
 /// Runs the command line; returns the process exit code.
@@ -66,6 +69,10 @@ pub fn main() -> i32 {
         Command::Watch(args) => {
             flags.values.extend(args.settings.values);
             load(&flags).and_then(watch::run).map(|()| 0)
+        }
+        Command::Node(args) => {
+            flags.values.extend(args.settings.values);
+            load(&flags).and_then(node::run).map(|()| 0)
         }
         Command::Supervise(args) => {
             flags.values.extend(args.settings.values.clone());
@@ -142,12 +149,41 @@ impl OneEnforcer {
     }
 }
 
+/// Completes on SIGTERM or SIGINT (registered now); close the handle
+/// when done. Call inside the runtime.
+fn shutdown_on_signal() -> Result<
+    (
+        impl std::future::Future<Output = ()>,
+        signal_hook_tokio::Handle,
+    ),
+    Error,
+> {
+    use futures::StreamExt;
+    use signal_hook::consts::{SIGINT, SIGTERM};
+    let mut signals = signal_hook_tokio::Signals::new([SIGTERM, SIGINT])
+        .map_err(|e| Error::Startup(format!("cannot install signal handlers: {e}")))?;
+    let handle = signals.handle();
+    let shutdown = async move {
+        if let Some(sig) = signals.next().await {
+            tracing::info!(signal = sig, "received signal");
+        }
+    };
+    Ok((shutdown, handle))
+}
+
+/// Threads for blocking work (iptables, nft): enough for one enforcer's
+/// ensure and stop at once, and a bound for `node`'s many.
+const BLOCKING_THREADS: usize = 4;
+
 /// A runtime for one command. Enforcement runs on a single thread: every
 /// event goes through one loop anyway, and staying on one thread avoids a
 /// cross-thread wake-up on the path from notification to clamp.
 fn runtime() -> Result<tokio::runtime::Runtime, Error> {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
+        // The firewall tools run on these; `node` starts one per pod that
+        // gets Docker, and must not start a thread per pod.
+        .max_blocking_threads(BLOCKING_THREADS)
         .build()
         .map_err(|e| Error::Startup(format!("cannot start the async runtime: {e}")))
 }

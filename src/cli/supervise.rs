@@ -54,6 +54,8 @@ pub fn run(mut settings: Settings, args: SuperviseArgs) -> Result<i32, Error> {
             metrics: one.metrics.clone(),
             ready: one.ready.clone(),
             dockerd: Some(dockerd_rx),
+            netns: None,
+            mss_when_docker: false,
         };
         // Bad input found here (on the system) ends mtuvisor before dockerd
         // is ever started.

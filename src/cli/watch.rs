@@ -2,10 +2,6 @@
 //! (as a sidecar beside dockerd, or on its own).
 
 use clap::Args;
-use futures::StreamExt;
-use signal_hook::consts::{SIGINT, SIGTERM};
-use signal_hook_tokio::Signals;
-use tracing::info;
 
 use super::flags::{self, SettingFlags};
 use crate::config::Settings;
@@ -38,16 +34,11 @@ pub fn run(settings: Settings) -> Result<(), Error> {
             metrics: one.metrics.clone(),
             ready: one.ready.clone(),
             dockerd: None,
+            netns: None,
+            mss_when_docker: false,
         };
         let prepared = enforce::prepare(settings, setup).await?;
-        let mut signals = Signals::new([SIGTERM, SIGINT])
-            .map_err(|e| Error::Startup(format!("cannot install signal handlers: {e}")))?;
-        let handle = signals.handle();
-        let shutdown = async move {
-            if let Some(sig) = signals.next().await {
-                info!(signal = sig, "received signal");
-            }
-        };
+        let (shutdown, handle) = super::shutdown_on_signal()?;
         prepared.run(shutdown).await;
         handle.close();
         Ok(())

@@ -16,6 +16,7 @@ pub enum Cmd {
     Global,
     Watch,
     Supervise,
+    Node,
 }
 
 /// A value as a layer gives it: text (TOML strings, numbers and booleans
@@ -82,14 +83,15 @@ impl Key {
     }
 }
 
-const BOTH: &[Cmd] = &[Cmd::Watch, Cmd::Supervise];
+/// The commands that enforce: their flags are the same.
+const ENFORCING: &[Cmd] = &[Cmd::Watch, Cmd::Supervise, Cmd::Node];
 
 pub static KEYS: &[Key] = &[
     Key {
         name: "mtu",
         aliases: &[],
         env: "MTUVISOR_MTU",
-        flag: Some(("--mtu", BOTH)),
+        flag: Some(("--mtu", ENFORCING)),
         value_name: "auto|N",
         default: "auto",
         meaning: "`auto` or 576–65535 (≥ 1280 where IPv6 is routed)",
@@ -102,7 +104,7 @@ pub static KEYS: &[Key] = &[
         name: "reconcile_interval",
         aliases: &[],
         env: "MTUVISOR_RECONCILE_INTERVAL",
-        flag: Some(("--reconcile-interval", BOTH)),
+        flag: Some(("--reconcile-interval", ENFORCING)),
         value_name: "DURATION",
         default: "30s",
         meaning: "full sweep period, 100ms–24h",
@@ -133,9 +135,53 @@ pub static KEYS: &[Key] = &[
         flag: None,
         value_name: "DIR,...",
         default: "/run/netns,/var/run/docker/netns",
-        meaning: "where to look for the namespaces veth peers live in, before `/proc/*/ns/net`; comma-separated in the environment",
+        meaning: "where namespace files are: the pods `node` enforces in, and the namespaces veth peers live in (before `/proc/*/ns/net`); comma-separated in the environment",
         apply: |s, v, _| {
             s.netns_dirs = v.list().into_iter().map(PathBuf::from).collect();
+            Ok(())
+        },
+    },
+    Key {
+        name: "netns_include",
+        aliases: &[],
+        env: "MTUVISOR_NETNS_INCLUDE",
+        flag: Some(("--netns-include", &[Cmd::Node])),
+        value_name: "GLOB,...",
+        default: "*",
+        meaning: "`node`: names of files in `netns_dirs` to enforce in, globs (`cni-*`); comma-separated in the environment",
+        apply: |s, v, o| {
+            let globs = parse_globs(v.list(), "netns_include", o.clone())?;
+            s.netns_include = globs;
+            Ok(())
+        },
+    },
+    Key {
+        name: "proc_scan",
+        aliases: &[],
+        env: "MTUVISOR_PROC_SCAN",
+        flag: Some(("--proc-scan", &[Cmd::Node])),
+        value_name: "off|DURATION",
+        default: "1s",
+        meaning: "`node`: how often to look for namespaces in `/proc/*/ns/net` (runtimes that make no file), 100ms–24h, or `off`",
+        apply: |s, v, o| {
+            let text = v.text("proc_scan", o)?;
+            s.proc_scan = match text.trim() {
+                "off" | "false" => None,
+                _ => Some(parse_duration(&text, "proc_scan", INTERVAL_RANGE, o.clone())?),
+            };
+            Ok(())
+        },
+    },
+    Key {
+        name: "include_host",
+        aliases: &[],
+        env: "MTUVISOR_INCLUDE_HOST",
+        flag: Some(("--include-host", &[Cmd::Node])),
+        value_name: "BOOL",
+        default: "false",
+        meaning: "`node`: enforce in the node's own namespace too (a Docker engine on the host)",
+        apply: |s, v, o| {
+            s.include_host = parse_bool(&v.text("include_host", o)?, "include_host", o.clone())?;
             Ok(())
         },
     },
@@ -196,7 +242,7 @@ pub static KEYS: &[Key] = &[
         name: "mss",
         aliases: &["mss.mode"],
         env: "MTUVISOR_MSS",
-        flag: Some(("--mss", BOTH)),
+        flag: Some(("--mss", ENFORCING)),
         value_name: "pmtu|off|N",
         default: "pmtu",
         meaning: "TCP MSS clamping: `pmtu`, `off` or a fixed MSS",
@@ -249,7 +295,7 @@ pub static KEYS: &[Key] = &[
         name: "metrics_addr",
         aliases: &[],
         env: "MTUVISOR_METRICS_ADDR",
-        flag: Some(("--metrics-addr", BOTH)),
+        flag: Some(("--metrics-addr", ENFORCING)),
         value_name: "IP:PORT",
         default: "off",
         meaning: "`IP:PORT` to serve `/metrics` and `/healthz` on, e.g. `0.0.0.0:9464`",
@@ -286,13 +332,14 @@ pub fn markdown_table() -> String {
     for k in KEYS {
         let flag = match k.flag {
             None => String::new(),
-            Some((f, cmds)) if cmds == BOTH || cmds == [Cmd::Global] => format!("`{f}`"),
+            Some((f, cmds)) if cmds == ENFORCING || cmds == [Cmd::Global] => format!("`{f}`"),
             Some((f, cmds)) => {
                 let names: Vec<&str> = cmds
                     .iter()
                     .map(|c| match c {
                         Cmd::Watch => "watch",
                         Cmd::Supervise => "supervise",
+                        Cmd::Node => "node",
                         Cmd::Global => "all",
                     })
                     .collect();

@@ -90,6 +90,12 @@ pub struct Settings {
     /// Directories searched for the namespaces veth peers were moved into,
     /// before `/proc/*/ns/net`.
     pub netns_dirs: Vec<PathBuf>,
+    /// `node`: globs of the namespace file names to enforce in.
+    pub netns_include: Vec<String>,
+    /// `node`: the period of the `/proc` scan; `None`: no scan.
+    pub proc_scan: Option<Duration>,
+    /// `node`: enforce in the node's own namespace too.
+    pub include_host: bool,
     pub log_format: LogFormat,
     /// `watch`: the Docker API socket to follow, if any.
     pub docker_host: Option<PathBuf>,
@@ -121,6 +127,9 @@ impl Default for Settings {
             reconcile_interval: Duration::ZERO,
             bridge_patterns: Vec::new(),
             netns_dirs: Vec::new(),
+            netns_include: Vec::new(),
+            proc_scan: None,
+            include_host: false,
             log_format: LogFormat::Text,
             docker_host: None,
             stop_timeout: Duration::ZERO,

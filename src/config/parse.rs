@@ -146,6 +146,23 @@ pub(super) fn parse_bool(
     }
 }
 
+/// One or more name globs (`*`, `?`), none of them empty.
+pub(super) fn parse_globs(
+    globs: Vec<String>,
+    key: &'static str,
+    origin: Origin,
+) -> Result<Vec<String>, ConfigError> {
+    if globs.is_empty() || globs.iter().any(|g| g.trim().is_empty()) {
+        return Err(invalid(
+            key,
+            &globs.join(","),
+            origin,
+            "expected one or more globs such as cni-* (`*` for every file)",
+        ));
+    }
+    Ok(globs)
+}
+
 pub(super) fn parse_max_restarts(value: &str, origin: Origin) -> Result<Option<u32>, ConfigError> {
     let v = value.trim();
     if v.eq_ignore_ascii_case("unlimited") {

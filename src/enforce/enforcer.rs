@@ -53,6 +53,10 @@ pub(crate) struct Enforcer<N> {
     source: TargetSource,
     enforce_mtu: bool,
     mss: Option<MssClamp>,
+    /// MSS rules wait for a Docker bridge (`node`).
+    mss_when_docker: bool,
+    /// The rules have been ensured at least once (so a stop removes them).
+    mss_started: bool,
     metrics: Arc<Metrics>,
     sweep_log: RepeatedFailure,
     mss_log: RepeatedFailure,
@@ -65,6 +69,7 @@ impl<N: NetOps> Enforcer<N> {
         source: TargetSource,
         mss: Option<MssClamp>,
         metrics: Arc<Metrics>,
+        mss_when_docker: bool,
     ) -> Enforcer<N> {
         let target = source.target();
         metrics.set_target_mtu(target);
@@ -77,6 +82,8 @@ impl<N: NetOps> Enforcer<N> {
             source,
             enforce_mtu: settings.enforce_mtu,
             mss,
+            mss_when_docker,
+            mss_started: false,
             metrics,
             sweep_log: RepeatedFailure::default(),
             mss_log: RepeatedFailure::default(),
@@ -107,11 +114,26 @@ impl<N: NetOps> Enforcer<N> {
         } else {
             info!("MTU enforcement disabled by configuration; MSS clamping only");
         }
-        if let Some(mss) = &self.mss {
+        self.ensure_mss(false);
+        Ok(())
+    }
+
+    /// Starts an MSS ensure (after a dockerd start: `reselect`ing the
+    /// backend) unless the rules wait for a Docker bridge that is not here.
+    fn ensure_mss(&mut self, reselect: bool) {
+        let Some(mss) = &self.mss else { return };
+        if self.mss_when_docker && !self.engine.has_managed_bridge() {
+            return;
+        }
+        if !self.mss_started {
+            self.mss_started = true;
             self.metrics.set_mss_families(&mss.families());
+        }
+        if reselect {
+            mss.ensure_after_dockerd_start();
+        } else {
             mss.ensure();
         }
-        Ok(())
     }
 
     /// A link or route notification.
@@ -122,12 +144,20 @@ impl<N: NetOps> Enforcer<N> {
                 let outer_changed = self.source.depends_on(link.index);
                 let report = self.engine.on_link_changed(link).await;
                 self.record(report);
+                self.metrics
+                    .set_bridges_present(self.engine.has_managed_bridge());
+                if !self.mss_started && self.mss_when_docker {
+                    // The first Docker bridge of a pod: dockerd started.
+                    self.ensure_mss(true);
+                }
                 if outer_changed {
                     self.follow_outer().await;
                 }
             }
             NetEvent::LinkRemoved(ifindex) => {
                 self.engine.on_link_removed(ifindex);
+                self.metrics
+                    .set_bridges_present(self.engine.has_managed_bridge());
                 if self.source.depends_on(ifindex) {
                     self.follow_outer().await;
                 }
@@ -162,9 +192,7 @@ impl<N: NetOps> Enforcer<N> {
                 // dockerd (re)started: it may have rebuilt its tables, or
                 // (first start under supervise) just chosen its iptables
                 // family.
-                if let Some(mss) = &self.mss {
-                    mss.ensure_after_dockerd_start();
-                }
+                self.ensure_mss(true);
             }
         }
     }
@@ -183,9 +211,7 @@ impl<N: NetOps> Enforcer<N> {
             self.follow_outer().await;
             self.sweep().await;
         }
-        if let Some(mss) = &self.mss {
-            mss.ensure();
-        }
+        self.ensure_mss(false);
     }
 
     /// An MSS ensure finished: one line when something changed or a
@@ -216,7 +242,9 @@ impl<N: NetOps> Enforcer<N> {
     /// A clean stop: the MSS rules go (unless kept), and their gauges.
     pub(crate) async fn stop(&mut self) {
         info!("stopping");
-        let Some(mss) = &self.mss else { return };
+        let Some(mss) = self.mss.as_ref().filter(|_| self.mss_started) else {
+            return;
+        };
         match mss.finish().await {
             None => info!("leaving MSS clamping rules in place (keep_on_exit)"),
             Some(Ok(())) => {
@@ -276,6 +304,8 @@ impl<N: NetOps> Enforcer<N> {
     fn record_sweep(&self, report: PassReport) {
         self.record(report);
         self.metrics.swept(report.managed);
+        self.metrics
+            .set_bridges_present(self.engine.has_managed_bridge());
     }
 }
 
@@ -324,6 +354,7 @@ mod tests {
                 TargetSource::Outer { last },
                 None,
                 metrics,
+                false,
             );
             enforcer.start().await.unwrap();
             Loop {

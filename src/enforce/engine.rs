@@ -103,6 +103,12 @@ impl<N: NetOps> Engine<N> {
         &self.net
     }
 
+    /// Whether a managed bridge (Docker's, or one of `bridge_patterns`)
+    /// exists here.
+    pub fn has_managed_bridge(&self) -> bool {
+        self.links.values().any(|l| self.is_managed_bridge(l))
+    }
+
     /// Re-reads every link and brings every managed one to the target.
     pub async fn sweep(&mut self) -> Result<PassReport, NetlinkError> {
         let links = self.net.links().await?;

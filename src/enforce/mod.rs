@@ -31,7 +31,9 @@ use crate::docker::{self, DockerUpdate};
 use crate::error::Error;
 use crate::firewall::{EnsureReport, MssClamp};
 use crate::metrics::Metrics;
-use crate::netlink::{NetMonitor, NetOps, NetnsResolver, Rtnl, RtnlClient};
+use crate::netlink::{
+    MtuSetter, NetMonitor, NetOps, NetlinkError, NetnsResolver, NsFile, Rtnl, RtnlClient,
+};
 use crate::AbortOnDrop;
 use enforcer::{Enforcer, TargetSource};
 
@@ -53,6 +55,12 @@ pub struct Setup {
     pub ready: watch::Sender<bool>,
     /// `supervise`: dockerd's (re)starts, from the supervisor.
     pub dockerd: Option<mpsc::UnboundedReceiver<DockerdEvent>>,
+    /// `node`: the pod namespace to enforce in; `None`: the calling
+    /// thread's.
+    pub netns: Option<Arc<NsFile>>,
+    /// `node`: MSS rules only once a Docker bridge exists here (a pod
+    /// without Docker is never touched).
+    pub mss_when_docker: bool,
 }
 
 /// Sockets opened and everything checked; nothing touched yet.
@@ -75,20 +83,56 @@ pub struct Prepared {
 /// an MTU too small for IPv6, an MSS too large for the MTU, a missing
 /// firewall tool) before anything is touched.
 pub async fn prepare(settings: Settings, setup: Setup) -> Result<Prepared, Error> {
-    let opened = open(&settings).await?;
-    Ok(Prepared {
-        settings,
-        setup,
-        opened,
-    })
+    prepare_again(settings, setup).await.map_err(|(e, _)| e)
 }
 
-async fn open(settings: &Settings) -> Result<Opened, Error> {
-    let rtnl = Rtnl::connect()?;
-    // Subscribe before the first dump so that nothing created in between is
-    // missed.
-    let monitor = NetMonitor::subscribe()?;
-    let client = RtnlClient::new(rtnl, NetnsResolver::new(settings.netns_dirs.clone()))?;
+/// [`prepare`], handing the setup back on failure so that the caller can
+/// try again (`node`: a namespace that has no default route yet).
+pub async fn prepare_again(settings: Settings, setup: Setup) -> Result<Prepared, (Error, Setup)> {
+    match open(&settings, &setup.netns).await {
+        Ok(opened) => Ok(Prepared {
+            settings,
+            setup,
+            opened,
+        }),
+        Err(e) => Err((e, setup)),
+    }
+}
+
+/// The sockets, opened in the calling thread's namespace; `setters`: how
+/// many MTU changes may wait for RTNL at once there.
+fn sockets(setters: usize) -> Result<(Rtnl, NetMonitor, MtuSetter), NetlinkError> {
+    // Subscribed before the first dump so that nothing created in between
+    // is missed.
+    Ok((
+        Rtnl::connect()?,
+        NetMonitor::subscribe()?,
+        MtuSetter::new(setters)?,
+    ))
+}
+
+/// MTU changes in flight at once in our own namespace, and in each pod's.
+const SETTERS_OWN: usize = 4;
+const SETTERS_POD: usize = 2;
+
+async fn open(settings: &Settings, netns: &Option<Arc<NsFile>>) -> Result<Opened, Error> {
+    let (rtnl, monitor, setter) = match netns {
+        None => sockets(SETTERS_OWN)?,
+        // Opened from a short-lived thread inside the pod's namespace,
+        // driven by this runtime: no thread per pod.
+        Some(ns) => {
+            let runtime = tokio::runtime::Handle::current();
+            ns.run(move || {
+                let _entered = runtime.enter();
+                sockets(SETTERS_POD)
+            })??
+        }
+    };
+    let client = RtnlClient::new(
+        rtnl,
+        setter,
+        NetnsResolver::new(settings.netns_dirs.clone()),
+    );
     let source = match settings.mtu {
         MtuSetting::Fixed(n) => {
             let ipv6 = matches!(client.outer_mtu().await, Ok(o) if o.ipv6.is_some());
@@ -106,6 +150,7 @@ async fn open(settings: &Settings) -> Result<Opened, Error> {
         settings.mss_backend,
         settings.mss_keep_on_exit,
         reports,
+        netns.clone(),
     )
     .map_err(|e| Error::BadInput(e.to_string()))?;
     Ok(Opened {
@@ -146,7 +191,7 @@ impl Prepared {
                 () = tokio::time::sleep(delay) => {}
                 () = shutdown.as_mut() => return,
             }
-            match open(&settings).await {
+            match open(&settings, &setup.netns).await {
                 Ok(o) => opened = Some(o),
                 Err(e) => {
                     error!(error = %e, retry_in_ms = delay.as_millis() as u64, "cannot start enforcement")
@@ -180,7 +225,14 @@ async fn run_once(
         mss,
         mut mss_reports,
     } = opened;
-    let mut enforcer = Enforcer::new(client, settings, source, mss, setup.metrics.clone());
+    let mut enforcer = Enforcer::new(
+        client,
+        settings,
+        source,
+        mss,
+        setup.metrics.clone(),
+        setup.mss_when_docker,
+    );
     enforcer.start().await?;
     let _not_ready_after = NotReadyAfter(&setup.ready);
     setup.ready.send_replace(true);

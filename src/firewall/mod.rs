@@ -13,6 +13,8 @@ use std::sync::Arc;
 
 use tokio::sync::mpsc;
 
+use crate::netlink::NsFile;
+
 pub use iptables::Iptables;
 pub use nftables::Nftables;
 
@@ -149,7 +151,10 @@ pub fn select_backend(choice: BackendChoice) -> Result<Box<dyn MssBackend>, Fire
 
 /// Whether dockerd (or anything) uses the legacy iptables in this namespace.
 pub fn legacy_in_use() -> bool {
-    let tables = std::fs::read_to_string("/proc/net/ip_tables_names").unwrap_or_default();
+    // thread-self: the namespace of the thread asking (a node agent's
+    // helper thread inside a pod), not the process's.
+    let tables =
+        std::fs::read_to_string("/proc/thread-self/net/ip_tables_names").unwrap_or_default();
     if !tables.trim().is_empty() {
         return true;
     }
@@ -192,7 +197,7 @@ pub(crate) fn run_with_input(
 
 /// Whether this namespace has IPv6 at all.
 pub(crate) fn ipv6_enabled() -> bool {
-    std::path::Path::new("/proc/net/if_inet6").exists()
+    std::path::Path::new("/proc/thread-self/net/if_inet6").exists()
 }
 
 /// The MSS rules as the enforcement loop drives them: `ensure` at start,
@@ -211,6 +216,23 @@ pub struct MssClamp {
     /// An `ensure` is under way; a second one is not started beside it.
     busy: Arc<AtomicBool>,
     reports: mpsc::UnboundedSender<EnsureReport>,
+    /// The namespace the rules belong in, when it is not ours (`node`):
+    /// every tool runs from a thread inside it.
+    netns: Option<Arc<NsFile>>,
+}
+
+/// Runs `f` inside `netns` (on a short-lived thread there), or here.
+fn within<T: Send>(
+    netns: &Option<Arc<NsFile>>,
+    f: impl FnOnce() -> Result<T, FirewallError> + Send,
+) -> Result<T, FirewallError> {
+    match netns {
+        None => f(),
+        Some(ns) => ns.run(f).map_err(|e| FirewallError::Spawn {
+            tool: "a thread in the pod's network namespace".into(),
+            source: Arc::new(std::io::Error::other(e.to_string())),
+        })?,
+    }
 }
 
 impl MssClamp {
@@ -222,8 +244,9 @@ impl MssClamp {
         choice: BackendChoice,
         keep_on_exit: bool,
         reports: mpsc::UnboundedSender<EnsureReport>,
+        netns: Option<Arc<NsFile>>,
     ) -> Result<Option<MssClamp>, FirewallError> {
-        let backend = match select_backend(choice) {
+        let backend = match within(&netns, || select_backend(choice)) {
             Ok(b) => b,
             Err(_) if mode == MssMode::Off => return Ok(None),
             Err(e) => return Err(e),
@@ -235,6 +258,7 @@ impl MssClamp {
             keep_on_exit,
             busy: Arc::new(AtomicBool::new(false)),
             reports,
+            netns,
         }))
     }
 
@@ -277,15 +301,26 @@ impl MssClamp {
             return;
         }
         let (slot, mode, busy) = (self.backend.clone(), self.mode, self.busy.clone());
-        let reports = self.reports.clone();
+        let (reports, netns) = (self.reports.clone(), self.netns.clone());
         tokio::task::spawn_blocking(move || {
-            let switched = if reselect {
-                follow_dockerd(&slot)
-            } else {
-                None
+            let ensure = || {
+                let switched = if reselect {
+                    follow_dockerd(&slot)
+                } else {
+                    None
+                };
+                let mut report = current(&slot).ensure(mode);
+                report.switched = switched;
+                Ok(report)
             };
-            let mut report = current(&slot).ensure(mode);
-            report.switched = switched;
+            let report = within(&netns, ensure).unwrap_or_else(|e| EnsureReport {
+                families: current(&slot)
+                    .families()
+                    .into_iter()
+                    .map(|f| (f, Err(e.clone())))
+                    .collect(),
+                switched: None,
+            });
             busy.store(false, Ordering::Release);
             let _ = reports.send(report);
         });
@@ -302,9 +337,9 @@ impl MssClamp {
         if self.keep_on_exit {
             return None;
         }
-        let backend = self.current();
+        let (backend, netns) = (self.current(), self.netns.clone());
         Some(
-            match tokio::task::spawn_blocking(move || backend.remove()).await {
+            match tokio::task::spawn_blocking(move || within(&netns, || backend.remove())).await {
                 Ok(r) => r,
                 Err(e) => Err(FirewallError::Spawn {
                     tool: "the MSS clamping task".into(),

@@ -18,23 +18,30 @@ use super::{
 };
 use futures::StreamExt;
 
-/// A request socket in the namespace where it was opened.
+/// A request socket in the namespace where it was opened. The socket
+/// closes when the last clone is dropped (an open socket would keep a
+/// deleted namespace alive).
 #[derive(Clone)]
 pub struct Rtnl {
     handle: Handle,
+    _conn: std::sync::Arc<crate::AbortOnDrop>,
 }
 
 impl Rtnl {
     /// Opens a socket in the calling thread's network namespace and drives it
-    /// on the current tokio runtime.
+    /// on the current tokio runtime (entered, when the thread is not one of
+    /// its own).
     pub fn connect() -> Result<Rtnl, NetlinkError> {
         let (conn, handle, _) =
             rtnetlink::new_connection().map_err(|source| NetlinkError::Socket {
                 context: String::new(),
                 source,
             })?;
-        tokio::spawn(conn);
-        Ok(Rtnl { handle })
+        let conn = std::sync::Arc::new(crate::AbortOnDrop(tokio::spawn(conn)));
+        Ok(Rtnl {
+            handle,
+            _conn: conn,
+        })
     }
 
     /// The underlying rtnetlink handle, for requests this type does not wrap.
@@ -178,14 +185,13 @@ pub struct RtnlClient {
 }
 
 impl RtnlClient {
-    /// Opens the MTU setter's sockets in the calling thread's namespace,
-    /// which must be `rtnl`'s.
-    pub fn new(rtnl: Rtnl, resolver: NetnsResolver) -> Result<RtnlClient, NetlinkError> {
-        Ok(RtnlClient {
+    /// `rtnl` and `setter` must have been opened in the same namespace.
+    pub fn new(rtnl: Rtnl, setter: MtuSetter, resolver: NetnsResolver) -> RtnlClient {
+        RtnlClient {
             rtnl,
-            setter: MtuSetter::new()?,
+            setter,
             resolver: Mutex::new(resolver),
-        })
+        }
     }
 
     pub fn rtnl(&self) -> &Rtnl {

@@ -14,7 +14,7 @@ use std::future::Future;
 pub use client::{Rtnl, RtnlClient};
 pub use link::{Link, LinkKind, PeerRef};
 pub use monitor::{NetEvent, NetMonitor};
-pub use netns::{in_netns, NetnsResolver};
+pub use netns::{in_netns, NetnsResolver, NsFile};
 pub use setter::MtuSetter;
 
 /// Errors of netlink requests, each naming the object it concerns.

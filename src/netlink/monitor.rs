@@ -27,8 +27,10 @@ pub enum NetEvent {
     Overrun,
 }
 
+/// The subscription's socket closes when this is dropped.
 pub struct NetMonitor {
     messages: UnboundedReceiver<(NetlinkMessage<RouteNetlinkMessage>, SocketAddr)>,
+    _conn: crate::AbortOnDrop,
 }
 
 impl NetMonitor {
@@ -51,8 +53,10 @@ impl NetMonitor {
             .socket_mut()
             .socket_mut()
             .set_rx_buf_sz(RECV_BUFFER_BYTES);
-        tokio::spawn(conn);
-        Ok(NetMonitor { messages })
+        Ok(NetMonitor {
+            messages,
+            _conn: crate::AbortOnDrop(tokio::spawn(conn)),
+        })
     }
 
     /// The next event; `None` when the socket closed.

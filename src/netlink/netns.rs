@@ -120,6 +120,40 @@ fn proc_candidates() -> Vec<PathBuf> {
         .collect()
 }
 
+/// A network namespace other than ours that enforcement works in
+/// (`node`): its file, open, and a name for logs and metrics.
+pub struct NsFile {
+    pub file: File,
+    pub label: String,
+}
+
+impl NsFile {
+    /// Runs `f` on a short-lived thread inside this namespace, and waits
+    /// for it. Sockets `f` opens belong to the namespace for good; entered
+    /// into a runtime's handle, they are then driven by that runtime's
+    /// workers, and the thread is gone.
+    pub fn run<T: Send>(&self, f: impl FnOnce() -> T + Send) -> Result<T, NetlinkError> {
+        let err = |message: String| NetlinkError::Netns {
+            path: self.label.clone(),
+            message,
+        };
+        std::thread::scope(|scope| {
+            let thread = std::thread::Builder::new()
+                .name("mtuvisor-netns".into())
+                .spawn_scoped(scope, || {
+                    setns(self.file.as_fd(), CloneFlags::CLONE_NEWNET)
+                        .map_err(|e| format!("cannot enter it: {e}"))?;
+                    Ok(f())
+                })
+                .map_err(|e| err(format!("cannot spawn a thread to enter it: {e}")))?;
+            thread
+                .join()
+                .map_err(|_| err("the thread working in it panicked".into()))?
+                .map_err(err)
+        })
+    }
+}
+
 /// Runs `f` with a netlink socket opened inside the namespace `ns`.
 ///
 /// `setns` changes the calling thread for good, so it happens on a fresh OS

@@ -8,10 +8,11 @@
 //! the other, each waiting its own turn. Here each request goes to an idle
 //! worker with a blocking socket of its own, so the two ends of a new veth
 //! wait for the lock side by side and the event loop keeps reading
-//! notifications meanwhile.
+//! notifications meanwhile. The workers are the process's; the sockets are
+//! each namespace's (`node` enforces in many).
 
 use std::io;
-use std::sync::{mpsc, Arc, Mutex};
+use std::sync::{mpsc, Arc, Condvar, Mutex, OnceLock};
 use std::thread;
 
 use netlink_packet_core::{ErrorMessage, NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_REQUEST};
@@ -22,12 +23,15 @@ use tokio::sync::oneshot;
 
 use super::NetlinkError;
 
-/// Requests that may wait for RTNL at the same time.
+/// Requests that may wait for RTNL at the same time, in the whole process:
+/// the worker threads are shared by every namespace enforced in (`node`),
+/// so they do not grow with pods.
 const WORKERS: usize = 4;
 
 struct Job {
     ifindex: u32,
     mtu: u32,
+    sockets: Arc<Sockets>,
     reply: oneshot::Sender<Result<(), Failure>>,
 }
 
@@ -37,32 +41,90 @@ enum Failure {
     Nack(ErrorMessage),
 }
 
-/// A pool of threads that set MTUs in the namespace it was created in.
-/// Dropping it ends the workers once their current request is answered.
+/// One namespace's blocking sockets; a worker borrows an idle one for a
+/// request. They close when the namespace's setter and its last request
+/// are gone.
+struct Sockets {
+    idle: Mutex<Vec<(Socket, u32)>>,
+    returned: Condvar,
+}
+
+impl Sockets {
+    fn take(&self) -> (Socket, u32) {
+        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        loop {
+            if let Some(s) = idle.pop() {
+                return s;
+            }
+            idle = self.returned.wait(idle).unwrap_or_else(|e| e.into_inner());
+        }
+    }
+
+    fn give_back(&self, socket: (Socket, u32)) {
+        self.idle
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(socket);
+        self.returned.notify_one();
+    }
+}
+
+/// The process's workers, started on first use.
+fn workers() -> Result<&'static Mutex<mpsc::Sender<Job>>, NetlinkError> {
+    static JOBS: OnceLock<Mutex<mpsc::Sender<Job>>> = OnceLock::new();
+    if let Some(jobs) = JOBS.get() {
+        return Ok(jobs);
+    }
+    let (tx, rx) = mpsc::channel::<Job>();
+    let rx = Arc::new(Mutex::new(rx));
+    for n in 0..WORKERS {
+        let rx = Arc::clone(&rx);
+        thread::Builder::new()
+            .name(format!("mtu-set-{n}"))
+            .spawn(move || {
+                // A thread starts in its creator's namespace, which may be a
+                // pod's (`node` opens sockets from threads inside pods): a
+                // worker there would keep that namespace alive for good.
+                // The workers need none (the sockets carry theirs), so
+                // they live in the process's own.
+                if let Ok(own) = std::fs::File::open("/proc/self/ns/net") {
+                    let _ = nix::sched::setns(&own, nix::sched::CloneFlags::CLONE_NEWNET);
+                }
+                work(&rx)
+            })
+            .map_err(|source| NetlinkError::Socket {
+                context: " for MTU changes (its thread did not start)".into(),
+                source,
+            })?;
+    }
+    Ok(JOBS.get_or_init(|| Mutex::new(tx)))
+}
+
+/// Sets MTUs in the namespace it was created in, through the process's
+/// shared workers.
 pub struct MtuSetter {
-    jobs: mpsc::Sender<Job>,
+    sockets: Arc<Sockets>,
 }
 
 impl MtuSetter {
-    /// Opens the workers' sockets in the calling thread's network namespace.
-    pub fn new() -> Result<MtuSetter, NetlinkError> {
-        let (tx, rx) = mpsc::channel::<Job>();
-        let rx = Arc::new(Mutex::new(rx));
-        for n in 0..WORKERS {
+    /// Opens `count` sockets (the requests that may wait for RTNL at once
+    /// in this namespace) in the calling thread's network namespace.
+    pub fn new(count: usize) -> Result<MtuSetter, NetlinkError> {
+        workers()?;
+        let mut idle = Vec::with_capacity(count);
+        for _ in 0..count.max(1) {
             let socket = open().map_err(|source| NetlinkError::Socket {
                 context: " for MTU changes".into(),
                 source,
             })?;
-            let rx = Arc::clone(&rx);
-            thread::Builder::new()
-                .name(format!("mtu-set-{n}"))
-                .spawn(move || work(&socket, &rx))
-                .map_err(|source| NetlinkError::Socket {
-                    context: " for MTU changes (its thread did not start)".into(),
-                    source,
-                })?;
+            idle.push((socket, 0));
         }
-        Ok(MtuSetter { jobs: tx })
+        Ok(MtuSetter {
+            sockets: Arc::new(Sockets {
+                idle: Mutex::new(idle),
+                returned: Condvar::new(),
+            }),
+        })
     }
 
     /// Sets the MTU of link `ifindex` (named `name`, for errors).
@@ -72,13 +134,14 @@ impl MtuSetter {
             context: " for MTU changes".into(),
             source: io::Error::other("its worker threads are gone"),
         };
-        self.jobs
-            .send(Job {
-                ifindex,
-                mtu,
-                reply,
-            })
-            .map_err(|_| gone())?;
+        let jobs = workers()?.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        jobs.send(Job {
+            ifindex,
+            mtu,
+            sockets: self.sockets.clone(),
+            reply,
+        })
+        .map_err(|_| gone())?;
         match done.await.map_err(|_| gone())? {
             Ok(()) => Ok(()),
             Err(Failure::Nack(e)) => Err(super::set_mtu_failed(
@@ -102,8 +165,7 @@ fn open() -> io::Result<Socket> {
     Ok(socket)
 }
 
-fn work(socket: &Socket, jobs: &Mutex<mpsc::Receiver<Job>>) {
-    let mut seq = 0u32;
+fn work(jobs: &Mutex<mpsc::Receiver<Job>>) {
     loop {
         // Holding the lock only while taking a job lets idle workers queue.
         let job = match jobs.lock() {
@@ -111,8 +173,10 @@ fn work(socket: &Socket, jobs: &Mutex<mpsc::Receiver<Job>>) {
             Err(_) => return,
         };
         let Ok(job) = job else { return };
-        seq = seq.wrapping_add(1);
-        let result = set_mtu(socket, seq, job.ifindex, job.mtu);
+        let (socket, seq) = job.sockets.take();
+        let seq = seq.wrapping_add(1);
+        let result = set_mtu(&socket, seq, job.ifindex, job.mtu);
+        job.sockets.give_back((socket, seq));
         let _ = job.reply.send(result);
     }
 }

@@ -136,6 +136,12 @@ impl Lab {
         }
     }
 
+    /// Deletes one of this lab's namespaces now (a pod going away).
+    pub fn delete_netns(&mut self, full: &str) {
+        sh(&["ip", "netns", "del", full]);
+        self.namespaces.retain(|n| n != full);
+    }
+
     pub fn temp_file(&mut self, name: &str, contents: &str) -> PathBuf {
         let path = std::env::temp_dir().join(format!("{}-{name}", self.prefix));
         File::create(&path)

@@ -1,6 +1,7 @@
 //! Test harness of mtuvisor's integration tests and benchmarks, by
 //! purpose: the namespace lab, the binary and how to run it, real dockerd
-//! daemons, the PMTU black-hole lab, timing instruments, and HTTP scrapes.
+//! daemons, the PMTU black-hole lab, a simulated Kubernetes node, timing
+//! instruments, and HTTP scrapes.
 //! A crate of its own (dev-only) so that each test uses what it needs and
 //! nothing is compiled as dead code.
 
@@ -8,6 +9,7 @@ pub mod blackhole;
 pub mod dockerd;
 pub mod http;
 pub mod lab;
+pub mod node;
 pub mod process;
 pub mod series;
 

@@ -1,0 +1,206 @@
+//! `mtuvisor node`: one agent per node (a DaemonSet) that enforces in every
+//! pod network namespace it finds, with no change to any pipeline.
+//!
+//! [`discovery`] reports namespaces as they appear and go. Each gets the
+//! same enforcement `watch` runs ([`crate::enforce`]), with that
+//! namespace's own outer MTU as target and MSS rules that wait for a Docker
+//! bridge: a pod without Docker costs two netlink sockets and is never
+//! changed. Sockets are opened from a short-lived thread inside the
+//! namespace and served by this process's one runtime thread, so threads
+//! do not grow with pods. A namespace that goes away has its task, sockets
+//! and file dropped at once (an open socket would keep it alive in the
+//! kernel).
+
+pub mod discovery;
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{mpsc, watch};
+use tracing::{info, warn};
+
+use crate::backoff::Backoff;
+use crate::config::Settings;
+use crate::enforce::{self, Setup};
+use crate::logging::RepeatedFailure;
+use crate::metrics::{Metrics, NodeMetrics, Registry};
+use crate::netlink::NsFile;
+use discovery::{Found, NsId};
+
+/// On the agent's clean stop, each enforcer gets this long to remove its
+/// MSS rules.
+const STOP_WAIT: Duration = Duration::from_secs(10);
+/// Preparing in a namespace that has no default route yet: tried again
+/// after 10 ms, doubling to 2 s; a failure is logged only when it lasts.
+const PREPARE_FIRST: Duration = Duration::from_millis(10);
+const PREPARE_MAX: Duration = Duration::from_secs(2);
+const PREPARE_QUIET: Duration = Duration::from_secs(10);
+/// After pods go, the allocator's free memory is given back this much
+/// later (once per burst of deletions).
+const TRIM_AFTER: Duration = Duration::from_secs(1);
+
+/// One pod namespace under enforcement.
+struct Pod {
+    label: String,
+    stop: watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+    metrics: Arc<Metrics>,
+}
+
+/// Runs the agent until `shutdown` completes: discovery, an enforcer per
+/// namespace, and a clean stop of each at the end.
+pub async fn run(
+    settings: Settings,
+    registry: Arc<Registry>,
+    node: Arc<NodeMetrics>,
+    shutdown: impl Future<Output = ()>,
+) -> std::io::Result<()> {
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let config = discovery::Config {
+        dirs: settings.netns_dirs.clone(),
+        include: settings.netns_include.clone(),
+        proc_scan: settings.proc_scan,
+        include_host: settings.include_host,
+    };
+    let mut discovering = tokio::spawn(discovery::run(config, tx));
+    node.set_ready(true);
+    info!(
+        dirs = %settings.netns_dirs.iter().map(|d| d.display().to_string()).collect::<Vec<_>>().join(","),
+        include = %settings.netns_include.join(","),
+        proc_scan = ?settings.proc_scan,
+        include_host = settings.include_host,
+        "looking for pod network namespaces"
+    );
+    let mut pods: HashMap<NsId, Pod> = HashMap::new();
+    let mut trim_at: Option<tokio::time::Instant> = None;
+    tokio::pin!(shutdown);
+    let result = loop {
+        let trim =
+            trim_at.unwrap_or_else(|| tokio::time::Instant::now() + Duration::from_secs(3600));
+        tokio::select! {
+            () = shutdown.as_mut() => break Ok(()),
+            () = tokio::time::sleep_until(trim), if trim_at.is_some() => {
+                trim_at = None;
+                give_back_memory();
+            }
+            ended = &mut discovering => {
+                break match ended {
+                    Ok(Ok(())) => Ok(()),
+                    Ok(Err(e)) => Err(e),
+                    Err(e) => Err(std::io::Error::other(e.to_string())),
+                };
+            }
+            Some(found) = rx.recv() => match found {
+                Found::Appeared { id, file, label, seen } => {
+                    let pod = start(&settings, &registry, &node, file, label, seen);
+                    pods.insert(id, pod);
+                    node.set_watched(pods.len());
+                }
+                Found::Gone { id } => {
+                    if let Some(pod) = pods.remove(&id) {
+                        // The namespace is gone: nothing to clean up in it,
+                        // and everything that refers to it must go now.
+                        pod.task.abort();
+                        registry.remove(&pod.metrics);
+                        info!(netns = %pod.label, "network namespace gone; stopped enforcing there");
+                        trim_at.get_or_insert(tokio::time::Instant::now() + TRIM_AFTER);
+                    }
+                    node.set_watched(pods.len());
+                }
+            }
+        }
+    };
+    node.set_ready(false);
+    discovering.abort();
+    // A clean stop: each enforcer removes its MSS rules.
+    for pod in pods.values() {
+        let _ = pod.stop.send(true);
+    }
+    let deadline = tokio::time::Instant::now() + STOP_WAIT;
+    for (_, pod) in pods.drain() {
+        if tokio::time::timeout_at(deadline, pod.task).await.is_err() {
+            warn!(netns = %pod.label, "enforcement did not stop in time");
+        }
+    }
+    result
+}
+
+fn start(
+    settings: &Settings,
+    registry: &Arc<Registry>,
+    node: &Arc<NodeMetrics>,
+    file: std::fs::File,
+    label: String,
+    seen: tokio::time::Instant,
+) -> Pod {
+    let (ready, ready_rx) = watch::channel(false);
+    let metrics = registry.add(&[("netns", &label)], ready_rx.clone());
+    let (stop, mut stop_rx) = watch::channel(false);
+    let ns = Arc::new(NsFile {
+        file,
+        label: label.clone(),
+    });
+    let setup = Setup {
+        docker_socket: None,
+        metrics: metrics.clone(),
+        ready,
+        dockerd: None,
+        netns: Some(ns),
+        mss_when_docker: true,
+    };
+    let (settings, node, task_label) = (settings.clone(), node.clone(), label.clone());
+    let task = tokio::spawn(async move {
+        // A namespace is found as soon as its file exists, before the CNI
+        // plugin has given it an eth0 and a default route: until then
+        // there is no outer MTU, and preparing is tried again.
+        let mut backoff = Backoff::new(PREPARE_FIRST, PREPARE_MAX, PREPARE_MAX);
+        let mut failing = RepeatedFailure::default();
+        let began = tokio::time::Instant::now();
+        let mut setup = Some(setup);
+        let prepared = loop {
+            let attempt = setup.take().expect("set before each attempt");
+            match enforce::prepare_again(settings.clone(), attempt).await {
+                Ok(p) => break p,
+                Err((e, back)) => {
+                    setup = Some(back);
+                    if began.elapsed() >= PREPARE_QUIET {
+                        failing.failed(
+                            &format!("cannot enforce in network namespace {task_label} yet"),
+                            &e,
+                        );
+                    }
+                    tokio::select! {
+                        () = tokio::time::sleep(backoff.next_delay()) => {}
+                        _ = stop_rx.wait_for(|s| *s) => return,
+                    }
+                }
+            }
+        };
+        node.observe_discovery(seen.elapsed());
+        info!(netns = %task_label, target_mtu = prepared.target(), "enforcing in a pod network namespace");
+        prepared
+            .run(async move {
+                let _ = stop_rx.wait_for(|s| *s).await;
+            })
+            .await;
+    });
+    Pod {
+        label,
+        stop,
+        task,
+        metrics,
+    }
+}
+
+/// Returns the heap's free pages to the kernel. A node agent lives for
+/// months while pods come and go by the thousand; without this, its
+/// resident set would stay at its largest.
+fn give_back_memory() {
+    // SAFETY: malloc_trim only walks and shrinks glibc's own heap.
+    #[cfg(target_env = "gnu")]
+    unsafe {
+        nix::libc::malloc_trim(0);
+    }
+}

@@ -1,0 +1,455 @@
+//! `mtuvisor node` on a simulated Kubernetes node (testkit/src/node.rs):
+//! pod namespaces made as a CNI plugin makes them, the agent in the node's
+//! namespace, discovery by the pods' files in /run/netns (inotify), and
+//! real links, veths and firewall rules in each pod.
+
+use testkit as common;
+
+use std::time::{Duration, Instant};
+
+use common::node::{mangle_rules, snapshot, NodeLab};
+use common::{docker_style_veth, eventually, ip, mtu, privileged};
+
+/// One test at a time: the churn test counts the kernel's network
+/// namespaces, which a test beside it would change.
+static ONE: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn one() -> std::sync::MutexGuard<'static, ()> {
+    ONE.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// What Docker makes in a pod: a bridge with `containers` veths whose far
+/// ends are the `eth0` of container namespaces (`<prefix>-c<pod><n>`).
+fn docker_in(
+    lab: &mut NodeLab,
+    pod: &str,
+    bridge: &str,
+    tag: &str,
+    containers: usize,
+) -> Vec<String> {
+    ip(pod, &["link", "add", bridge, "type", "bridge"]);
+    ip(pod, &["link", "set", bridge, "up"]);
+    (0..containers)
+        .map(|i| {
+            let c = lab.lab.netns(&format!("c{tag}{i}"));
+            docker_style_veth(pod, bridge, &format!("veth{tag}{i}"), &c);
+            c
+        })
+        .collect()
+}
+
+/// Every Docker link of a pod and its containers' `eth0` at `want`.
+fn all_at(pod: &str, bridge: &str, tag: &str, containers: &[String], want: u32) -> bool {
+    mtu(pod, bridge) == want
+        && containers
+            .iter()
+            .enumerate()
+            .all(|(i, c)| mtu(pod, &format!("veth{tag}{i}")) == want && mtu(c, "eth0") == want)
+}
+
+#[test]
+fn agent_first_then_pods_each_at_its_own_mtu() {
+    if !privileged("agent_first_then_pods_each_at_its_own_mtu") {
+        return;
+    }
+    let _one = one();
+    let mut n = NodeLab::new("nfirst");
+    let node_before = snapshot(&n.node);
+    let agent = n.agent(&[]);
+
+    let a = n.pod("a", 1450);
+    let b = n.pod("b", 1400);
+    // A pod without Docker: bridges of other names, and a macvlan.
+    let plain = n.pod("plain", 1450);
+    for br in ["cni0", "lxcbr0"] {
+        ip(&plain, &["link", "add", br, "type", "bridge"]);
+        ip(&plain, &["link", "set", br, "up"]);
+    }
+    ip(
+        &plain,
+        &[
+            "link", "add", "mv0", "link", "eth0", "type", "macvlan", "mode", "bridge",
+        ],
+    );
+    let plain_before = snapshot(&plain);
+
+    let ca = docker_in(&mut n, &a, "docker0", "a", 3);
+    let cb = docker_in(&mut n, &b, "br-0123456789ab", "b", 3);
+    let t = Instant::now();
+    let settled = eventually(Duration::from_secs(10), || {
+        all_at(&a, "docker0", "a", &ca, 1450) && all_at(&b, "br-0123456789ab", "b", &cb, 1400)
+    });
+    assert!(
+        settled,
+        "each pod at its own eth0's MTU; log:\n{}",
+        n.tail()
+    );
+    eprintln!(
+        "pods created after the agent: at target {:?} after the last veth",
+        t.elapsed()
+    );
+
+    // MSS rules where Docker is, nowhere else.
+    let has_rules = |ns: &str| mangle_rules(ns).contains("MTUVISOR-MSS");
+    assert!(
+        eventually(Duration::from_secs(10), || has_rules(&a) && has_rules(&b)),
+        "MSS rules in both DinD pods; log:\n{}",
+        n.tail()
+    );
+    assert!(!has_rules(&plain), "no MSS rules in the pod without Docker");
+    assert!(!has_rules(&n.node), "no MSS rules in the node's namespace");
+
+    // Lowering one pod's eth0 moves that pod only.
+    ip(&b, &["link", "set", "eth0", "mtu", "1380"]);
+    assert!(
+        eventually(Duration::from_secs(10), || all_at(
+            &b,
+            "br-0123456789ab",
+            "b",
+            &cb,
+            1380
+        )),
+        "pod b follows its eth0 to 1380; log:\n{}",
+        n.tail()
+    );
+    assert!(all_at(&a, "docker0", "a", &ca, 1450), "pod a stays at 1450");
+
+    let m = n.metrics();
+    for (series, want) in [
+        ("mtuvisor_node_namespaces{state=\"watched\"}", 3.0),
+        ("mtuvisor_node_namespaces{state=\"enforcing\"}", 2.0),
+    ] {
+        assert_eq!(n.sample(series), Some(want), "{series} in:\n{m}");
+    }
+    assert!(
+        m.contains(&format!("mtuvisor_target_mtu{{netns=\"{b}\"}} 1380")),
+        "{m}"
+    );
+    assert!(
+        m.contains(&format!("mtuvisor_target_mtu{{netns=\"{a}\"}} 1450")),
+        "{m}"
+    );
+
+    // Nothing of the plain pod or of the node was changed, link by link.
+    assert_eq!(snapshot(&plain), plain_before, "the pod without Docker");
+    let node_after: Vec<_> = snapshot(&n.node)
+        .into_iter()
+        .filter(|(name, _)| !name.starts_with("vp"))
+        .collect();
+    assert_eq!(node_after, node_before, "the node's own links");
+
+    // A clean stop removes the MSS rules from every pod.
+    let status = n.lab.stop(agent, Duration::from_secs(15));
+    assert!(status.success(), "agent exit status {status:?}");
+    assert!(
+        !has_rules(&a) && !has_rules(&b),
+        "rules removed on a clean stop"
+    );
+}
+
+#[test]
+fn agent_after_pods_with_running_containers() {
+    if !privileged("agent_after_pods_with_running_containers") {
+        return;
+    }
+    let _one = one();
+    let mut n = NodeLab::new("nafter");
+    let a = n.pod("a", 1450);
+    let b = n.pod("b", 1420);
+    let ca = docker_in(&mut n, &a, "docker0", "a", 4);
+    let cb = docker_in(&mut n, &b, "br-00000000beef", "b", 4);
+    assert!(all_at(&a, "docker0", "a", &ca, 1500), "set-up at 1500");
+
+    let t = Instant::now();
+    n.agent(&[]);
+    let settled = eventually(Duration::from_secs(10), || {
+        all_at(&a, "docker0", "a", &ca, 1450) && all_at(&b, "br-00000000beef", "b", &cb, 1420)
+    });
+    let took = t.elapsed();
+    assert!(settled, "existing links at target; log:\n{}", n.tail());
+    eprintln!("agent started after the pods: every link at target {took:?} after its start");
+}
+
+/// What the agent holds, from /proc.
+struct Held {
+    fds: usize,
+    /// Anonymous memory (heap, stacks), kB: what a leak grows. The
+    /// binary's own pages, read in as code first runs, are file-backed,
+    /// shared and reclaimable: `rss_kb` has everything.
+    anon_kb: u64,
+    rss_kb: u64,
+    threads: usize,
+}
+
+fn held(pid: i32) -> Held {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let kb = |field: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(field))
+            .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
+            .unwrap()
+    };
+    let count = |dir: &str| {
+        std::fs::read_dir(format!("/proc/{pid}/{dir}"))
+            .unwrap()
+            .count()
+    };
+    Held {
+        fds: count("fd"),
+        anon_kb: kb("RssAnon:"),
+        rss_kb: kb("VmRSS:"),
+        threads: count("task"),
+    }
+}
+
+impl std::fmt::Display for Held {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} fds, {} kB anonymous ({} kB RSS), {} threads",
+            self.fds, self.anon_kb, self.rss_kb, self.threads
+        )
+    }
+}
+
+/// 200 pods (a Docker-named bridge and three veths each, no dockerd)
+/// created, enforced in, and deleted, three times: fds and threads back
+/// where they were each time, no thread left in a pod's namespace, and
+/// memory that does not grow from round to round (the first round sets
+/// the allocator's high-water mark).
+#[test]
+fn deleted_pods_leave_nothing_behind() {
+    if !privileged("deleted_pods_leave_nothing_behind") {
+        return;
+    }
+    let _one = one();
+    const PODS: usize = 200;
+    const MAX_THREADS: usize = 11;
+    const ROUNDS: usize = 3;
+    let mut n = NodeLab::new("nchurn");
+    let agent = n.agent(&[]);
+    let pid = n.lab.pid(agent);
+    let watched = "mtuvisor_node_namespaces{state=\"watched\"}";
+    let start = held(pid);
+    let mut afters: Vec<Held> = Vec::new();
+    for round in 1..=ROUNDS {
+        let before = held(pid);
+        let mut pods = Vec::new();
+        for i in 0..PODS {
+            let (p, bridge) = n.docker_pod(&format!("{round}x{i}"), i);
+            pods.push((p, bridge));
+        }
+        assert!(
+            eventually(Duration::from_secs(30), || n.sample(watched)
+                == Some(PODS as f64)),
+            "all {PODS} pods watched; log:\n{}",
+            n.tail()
+        );
+        assert!(
+            eventually(Duration::from_secs(30), || pods
+                .iter()
+                .all(|(p, br)| mtu(p, br) == 1450)),
+            "every pod's bridge clamped"
+        );
+        let full = held(pid);
+        for (p, _) in &pods {
+            n.lab.delete_netns(p);
+        }
+        let t = Instant::now();
+        assert!(
+            eventually(Duration::from_secs(10), || n.sample(watched) == Some(0.0)),
+            "every deleted pod dropped; log:\n{}",
+            n.tail()
+        );
+        let dropped = t.elapsed();
+        // Free heap pages go back a second after the last deletion.
+        std::thread::sleep(Duration::from_secs(2));
+        let after = held(pid);
+        eprintln!(
+            "round {round}: before {before}; at {PODS} pods {full}; \
+             after deleting them (all dropped {dropped:?} after the last deletion) {after}"
+        );
+        // The main thread, the reaper, 4 MTU-setter workers, at most 4
+        // for the firewall tools, and a short-lived one opening sockets.
+        assert!(
+            full.threads <= MAX_THREADS,
+            "threads do not grow with pods: {before} before, {full} at {PODS}"
+        );
+        assert!(
+            after.fds <= before.fds + before.fds / 10,
+            "fds back within 10 %: {before} before, {after} after"
+        );
+        afters.push(after);
+    }
+    eprintln!("from the start ({start}) to the end: {}", held(pid));
+    // A leak makes every round end higher than the one before; the heap's
+    // fragmentation moves the figure up and down by a few hundred kB. So:
+    // some later round ends within 10 % of where the first ended.
+    let first = &afters[0];
+    let best = afters[1..].iter().map(|h| h.anon_kb).min().unwrap();
+    assert!(
+        best <= first.anon_kb + first.anon_kb / 10,
+        "anonymous memory grows round after round: {} kB after round 1, then {:?} kB",
+        first.anon_kb,
+        afters[1..].iter().map(|h| h.anon_kb).collect::<Vec<_>>()
+    );
+    // What keeps a namespace alive from a process is an open file or
+    // socket (the fds above) or a thread inside it. (The kernel's own
+    // count, the net_namespace slab, is not exact under SLUB.)
+    let own = std::fs::read_link(format!("/proc/{pid}/ns/net"))
+        .unwrap()
+        .display()
+        .to_string();
+    assert_eq!(
+        namespaces_of_threads(pid),
+        std::collections::BTreeSet::from([own]),
+        "every thread of the agent in the node's namespace"
+    );
+}
+
+/// The network namespaces a process's threads are in.
+fn namespaces_of_threads(pid: i32) -> std::collections::BTreeSet<String> {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .flatten()
+        .filter_map(|t| std::fs::read_link(t.path().join("ns/net")).ok())
+        .map(|l| l.display().to_string())
+        .collect()
+}
+
+/// `mtuvisor node` in `node` (the namespace at the far end of the pod's
+/// eth0), for the one pod namespace `pod`, logging to `log`.
+fn agent_for(lab: &mut common::Lab, node: &str, pod: &str, log: &std::path::Path) -> usize {
+    let mut cmd = common::mtuvisor_in(node);
+    cmd.args(["node", "--proc-scan", "off", "--netns-include", pod])
+        .env("MTUVISOR_NETNS_DIRS", "/run/netns")
+        .env("MTUVISOR_LOG", "debug")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(log).unwrap());
+    lab.spawn(cmd)
+}
+
+/// A real dockerd in a pod, started after the agent, with no change to
+/// it: 50 containers started at once on a user-defined network, the
+/// default bridge and a `docker build` RUN step all read the pod's MTU at
+/// their first instruction.
+#[test]
+fn a_dockerd_in_a_pod_under_the_agent() {
+    if !common::dockerd::require_docker("a_dockerd_in_a_pod_under_the_agent") {
+        return;
+    }
+    let mut d = common::dockerd::DockerLab::new("ndind");
+    let log = d.dir.join("agent.log");
+    let (router, pod) = (d.router.clone(), d.pod.clone());
+    agent_for(&mut d.lab, &router, &pod, &log);
+    let enforcing = eventually(Duration::from_secs(10), || {
+        std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .contains("enforcing in a pod network namespace")
+    });
+    assert!(
+        enforcing,
+        "the agent found the pod: {}",
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
+    d.start_plain();
+    d.ready();
+    d.import_busybox();
+    d.docker_ok(&["network", "create", "ci"]);
+    common::dockerd::fifty_in_parallel(&d, "ci");
+    assert_eq!(d.first_instruction_mtu(None), "1450", "default bridge");
+    let ctx = d.dir.join("build");
+    std::fs::create_dir_all(&ctx).unwrap();
+    std::fs::write(
+        ctx.join("Dockerfile"),
+        format!(
+            "FROM {}\nRUN cat /sys/class/net/eth0/mtu > /mtu\n",
+            common::dockerd::IMAGE
+        ),
+    )
+    .unwrap();
+    d.docker_ok(&["build", "-t", "nodeprobe:build", ctx.to_str().unwrap()]);
+    assert_eq!(
+        d.docker_ok(&["run", "--rm", "nodeprobe:build", "cat", "/mtu"]),
+        "1450",
+        "a docker build RUN step"
+    );
+    assert!(
+        common::node::mangle_rules(&pod).contains("MTUVISOR-MSS"),
+        "MSS rules in the DinD pod"
+    );
+}
+
+/// Through the black-hole lab: from a pod under the agent, an inner
+/// container downloads 8 MB; without the agent the same download stalls
+/// (tests/pmtu_blackhole.rs shows the stall on the same lab).
+#[test]
+fn the_black_hole_is_closed_by_the_agent() {
+    if !common::dockerd::require_docker("the_black_hole_is_closed_by_the_agent") {
+        return;
+    }
+    let mut b = common::blackhole::BlackHole::new("nbh", 1450);
+    b.d.start_plain();
+    b.d.ready();
+    b.d.import_busybox();
+    let limit = Duration::from_secs(15);
+    assert_eq!(
+        b.fetch("bridge", &b.http_big(), limit),
+        None,
+        "without the agent, the download stalls"
+    );
+    let log = b.d.dir.join("agent.log");
+    let (router, pod) = (b.d.router.clone(), b.d.pod.clone());
+    agent_for(&mut b.d.lab, &router, &pod, &log);
+    assert!(
+        eventually(Duration::from_secs(10), || mtu(&pod, "docker0") == 1450),
+        "docker0 clamped: {}",
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
+    let took = b.fetch("bridge", &b.http_big(), limit);
+    assert!(
+        took.is_some(),
+        "with the agent, the 8 MB download completes: {}",
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
+    eprintln!("8 MB through the black hole under the agent: {took:?}");
+}
+
+/// Bad values for the agent: one line, exit 2, and no pod touched.
+#[test]
+fn bad_node_settings_are_refused_before_anything_is_touched() {
+    if !privileged("bad_node_settings_are_refused_before_anything_is_touched") {
+        return;
+    }
+    let _one = one();
+    let mut n = NodeLab::new("nbad");
+    let a = n.pod("a", 1450);
+    ip(&a, &["link", "add", "docker0", "type", "bridge"]);
+    for (args, env, mentions) in [
+        (
+            vec!["--proc-scan", "5ms"],
+            vec![],
+            vec!["proc_scan", "\"5ms\"", "100ms"],
+        ),
+        (
+            vec!["--include-host", "maybe"],
+            vec![],
+            vec!["include_host", "\"maybe\""],
+        ),
+        (
+            vec![],
+            vec![("MTUVISOR_NETNS_INCLUDE", ",")],
+            vec!["netns_include", "MTUVISOR_NETNS_INCLUDE"],
+        ),
+        (vec!["--mtu", "20"], vec![], vec!["mtu", "\"20\""]),
+    ] {
+        let include = n.include();
+        let mut all = vec!["node", "--netns-include", &include];
+        all.extend(args.iter().copied());
+        let out = common::run_mtuvisor(&n.node, &all, &env);
+        common::assert_rejected(&out, &mentions);
+    }
+    assert_eq!(mtu(&a, "docker0"), 1500, "no pod touched");
+    assert!(!mangle_rules(&a).contains("MTUVISOR"), "no rules written");
+}
