@@ -321,8 +321,19 @@ fn namespaces_of_threads(pid: i32) -> std::collections::BTreeSet<String> {
 /// `mtuvisor node` in `node` (the namespace at the far end of the pod's
 /// eth0), for the one pod namespace `pod`, logging to `log`.
 fn agent_for(lab: &mut common::Lab, node: &str, pod: &str, log: &std::path::Path) -> usize {
+    agent_for_with(lab, node, pod, log, &[])
+}
+
+fn agent_for_with(
+    lab: &mut common::Lab,
+    node: &str,
+    pod: &str,
+    log: &std::path::Path,
+    extra: &[&str],
+) -> usize {
     let mut cmd = common::mtuvisor_in(node);
     cmd.args(["node", "--proc-scan", "off", "--netns-include", pod])
+        .args(extra)
         .env("MTUVISOR_NETNS_DIRS", "/run/netns")
         .env("MTUVISOR_LOG", "debug")
         .stdout(std::process::Stdio::null())
@@ -359,22 +370,7 @@ fn a_dockerd_in_a_pod_under_the_agent() {
     d.docker_ok(&["network", "create", "ci"]);
     common::dockerd::fifty_in_parallel(&d, "ci");
     assert_eq!(d.first_instruction_mtu(None), "1450", "default bridge");
-    let ctx = d.dir.join("build");
-    std::fs::create_dir_all(&ctx).unwrap();
-    std::fs::write(
-        ctx.join("Dockerfile"),
-        format!(
-            "FROM {}\nRUN cat /sys/class/net/eth0/mtu > /mtu\n",
-            common::dockerd::IMAGE
-        ),
-    )
-    .unwrap();
-    d.docker_ok(&["build", "-t", "nodeprobe:build", ctx.to_str().unwrap()]);
-    assert_eq!(
-        d.docker_ok(&["run", "--rm", "nodeprobe:build", "cat", "/mtu"]),
-        "1450",
-        "a docker build RUN step"
-    );
+    assert_eq!(build_step_mtu(&d), "1450", "a docker build RUN step");
     assert!(
         common::node::mangle_rules(&pod).contains("MTUVISOR-MSS"),
         "MSS rules in the DinD pod"
@@ -452,4 +448,248 @@ fn bad_node_settings_are_refused_before_anything_is_touched() {
     }
     assert_eq!(mtu(&a, "docker0"), 1500, "no pod touched");
     assert!(!mangle_rules(&a).contains("MTUVISOR"), "no rules written");
+}
+
+/// MSS rule copies in `netns` as iptables-save lists them, IPv4 and IPv6
+/// summed: (rules in mtuvisor's chain, jumps to it).
+fn mss_copies(netns: &str) -> (usize, usize) {
+    let mut counts = (0, 0);
+    for tool in ["iptables-save", "ip6tables-save"] {
+        let out = std::process::Command::new("nsenter")
+            .arg(format!("--net=/run/netns/{netns}"))
+            .args([tool, "-t", "mangle"])
+            .output()
+            .expect(tool);
+        for line in String::from_utf8_lossy(&out.stdout).lines() {
+            if line.starts_with("-A MTUVISOR-MSS ") {
+                counts.0 += 1;
+            } else if line.starts_with("-A ") && line.ends_with("-j MTUVISOR-MSS") {
+                counts.1 += 1;
+            }
+        }
+    }
+    counts
+}
+
+/// A pod that runs `mtuvisor supervise` itself, under the agent too: one
+/// copy of the MSS rules and no MTU flapping while both run; when either
+/// stops and removes the rules, the other puts them back within its
+/// reconcile interval (1 s here).
+#[test]
+fn the_agent_and_supervise_in_one_pod() {
+    if !common::dockerd::require_docker("the_agent_and_supervise_in_one_pod") {
+        return;
+    }
+    const ONE_COPY: (usize, usize) = (2, 2);
+    let mut d = common::dockerd::DockerLab::new("ncoex");
+    d.start_supervised(&["--reconcile-interval", "1s"]);
+    d.ready();
+    let log = d.dir.join("agent.log");
+    let (router, pod) = (d.router.clone(), d.pod.clone());
+    let agent = agent_for_with(
+        &mut d.lab,
+        &router,
+        &pod,
+        &log,
+        &["--reconcile-interval", "1s"],
+    );
+    let agent_log = || std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(
+        eventually(Duration::from_secs(10), || agent_log()
+            .contains("enforcing in a pod network namespace")),
+        "the agent found the pod: {}",
+        agent_log()
+    );
+    d.import_busybox();
+    d.docker_ok(&["network", "create", "ci"]);
+    assert_eq!(d.first_instruction_mtu(Some("ci")), "1450");
+    assert!(
+        eventually(Duration::from_secs(5), || mss_copies(&pod) == ONE_COPY),
+        "one copy: {:?}",
+        mss_copies(&pod)
+    );
+    // Both at work for 3 s (three reconciles each): never two copies,
+    // never a link moved.
+    let sets = |text: &str| text.lines().filter(|l| l.contains("set MTU")).count();
+    let (agent_sets, supervise_sets) = (sets(&agent_log()), sets(&d.tail_all()));
+    let until = Instant::now() + Duration::from_secs(3);
+    while Instant::now() < until {
+        assert_eq!(
+            mss_copies(&pod),
+            ONE_COPY,
+            "exactly one copy while both run"
+        );
+        assert_eq!(mtu(&pod, "docker0"), 1450, "no flapping");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(
+        sets(&agent_log()),
+        agent_sets,
+        "the agent changed nothing more"
+    );
+    assert_eq!(
+        sets(&d.tail_all()),
+        supervise_sets,
+        "supervise changed nothing more"
+    );
+
+    // supervise stops (and removes the rules): the agent has them back.
+    assert_eq!(
+        d.stop_main(Duration::from_secs(30)).and_then(|s| s.code()),
+        Some(0)
+    );
+    let t = Instant::now();
+    assert!(
+        eventually(Duration::from_secs(3), || mss_copies(&pod) == ONE_COPY),
+        "the agent restores the rules: {:?}; {}",
+        mss_copies(&pod),
+        agent_log()
+    );
+    eprintln!(
+        "after supervise stopped: rules back {:?} later",
+        t.elapsed()
+    );
+
+    // The agent stops (and removes them): supervise has them back.
+    d.start_supervised(&["--reconcile-interval", "1s"]);
+    d.ready();
+    assert!(eventually(Duration::from_secs(5), || mss_copies(&pod) == ONE_COPY));
+    let status = d.lab.stop(agent, Duration::from_secs(15));
+    assert!(status.success(), "agent exit {status:?}");
+    let t = Instant::now();
+    assert!(
+        eventually(Duration::from_secs(3), || mss_copies(&pod) == ONE_COPY),
+        "supervise restores the rules: {:?}",
+        mss_copies(&pod)
+    );
+    eprintln!(
+        "after the agent stopped: rules back {:?} later",
+        t.elapsed()
+    );
+}
+
+/// The agent started after a real dockerd already has networks and
+/// running containers at 1500: all of them, the containers' `eth0`
+/// included, end at the pod's MTU.
+#[test]
+fn the_agent_after_a_running_dockerd() {
+    if !common::dockerd::require_docker("the_agent_after_a_running_dockerd") {
+        return;
+    }
+    let mut d = common::dockerd::DockerLab::new("nlate");
+    d.start_plain();
+    d.ready();
+    d.import_busybox();
+    d.docker_ok(&["network", "create", "ci"]);
+    let image = common::dockerd::IMAGE;
+    let mut running = Vec::new();
+    for (i, network) in ["bridge", "ci", "ci"].iter().enumerate() {
+        let name = format!("late{i}");
+        d.docker_ok(&[
+            "run",
+            "-d",
+            "--name",
+            &name,
+            "--network",
+            network,
+            image,
+            "sleep",
+            "600",
+        ]);
+        running.push(name);
+    }
+    let eth0 = |d: &common::dockerd::DockerLab, name: &str| {
+        d.docker_ok(&["exec", name, "cat", "/sys/class/net/eth0/mtu"])
+    };
+    assert!(
+        running.iter().all(|c| eth0(&d, c) == "1500"),
+        "set-up at 1500"
+    );
+
+    let log = d.dir.join("agent.log");
+    let (router, pod) = (d.router.clone(), d.pod.clone());
+    let t = Instant::now();
+    agent_for(&mut d.lab, &router, &pod, &log);
+    let settled = eventually(Duration::from_secs(10), || {
+        mtu(&pod, "docker0") == 1450 && running.iter().all(|c| eth0(&d, c) == "1450")
+    });
+    let took = t.elapsed();
+    assert!(
+        settled,
+        "bridges and running containers at 1450: {}",
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
+    eprintln!("agent after a running dockerd: everything at 1450 {took:?} after its start");
+}
+
+/// Two pods on one node, each running its own dockerd, under one agent
+/// started first: pod a's eth0 at 1450, pod b's at 1400. 30 containers in
+/// each start at the same time on a user-defined network, and every one
+/// reads its own pod's MTU at its first instruction; so do the default
+/// bridge and a `docker build` RUN step in each.
+#[test]
+fn two_dind_pods_each_at_its_own_mtu() {
+    if !common::dockerd::require_docker("two_dind_pods_each_at_its_own_mtu") {
+        return;
+    }
+    const EACH: usize = 30;
+    let mut a = common::dockerd::DockerLab::new("ntwoa");
+    let mut b = common::dockerd::DockerLab::beside("ntwob", &a);
+    ip(&b.pod, &["link", "set", "eth0", "mtu", "1400"]);
+    ip(&b.router, &["link", "set", "down0", "mtu", "1400"]);
+    let log = a.dir.join("agent.log");
+    let include = format!("{},{}", a.pod, b.pod);
+    let router = a.router.clone();
+    agent_for(&mut a.lab, &router, &include, &log);
+    let found = eventually(Duration::from_secs(10), || {
+        std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .matches("enforcing in a pod network namespace")
+            .count()
+            == 2
+    });
+    assert!(
+        found,
+        "{}",
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
+    for (d, want) in [(&mut a, "1450"), (&mut b, "1400")] {
+        d.start_plain();
+        d.ready();
+        d.import_busybox();
+        d.docker_ok(&["network", "create", "ci"]);
+        assert_eq!(d.first_instruction_mtu(None), want, "default bridge");
+        assert_eq!(build_step_mtu(d), want, "a docker build RUN step");
+    }
+    let (a, b) = (&a, &b);
+    let read: Vec<(String, &str)> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..EACH)
+            .flat_map(|_| [(a, "1450"), (b, "1400")])
+            .map(|(d, want)| s.spawn(move || (d.first_instruction_mtu(Some("ci")), want)))
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let right = read.iter().filter(|(got, want)| got == want).count();
+    assert_eq!(
+        right,
+        2 * EACH,
+        "{right} of {} read their pod's MTU first: {read:?}",
+        2 * EACH
+    );
+}
+
+/// What a `docker build` RUN step read as its MTU.
+fn build_step_mtu(d: &common::dockerd::DockerLab) -> String {
+    let ctx = d.dir.join("build");
+    std::fs::create_dir_all(&ctx).unwrap();
+    std::fs::write(
+        ctx.join("Dockerfile"),
+        format!(
+            "FROM {}\nRUN cat /sys/class/net/eth0/mtu > /mtu\n",
+            common::dockerd::IMAGE
+        ),
+    )
+    .unwrap();
+    d.docker_ok(&["build", "-t", "nodeprobe:build", ctx.to_str().unwrap()]);
+    d.docker_ok(&["run", "--rm", "nodeprobe:build", "cat", "/mtu"])
 }

@@ -54,12 +54,23 @@ pub struct DockerLab {
     /// The supervising mtuvisor, or the plain dockerd.
     pub main: Option<usize>,
     pub sidecar: Option<usize>,
-    _one: MutexGuard<'static, ()>,
+    /// `None` for a second daemon of the same test ([`DockerLab::beside`]).
+    _one: Option<MutexGuard<'static, ()>>,
 }
 
 impl DockerLab {
     pub fn new(tag: &str) -> DockerLab {
         let one = ONE_DAEMON.lock().unwrap_or_else(|e| e.into_inner());
+        DockerLab::with(tag, Some(one))
+    }
+
+    /// A second daemon in a pod of its own, for a test that already holds
+    /// `first` (two pods on one node).
+    pub fn beside(tag: &str, _first: &DockerLab) -> DockerLab {
+        DockerLab::with(tag, None)
+    }
+
+    fn with(tag: &str, one: Option<MutexGuard<'static, ()>>) -> DockerLab {
         let mut lab = Lab::new(tag);
         let (pod, router) = lab.pod(OUTER_MTU);
         let dir = PathBuf::from(format!("/tmp/mtuvisor-e2e/{}", lab.prefix()));
@@ -267,6 +278,11 @@ impl DockerLab {
             .trim()
             .parse()
             .ok()
+    }
+
+    /// The whole log of the daemon and of the mtuvisor that runs it.
+    pub fn tail_all(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
     pub fn tail(&self) -> String {
