@@ -284,12 +284,13 @@ fn deleted_pods_leave_nothing_behind() {
     }
     eprintln!("from the start ({start}) to the end: {}", held(pid));
     // A leak makes every round end higher than the one before; the heap's
-    // fragmentation moves the figure up and down by a few hundred kB. So:
-    // some later round ends within 10 % of where the first ended.
+    // fragmentation moves the figure up and down by up to about 1 MB here
+    // (measured: 2.3 to 3.5 MB after a round). So: some later round ends
+    // within 10 % or 1 MB, whichever is more, of where the first ended.
     let first = &afters[0];
     let best = afters[1..].iter().map(|h| h.anon_kb).min().unwrap();
     assert!(
-        best <= first.anon_kb + first.anon_kb / 10,
+        best <= first.anon_kb + (first.anon_kb / 10).max(1024),
         "anonymous memory grows round after round: {} kB after round 1, then {:?} kB",
         first.anon_kb,
         afters[1..].iter().map(|h| h.anon_kb).collect::<Vec<_>>()
@@ -450,11 +451,26 @@ fn bad_node_settings_are_refused_before_anything_is_touched() {
     assert!(!mangle_rules(&a).contains("MTUVISOR"), "no rules written");
 }
 
-/// MSS rule copies in `netns` as iptables-save lists them, IPv4 and IPv6
-/// summed: (rules in mtuvisor's chain, jumps to it).
+/// MSS rule copies in `netns` in every backend, IPv4 and IPv6 summed:
+/// (rules in mtuvisor's chain, jumps to it), iptables' nf_tables and
+/// legacy flavours together, and an nft table counted as one of each. Two
+/// agents that chose different backends would show as two copies.
 fn mss_copies(netns: &str) -> (usize, usize) {
     let mut counts = (0, 0);
-    for tool in ["iptables-save", "ip6tables-save"] {
+    let nft = std::process::Command::new("nsenter")
+        .arg(format!("--net=/run/netns/{netns}"))
+        .args(["nft", "list", "tables"])
+        .output()
+        .expect("nft");
+    if String::from_utf8_lossy(&nft.stdout).contains("mtuvisor") {
+        counts = (1, 1);
+    }
+    for tool in [
+        "iptables-save",
+        "ip6tables-save",
+        "iptables-legacy-save",
+        "ip6tables-legacy-save",
+    ] {
         let out = std::process::Command::new("nsenter")
             .arg(format!("--net=/run/netns/{netns}"))
             .args([tool, "-t", "mangle"])

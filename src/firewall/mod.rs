@@ -149,22 +149,27 @@ pub fn select_backend(choice: BackendChoice) -> Result<Box<dyn MssBackend>, Fire
     }
 }
 
-/// Whether dockerd (or anything) uses the legacy iptables in this namespace.
+/// Whether dockerd (or anything) uses the legacy iptables in this namespace:
+/// legacy rules exist. Without legacy tables here (the kernel lists none),
+/// nothing uses it and no tool is run: listing legacy rules creates the
+/// tables, and a check that looked only at the tables would then answer
+/// "legacy" to the next asker (another mtuvisor in the same pod, or this
+/// one after a dockerd restart) although no rule is there.
 pub fn legacy_in_use() -> bool {
     // thread-self: the namespace of the thread asking (a node agent's
     // helper thread inside a pod), not the process's.
-    let tables =
-        std::fs::read_to_string("/proc/thread-self/net/ip_tables_names").unwrap_or_default();
-    if !tables.trim().is_empty() {
-        return true;
-    }
-    ["iptables-legacy-save", "ip6tables-legacy-save"]
-        .iter()
-        .any(|tool| {
-            run(tool, &[])
-                .map(|out| out.lines().any(|l| l.starts_with("-A ")))
-                .unwrap_or(false)
-        })
+    let has_tables = ["ip_tables_names", "ip6_tables_names"].iter().any(|f| {
+        std::fs::read_to_string(format!("/proc/thread-self/net/{f}"))
+            .is_ok_and(|t| !t.trim().is_empty())
+    });
+    has_tables
+        && ["iptables-legacy-save", "ip6tables-legacy-save"]
+            .iter()
+            .any(|tool| {
+                run(tool, &[])
+                    .map(|out| out.lines().any(|l| l.starts_with("-A ")))
+                    .unwrap_or(false)
+            })
 }
 
 /// Runs a tool; its stdout on success, its stderr in the error otherwise.
