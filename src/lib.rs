@@ -15,6 +15,7 @@ pub mod metrics;
 pub mod netlink;
 pub mod node;
 pub mod process;
+pub mod sched;
 
 /// Stops a spawned task when dropped.
 pub struct AbortOnDrop(pub tokio::task::JoinHandle<()>);

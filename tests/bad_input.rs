@@ -24,6 +24,19 @@ fn mtu_flag_out_of_range() {
 }
 
 #[test]
+fn realtime_priority_not_off_or_1_to_99() {
+    if !privileged("realtime_priority_not_off_or_1_to_99") {
+        return;
+    }
+    let (_lab, pod) = lab("bi7");
+    for bad in ["0x1", "100", "high"] {
+        let out = run_mtuvisor(&pod, &["watch", "--realtime-priority", bad], &[]);
+        assert_rejected(&out, &["realtime_priority", bad, "off", "1–99"]);
+    }
+    assert_eq!(mtu(&pod, "docker0"), 1500);
+}
+
+#[test]
 fn mtu_env_not_a_number() {
     if !privileged("mtu_env_not_a_number") {
         return;

@@ -98,6 +98,10 @@ fn agent_first_then_pods_each_at_its_own_mtu() {
     );
     assert!(!has_rules(&plain), "no MSS rules in the pod without Docker");
     assert!(!has_rules(&n.node), "no MSS rules in the node's namespace");
+    // One set of clamping threads at real-time priority (the default) for
+    // all pods; every other thread (those that entered pods, the blocking
+    // pool running iptables) is ordinary.
+    common::assert_clamping_threads(n.lab.pid(agent), Some(1));
 
     // Lowering one pod's eth0 moves that pod only.
     ip(&b, &["link", "set", "eth0", "mtu", "1380"]);
@@ -440,6 +444,11 @@ fn bad_node_settings_are_refused_before_anything_is_touched() {
             vec!["netns_include", "MTUVISOR_NETNS_INCLUDE"],
         ),
         (vec!["--mtu", "20"], vec![], vec!["mtu", "\"20\""]),
+        (
+            vec!["--realtime-priority=-1"],
+            vec![],
+            vec!["realtime_priority", "\"-1\"", "1–99"],
+        ),
     ] {
         let include = n.include();
         let mut all = vec!["node", "--netns-include", &include];
@@ -555,10 +564,12 @@ fn the_agent_and_supervise_in_one_pod() {
         Some(0)
     );
     let t = Instant::now();
+    let restored = eventually(Duration::from_secs(3), || mss_copies(&pod) == ONE_COPY);
     assert!(
-        eventually(Duration::from_secs(3), || mss_copies(&pod) == ONE_COPY),
-        "the agent restores the rules: {:?}; {}",
+        restored,
+        "the agent restores the rules: {:?}; agent's threads:\n{}\n{}",
         mss_copies(&pod),
+        common::kernel_stacks(d.lab.pid(agent)),
         agent_log()
     );
     eprintln!(
@@ -708,4 +719,125 @@ fn build_step_mtu(d: &common::dockerd::DockerLab) -> String {
     .unwrap();
     d.docker_ok(&["build", "-t", "nodeprobe:build", ctx.to_str().unwrap()]);
     d.docker_ok(&["run", "--rm", "nodeprobe:build", "cat", "/mtu"])
+}
+
+/// The children of `pid` (its main thread's).
+fn children_of(pid: i32) -> Vec<i32> {
+    std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
+        .unwrap_or_default()
+        .split_whitespace()
+        .filter_map(|c| c.parse().ok())
+        .collect()
+}
+
+/// Discovery through `/proc` alone, for runtimes that make no namespace
+/// file. The agent runs in a PID namespace of its own, so its `/proc`
+/// shows only this test's processes (and never another test's
+/// namespaces): itself, in the node's namespace, and a process in a pod's.
+/// Its `netns_dirs` do not exist, so the scan is the only way to the pod.
+/// The pod is enforced in, named by the hostname its process sees, and
+/// dropped within a scan period once that process is gone.
+#[test]
+fn the_proc_scan_finds_a_pod_no_file_names_and_lets_it_go_with_its_process() {
+    if !privileged("the_proc_scan_finds_a_pod_no_file_names_and_lets_it_go_with_its_process") {
+        return;
+    }
+    let _one = one();
+    let mut n = NodeLab::new("nproc");
+    let (pod, bridge) = n.docker_pod("x", 0x5ca);
+    let script = format!(
+        "nsenter --net=/run/netns/{pod} sleep 600 & \
+         exec nsenter --net=/run/netns/{node} {bin} node --proc-scan 200ms \
+         --metrics-addr {metrics}",
+        node = n.node,
+        bin = common::bin(),
+        metrics = common::node::METRICS,
+    );
+    let mut cmd = std::process::Command::new("unshare");
+    // --kill-child: when the lab kills unshare, the agent (the PID
+    // namespace's init) dies, and the pod's process with it.
+    cmd.args([
+        "--pid",
+        "--fork",
+        "--kill-child",
+        "--mount-proc",
+        "sh",
+        "-c",
+    ])
+    .arg(&script)
+    .env(
+        "MTUVISOR_NETNS_DIRS",
+        format!("/nonexistent/{}", n.lab.prefix()),
+    )
+    .env("MTUVISOR_LOG", "debug")
+    .stdout(std::process::Stdio::null())
+    .stderr(std::fs::File::create(&n.log).unwrap());
+    let unshare = n.lab.spawn(cmd);
+    let unshare = n.lab.pid(unshare);
+    let mut agent = None;
+    assert!(
+        eventually(Duration::from_secs(5), || {
+            agent = children_of(unshare).first().copied();
+            agent.is_some_and(|a| children_of(a).len() == 1)
+        }),
+        "the agent and the pod's process run"
+    );
+    let agent = agent.unwrap();
+    let holder = children_of(agent)[0];
+
+    let links = ["veth0", "veth0p", "veth1", "veth1p", "veth2", "veth2p"];
+    let at_target = || mtu(&pod, &bridge) == 1450 && links.iter().all(|l| mtu(&pod, l) == 1450);
+    assert!(
+        eventually(Duration::from_secs(5), at_target),
+        "found through /proc and enforced in; log:\n{}",
+        n.tail()
+    );
+    let ino = std::fs::metadata(format!("/run/netns/{pod}"))
+        .map(|m| std::os::unix::fs::MetadataExt::ino(&m))
+        .unwrap();
+    let hostname = std::fs::read_to_string("/etc/hostname").unwrap_or_default();
+    let label = match hostname.trim() {
+        "" => format!("netns-{ino}"),
+        h => h.to_string(),
+    };
+    let enforcing = r#"mtuvisor_node_namespaces{state="enforcing"}"#;
+    assert_eq!(n.sample(enforcing), Some(1.0), "{}", n.metrics());
+    assert_eq!(
+        n.sample(&format!("mtuvisor_target_mtu{{netns=\"{label}\"}}")),
+        Some(1450.0),
+        "labelled by the hostname its process sees: {}",
+        n.metrics()
+    );
+    let holds = |what: &str| {
+        std::fs::read_dir(format!("/proc/{agent}/fd"))
+            .unwrap()
+            .flatten()
+            .filter_map(|f| std::fs::read_link(f.path()).ok())
+            .any(|l| l.display().to_string() == what)
+    };
+    let pod_ns = format!("net:[{ino}]");
+    assert!(holds(&pod_ns), "the agent holds the pod's namespace open");
+
+    // The pod's last process exits (its file is not in netns_dirs).
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(holder),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    let t = Instant::now();
+    let watched = r#"mtuvisor_node_namespaces{state="watched"}"#;
+    assert!(
+        eventually(Duration::from_secs(2), || n.sample(watched) == Some(0.0)
+            && !holds(&pod_ns)),
+        "the pod is let go; log:\n{}",
+        n.tail()
+    );
+    eprintln!(
+        "a pod found through /proc let go {:?} after its last process exited",
+        t.elapsed()
+    );
+    assert!(
+        !namespaces_of_threads(agent).contains(&pod_ns),
+        "no thread of the agent in it"
+    );
 }

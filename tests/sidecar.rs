@@ -21,4 +21,7 @@ fn sidecar_meets_user_network_compose_and_parallel_cases() {
     }
     compose_reads_1450(&d);
     fifty_in_parallel(&d, "ci");
+    // The sidecar's clamping threads run at real-time priority (the
+    // default); nothing else of it does.
+    common::assert_clamping_threads(d.lab.pid(d.sidecar.unwrap()), Some(1));
 }

@@ -134,6 +134,12 @@ fn fifty_containers_in_parallel_all_read_1450() {
     let d = supervised("spar");
     d.docker_ok(&["network", "create", "par"]);
     fifty_in_parallel(&d, "par");
+    // The clamping threads race dockerd at real-time priority (the
+    // default); dockerd, containerd, the shims and the containers that
+    // mtuvisor's process tree started stay ordinary.
+    let mtuvisor = d.lab.pid(d.main.unwrap());
+    common::assert_clamping_threads(mtuvisor, Some(1));
+    common::assert_ordinary_tree(d.dockerd_pid().expect("dockerd's pid"));
 }
 
 #[test]

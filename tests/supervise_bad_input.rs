@@ -94,6 +94,12 @@ fn invalid_stop_timeout() {
         &[("MTUVISOR_STOP_TIMEOUT", "soon")],
     );
     assert_rejected(&out, &["MTUVISOR_STOP_TIMEOUT", "soon"]);
+    let out = run_mtuvisor(
+        &pod,
+        &["supervise", "--", "dockerd", "--data-root", &dir],
+        &[("MTUVISOR_REALTIME_PRIORITY", "100")],
+    );
+    assert_rejected(&out, &["MTUVISOR_REALTIME_PRIORITY", "100", "1–99"]);
     assert!(nothing_running_with(&dir), "no dockerd was started");
     assert_eq!(mtu(&pod, "docker0"), 1500);
 }

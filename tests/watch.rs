@@ -226,3 +226,73 @@ fn lost_notifications_trigger_a_full_sweep() {
         "the unmanaged link is left alone"
     );
 }
+
+/// A pod with a Docker bridge and a container's veth at 1500, watched by
+/// `cmd`'s mtuvisor until both ends read 1450; returns the watcher's pid.
+fn watched_until_clamped(lab: &mut Lab, cmd: impl FnOnce(&str) -> std::process::Command) -> i32 {
+    let (pod, _) = lab.pod(1450);
+    let c = lab.netns("c");
+    ip(&pod, &["link", "add", "docker0", "type", "bridge"]);
+    ip(&pod, &["link", "set", "docker0", "up"]);
+    docker_style_veth(&pod, "docker0", "veth0", &c);
+    let w = lab.spawn(cmd(&pod));
+    assert!(
+        eventually(Duration::from_secs(3), || mtu(&pod, "veth0") == 1450
+            && mtu(&c, "eth0") == 1450),
+        "both ends clamped"
+    );
+    lab.pid(w)
+}
+
+#[test]
+fn clamping_threads_run_at_the_realtime_priority_asked_for() {
+    if !privileged("clamping_threads_run_at_the_realtime_priority_asked_for") {
+        return;
+    }
+    for (tag, args, want) in [
+        ("w9a", vec![], Some(1)),
+        ("w9b", vec!["--realtime-priority", "7"], Some(7)),
+        ("w9c", vec!["--realtime-priority", "off"], None),
+    ] {
+        let mut lab = Lab::new(tag);
+        let pid = watched_until_clamped(&mut lab, |pod| {
+            let mut cmd = common::mtuvisor_in(pod);
+            cmd.arg("watch").args(&args);
+            cmd
+        });
+        common::assert_clamping_threads(pid, want);
+    }
+}
+
+#[test]
+fn without_cap_sys_nice_it_warns_once_and_clamps_at_ordinary_priority() {
+    if !privileged("without_cap_sys_nice_it_warns_once_and_clamps_at_ordinary_priority") {
+        return;
+    }
+    let mut lab = Lab::new("w10");
+    let log = lab.temp_file("watch.log", "");
+    let pid = watched_until_clamped(&mut lab, |pod| {
+        // Root keeps only the capabilities of its bounding set across exec.
+        let mut cmd = std::process::Command::new("setpriv");
+        cmd.args(["--bounding-set=-sys_nice", "nsenter"])
+            .arg(format!("--net=/run/netns/{pod}"))
+            .args([common::bin(), "watch", "--reconcile-interval", "200ms"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap());
+        cmd
+    });
+    common::assert_clamping_threads(pid, None);
+    // Several reconciles later: still one line about it.
+    std::thread::sleep(Duration::from_millis(600));
+    let text = std::fs::read_to_string(&log).unwrap();
+    let warned: Vec<&str> = text
+        .lines()
+        .filter(|l| l.contains("real-time priority"))
+        .collect();
+    assert_eq!(warned.len(), 1, "one line about it: {text}");
+    assert!(
+        warned[0].contains("WARN") && warned[0].contains("CAP_SYS_NICE"),
+        "a warning that says what to do: {}",
+        warned[0]
+    );
+}

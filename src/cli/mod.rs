@@ -175,6 +175,23 @@ fn shutdown_on_signal() -> Result<
 /// ensure and stop at once, and a bound for `node`'s many.
 const BLOCKING_THREADS: usize = 4;
 
+/// The runtime of an enforcing command (`watch`, `supervise`, `node`): it
+/// runs on the calling thread, which first takes the real-time priority the
+/// settings ask for (see `sched.rs`). Without the permission, enforcement
+/// goes on at ordinary priority, with one warning.
+fn enforcing_runtime(settings: &Settings) -> Result<tokio::runtime::Runtime, Error> {
+    if let Err(e) = crate::sched::enter(settings.realtime_priority) {
+        tracing::warn!(
+            priority = settings.realtime_priority.unwrap_or_default(),
+            error = %e,
+            "cannot run the clamping threads at real-time priority (SCHED_FIFO); \
+             on a busy node a container may start before its veth is clamped: \
+             grant CAP_SYS_NICE, or set realtime_priority = off to silence this"
+        );
+    }
+    runtime()
+}
+
 /// A runtime for one command. Enforcement runs on a single thread: every
 /// event goes through one loop anyway, and staying on one thread avoids a
 /// cross-thread wake-up on the path from notification to clamp.

@@ -21,6 +21,7 @@ pub struct NodeArgs {
 }
 
 pub fn run(settings: Settings) -> Result<(), Error> {
+    one_heap();
     let listener = settings.metrics_addr.map(metrics::bind).transpose()?;
     // iptables and nft are spawned per pod; their exits go to one owner.
     process::start_reaper(false)
@@ -30,7 +31,7 @@ pub fn run(settings: Settings) -> Result<(), Error> {
             "cannot read this process's network namespace (/proc/self/ns/net): {e}"
         ))
     })?;
-    super::runtime()?.block_on(async move {
+    super::enforcing_runtime(&settings)?.block_on(async move {
         let node_metrics = Arc::new(NodeMetrics::default());
         let registry = Arc::new(Registry::for_node(node_metrics.clone()));
         let _server =
@@ -41,4 +42,20 @@ pub fn run(settings: Settings) -> Result<(), Error> {
         handle.close();
         result.map_err(|e| Error::Startup(format!("node discovery failed: {e}")))
     })
+}
+
+/// One malloc arena for the whole agent (glibc). Nearly everything is
+/// allocated on the runtime thread; the other threads (MTU workers, the
+/// blocking pool, threads that enter pods) allocate little, but each would
+/// get an arena of its own that fragments on its own. Measured over rounds
+/// of 200 pods created and deleted: the agent's anonymous memory moved by
+/// up to 1 MB from round to round with per-thread arenas, by 50 kB with
+/// one. musl has one heap anyway.
+fn one_heap() {
+    #[cfg(target_env = "gnu")]
+    // SAFETY: called before the agent starts any thread; mallopt only sets
+    // a parameter of glibc's allocator.
+    unsafe {
+        nix::libc::mallopt(nix::libc::M_ARENA_MAX, 1);
+    }
 }

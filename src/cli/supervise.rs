@@ -39,7 +39,7 @@ pub fn run(mut settings: Settings, args: SuperviseArgs) -> Result<i32, Error> {
     let plan = DockerdPlan::new(args.command)?;
     // Sandboxes of this dockerd live under its exec-root.
     settings.netns_dirs.insert(0, plan.sandbox_dir.clone());
-    let rt = super::runtime()?;
+    let rt = super::enforcing_runtime(&settings)?;
     // Registered before dockerd exists: no SIGTERM is missed.
     let _context = rt.enter();
     let signals = supervisor::signals()

@@ -23,7 +23,7 @@ pub fn run(settings: Settings) -> Result<(), Error> {
     // sidecar container it also collects whatever is re-parented to it.
     process::start_reaper(false)
         .map_err(|e| Error::Startup(format!("cannot start the child reaper: {e}")))?;
-    super::runtime()?.block_on(async {
+    super::enforcing_runtime(&settings)?.block_on(async {
         let docker_socket = settings.docker_host.clone();
         if let Some(socket) = &docker_socket {
             docker::check_socket(socket).await?;

@@ -292,6 +292,20 @@ pub static KEYS: &[Key] = &[
         },
     },
     Key {
+        name: "realtime_priority",
+        aliases: &[],
+        env: "MTUVISOR_REALTIME_PRIORITY",
+        flag: Some(("--realtime-priority", ENFORCING)),
+        value_name: "off|1-99",
+        default: "1",
+        meaning: "`SCHED_FIFO` priority of the threads that clamp, so that they win the race with a container's start on a busy node (needs CAP_SYS_NICE; without it, ordinary scheduling and one warning), or `off`",
+        apply: |s, v, o| {
+            s.realtime_priority =
+                parse_realtime_priority(&v.text("realtime_priority", o)?, o.clone())?;
+            Ok(())
+        },
+    },
+    Key {
         name: "metrics_addr",
         aliases: &[],
         env: "MTUVISOR_METRICS_ADDR",

@@ -113,6 +113,8 @@ pub struct Settings {
     pub enforce_mtu: bool,
     /// Where to serve Prometheus metrics and `/healthz`; `None`: nowhere.
     pub metrics_addr: Option<SocketAddr>,
+    /// The `SCHED_FIFO` priority of the threads that clamp; `None`: ordinary.
+    pub realtime_priority: Option<u8>,
     /// Where each key's value came from (absent: the default).
     origins: BTreeMap<&'static str, Origin>,
 }
@@ -139,6 +141,7 @@ impl Default for Settings {
             mss_keep_on_exit: false,
             enforce_mtu: false,
             metrics_addr: None,
+            realtime_priority: None,
             origins: BTreeMap::new(),
         };
         for key in KEYS {

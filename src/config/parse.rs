@@ -134,6 +134,25 @@ pub(super) fn parse_backend(value: &str, origin: Origin) -> Result<BackendChoice
     }
 }
 
+/// `off` or a `SCHED_FIFO` priority.
+pub(super) fn parse_realtime_priority(
+    value: &str,
+    origin: Origin,
+) -> Result<Option<u8>, ConfigError> {
+    match value.trim() {
+        "off" | "false" | "0" => Ok(None),
+        v => match v.parse::<u8>() {
+            Ok(n @ 1..=99) => Ok(Some(n)),
+            _ => Err(invalid(
+                "realtime_priority",
+                value,
+                origin,
+                "expected off or a SCHED_FIFO priority 1–99",
+            )),
+        },
+    }
+}
+
 pub(super) fn parse_bool(
     value: &str,
     key: &'static str,

@@ -207,11 +207,14 @@ impl<N: NetOps> Enforcer<N> {
 
     /// The reconcile timer.
     pub(crate) async fn on_tick(&mut self) {
+        // The MSS ensure runs on its own task and needs no RTNL: started
+        // first, it is not held up by a sweep waiting for the lock (which
+        // a node tearing down namespaces can hold for seconds).
+        self.ensure_mss(false);
         if self.enforce_mtu {
             self.follow_outer().await;
             self.sweep().await;
         }
-        self.ensure_mss(false);
     }
 
     /// An MSS ensure finished: one line when something changed or a

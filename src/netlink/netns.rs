@@ -182,6 +182,8 @@ where
                 setns(ns.as_fd(), CloneFlags::CLONE_NEWNET)
                     .map_err(|e| netns_err(format!("cannot enter it: {e}")))?;
                 drop(ns);
+                // A far end in a container is clamped from here.
+                crate::sched::join();
                 let rt = tokio::runtime::Builder::new_current_thread()
                     .enable_io()
                     .build()

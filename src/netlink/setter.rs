@@ -90,6 +90,9 @@ fn workers() -> Result<&'static Mutex<mpsc::Sender<Job>>, NetlinkError> {
                 if let Ok(own) = std::fs::File::open("/proc/self/ns/net") {
                     let _ = nix::sched::setns(&own, nix::sched::CloneFlags::CLONE_NEWNET);
                 }
+                // A request sent late loses the race with dockerd's move
+                // of the far end, and waits behind it.
+                crate::sched::join();
                 work(&rx)
             })
             .map_err(|source| NetlinkError::Socket {

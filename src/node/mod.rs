@@ -19,7 +19,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::{mpsc, watch};
-use tracing::{info, warn};
+use tracing::{info, info_span, warn, Instrument};
 
 use crate::backoff::Backoff;
 use crate::config::Settings;
@@ -151,41 +151,50 @@ fn start(
         mss_when_docker: true,
     };
     let (settings, node, task_label) = (settings.clone(), node.clone(), label.clone());
-    let task = tokio::spawn(async move {
-        // A namespace is found as soon as its file exists, before the CNI
-        // plugin has given it an eth0 and a default route: until then
-        // there is no outer MTU, and preparing is tried again.
-        let mut backoff = Backoff::new(PREPARE_FIRST, PREPARE_MAX, PREPARE_MAX);
-        let mut failing = RepeatedFailure::default();
-        let began = tokio::time::Instant::now();
-        let mut setup = Some(setup);
-        let prepared = loop {
-            let attempt = setup.take().expect("set before each attempt");
-            match enforce::prepare_again(settings.clone(), attempt).await {
-                Ok(p) => break p,
-                Err((e, back)) => {
-                    setup = Some(back);
-                    if began.elapsed() >= PREPARE_QUIET {
-                        failing.failed(
-                            &format!("cannot enforce in network namespace {task_label} yet"),
-                            &e,
-                        );
-                    }
-                    tokio::select! {
-                        () = tokio::time::sleep(backoff.next_delay()) => {}
-                        _ = stop_rx.wait_for(|s| *s) => return,
+    // Every line the pod's enforcer logs ("set MTU", MSS rules, failures)
+    // names the pod's namespace.
+    let span = info_span!("pod", netns = %label);
+    let task = tokio::spawn(
+        async move {
+            // A namespace is found as soon as its file exists, before the CNI
+            // plugin has given it an eth0 and a default route: until then
+            // there is no outer MTU, and preparing is tried again.
+            let mut backoff = Backoff::new(PREPARE_FIRST, PREPARE_MAX, PREPARE_MAX);
+            let mut failing = RepeatedFailure::default();
+            let began = tokio::time::Instant::now();
+            let mut setup = Some(setup);
+            let prepared = loop {
+                let attempt = setup.take().expect("set before each attempt");
+                match enforce::prepare_again(settings.clone(), attempt).await {
+                    Ok(p) => break p,
+                    Err((e, back)) => {
+                        setup = Some(back);
+                        if began.elapsed() >= PREPARE_QUIET {
+                            failing.failed(
+                                &format!("cannot enforce in network namespace {task_label} yet"),
+                                &e,
+                            );
+                        }
+                        tokio::select! {
+                            () = tokio::time::sleep(backoff.next_delay()) => {}
+                            _ = stop_rx.wait_for(|s| *s) => return,
+                        }
                     }
                 }
-            }
-        };
-        node.observe_discovery(seen.elapsed());
-        info!(netns = %task_label, target_mtu = prepared.target(), "enforcing in a pod network namespace");
-        prepared
-            .run(async move {
-                let _ = stop_rx.wait_for(|s| *s).await;
-            })
-            .await;
-    });
+            };
+            node.observe_discovery(seen.elapsed());
+            info!(
+                target_mtu = prepared.target(),
+                "enforcing in a pod network namespace"
+            );
+            prepared
+                .run(async move {
+                    let _ = stop_rx.wait_for(|s| *s).await;
+                })
+                .await;
+        }
+        .instrument(span),
+    );
     Pod {
         label,
         stop,

@@ -85,3 +85,117 @@ pub fn assert_rejected(out: &Output, mentions: &[&str]) {
         assert!(err.contains(m), "{err:?} should mention {m:?}");
     }
 }
+
+/// A thread of a process as the scheduler sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ThreadSched {
+    pub tid: i32,
+    pub name: String,
+    /// `SCHED_OTHER` 0, `SCHED_FIFO` 1, ...
+    pub policy: u32,
+    pub rt_priority: u32,
+}
+
+pub const SCHED_OTHER: u32 = 0;
+pub const SCHED_FIFO: u32 = 1;
+
+/// Every thread of `pid`, from `/proc/<pid>/task/*/stat`.
+pub fn threads_of(pid: i32) -> Vec<ThreadSched> {
+    let mut out = Vec::new();
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return out;
+    };
+    for task in tasks.flatten() {
+        let Ok(stat) = std::fs::read_to_string(task.path().join("stat")) else {
+            continue; // exited meanwhile
+        };
+        // After the name in parentheses, fields start at 3 (state); the
+        // real-time priority is field 40 and the policy field 41.
+        let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else {
+            continue;
+        };
+        let fields: Vec<&str> = stat[close + 1..].split_whitespace().collect();
+        let field = |n: usize| fields.get(n - 3).and_then(|f| f.parse().ok());
+        if let (Some(rt_priority), Some(policy)) = (field(40), field(41)) {
+            out.push(ThreadSched {
+                tid: task.file_name().to_string_lossy().parse().unwrap_or(0),
+                name: stat[open + 1..close].to_string(),
+                policy,
+                rt_priority,
+            });
+        }
+    }
+    out
+}
+
+/// mtuvisor's clamping threads (its main thread, which runs enforcement,
+/// and the `mtu-set-*` workers, at least one of which must exist by now)
+/// run under `SCHED_FIFO` at `priority`, and every other thread is
+/// ordinary; `None`: every thread is ordinary.
+pub fn assert_clamping_threads(pid: i32, priority: Option<u32>) {
+    let threads = threads_of(pid);
+    let clamping = |t: &ThreadSched| t.tid == pid || t.name.starts_with("mtu-set-");
+    assert!(
+        threads.iter().any(|t| t.name.starts_with("mtu-set-")),
+        "mtuvisor {pid} has MTU workers by now: {threads:?}"
+    );
+    for t in &threads {
+        let want = match priority {
+            Some(p) if clamping(t) => (SCHED_FIFO, p),
+            _ => (SCHED_OTHER, 0),
+        };
+        assert_eq!(
+            (t.policy, t.rt_priority),
+            want,
+            "thread {} ({}) of mtuvisor {pid}: {threads:?}",
+            t.tid,
+            t.name
+        );
+    }
+}
+
+/// Every thread of `pid` and of its descendants is ordinary: nothing
+/// mtuvisor starts inherits its real-time priority.
+pub fn assert_ordinary_tree(pid: i32) {
+    let mut pending = vec![pid];
+    let mut seen = 0;
+    while let Some(p) = pending.pop() {
+        seen += 1;
+        for t in threads_of(p) {
+            assert_eq!(
+                (t.policy, t.rt_priority),
+                (SCHED_OTHER, 0),
+                "thread {} ({}) of process {p}, below {pid}, is ordinary",
+                t.tid,
+                t.name
+            );
+            if let Ok(children) =
+                std::fs::read_to_string(format!("/proc/{p}/task/{}/children", t.tid))
+            {
+                pending.extend(
+                    children
+                        .split_whitespace()
+                        .filter_map(|c| c.parse::<i32>().ok()),
+                );
+            }
+        }
+    }
+    assert!(seen >= 1);
+}
+
+/// Where each thread of `pid` is in the kernel (its wait channel and
+/// kernel stack), for a failure message about a process that stopped
+/// making progress.
+pub fn kernel_stacks(pid: i32) -> String {
+    let mut out = String::new();
+    for t in threads_of(pid) {
+        let task = format!("/proc/{pid}/task/{}", t.tid);
+        let wchan = std::fs::read_to_string(format!("{task}/wchan")).unwrap_or_default();
+        let stack = std::fs::read_to_string(format!("{task}/stack")).unwrap_or_default();
+        out.push_str(&format!(
+            "thread {} ({}, policy {} priority {}): wchan {wchan}\n{stack}",
+            t.tid, t.name, t.policy, t.rt_priority
+        ));
+    }
+    out
+}
