@@ -26,6 +26,71 @@ const CLAMP_BUCKETS_US: [u64; 10] = [
     250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000,
 ];
 
+/// A histogram of durations as Prometheus shows one: cumulative buckets
+/// (upper bounds in microseconds), a count and a sum. Written by one loop,
+/// read by the server.
+struct Histogram<const N: usize> {
+    bounds: &'static [u64; N],
+    buckets: [AtomicU64; N],
+    count: AtomicU64,
+    sum_us: AtomicU64,
+}
+
+impl<const N: usize> Histogram<N> {
+    const fn new(bounds: &'static [u64; N]) -> Histogram<N> {
+        Histogram {
+            bounds,
+            buckets: [const { AtomicU64::new(0) }; N],
+            count: AtomicU64::new(0),
+            sum_us: AtomicU64::new(0),
+        }
+    }
+
+    fn observe(&self, took: Duration) {
+        let us = u64::try_from(took.as_micros()).unwrap_or(u64::MAX);
+        for (bound, bucket) in self.bounds.iter().zip(&self.buckets) {
+            if us <= *bound {
+                bucket.fetch_add(1, Relaxed);
+            }
+        }
+        self.count.fetch_add(1, Relaxed);
+        self.sum_us.fetch_add(us, Relaxed);
+    }
+
+    /// The `_bucket`, `_sum` and `_count` lines of `name`, each with the
+    /// rendered label pairs `labels` (may be empty).
+    fn render(&self, name: &str, labels: &str, out: &mut String) {
+        for (bound, bucket) in self.bounds.iter().zip(&self.buckets) {
+            let le = format!("le=\"{}\"", *bound as f64 / 1e6);
+            let _ = writeln!(
+                out,
+                "{name}_bucket{} {}",
+                braces(labels, &le),
+                bucket.load(Relaxed)
+            );
+        }
+        let count = self.count.load(Relaxed);
+        let sum = self.sum_us.load(Relaxed) as f64 / 1e6;
+        let _ = write!(
+            out,
+            "{name}_bucket{} {count}\n{name}_sum{} {sum}\n{name}_count{} {count}\n",
+            braces(labels, "le=\"+Inf\""),
+            braces(labels, ""),
+            braces(labels, "")
+        );
+    }
+}
+
+/// `{labels}` with `extra` appended, or nothing when both are empty.
+fn braces(labels: &str, extra: &str) -> String {
+    match (labels.is_empty(), extra.is_empty()) {
+        (true, true) => String::new(),
+        (true, false) => format!("{{{extra}}}"),
+        (false, true) => format!("{{{labels}}}"),
+        (false, false) => format!("{{{labels},{extra}}}"),
+    }
+}
+
 /// A request must arrive whole within this, or the connection is dropped.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 const MAX_REQUEST_BYTES: usize = 8192;
@@ -46,9 +111,7 @@ pub struct Metrics {
     netlink_overruns: AtomicU64,
     docker_resyncs: AtomicU64,
     dockerd_restarts: AtomicU64,
-    clamp_buckets: [AtomicU64; CLAMP_BUCKETS_US.len()],
-    clamp_count: AtomicU64,
-    clamp_sum_us: AtomicU64,
+    clamp: Histogram<{ CLAMP_BUCKETS_US.len() }>,
     /// Bit per family the MSS rules cover (IPv4 1, IPv6 2).
     mss_families: AtomicU64,
     /// Per family: 1 while the rules are in place.
@@ -87,9 +150,7 @@ impl Metrics {
             netlink_overruns: AtomicU64::new(0),
             docker_resyncs: AtomicU64::new(0),
             dockerd_restarts: AtomicU64::new(0),
-            clamp_buckets: [const { AtomicU64::new(0) }; CLAMP_BUCKETS_US.len()],
-            clamp_count: AtomicU64::new(0),
-            clamp_sum_us: AtomicU64::new(0),
+            clamp: Histogram::new(&CLAMP_BUCKETS_US),
             mss_families: AtomicU64::new(0),
             mss_installed: [const { AtomicU64::new(0) }; 2],
             mss_ensure_failures: AtomicU64::new(0),
@@ -149,24 +210,12 @@ impl Metrics {
 
     /// A new port clamped: from its notification to the last end set.
     pub fn observe_clamp(&self, took: Duration) {
-        let us = u64::try_from(took.as_micros()).unwrap_or(u64::MAX);
-        for (bound, bucket) in CLAMP_BUCKETS_US.iter().zip(&self.clamp_buckets) {
-            if us <= *bound {
-                bucket.fetch_add(1, Relaxed);
-            }
-        }
-        self.clamp_count.fetch_add(1, Relaxed);
-        self.clamp_sum_us.fetch_add(us, Relaxed);
+        self.clamp.observe(took);
     }
 
     /// `{labels}` with `extra` appended, or nothing when both are empty.
     fn braces(&self, extra: &str) -> String {
-        match (self.labels.is_empty(), extra.is_empty()) {
-            (true, true) => String::new(),
-            (true, false) => format!("{{{extra}}}"),
-            (false, true) => format!("{{{}}}", self.labels),
-            (false, false) => format!("{{{},{extra}}}", self.labels),
-        }
+        braces(&self.labels, extra)
     }
 }
 
@@ -210,13 +259,20 @@ const DISCOVERY_BUCKETS_US: [u64; 9] = [
 ];
 
 /// The node agent's own series (`node`), written only by its loop.
-#[derive(Default)]
 pub struct NodeMetrics {
     ready: std::sync::atomic::AtomicBool,
     watched: AtomicU64,
-    discovery_buckets: [AtomicU64; DISCOVERY_BUCKETS_US.len()],
-    discovery_count: AtomicU64,
-    discovery_sum_us: AtomicU64,
+    discovery: Histogram<{ DISCOVERY_BUCKETS_US.len() }>,
+}
+
+impl Default for NodeMetrics {
+    fn default() -> NodeMetrics {
+        NodeMetrics {
+            ready: std::sync::atomic::AtomicBool::new(false),
+            watched: AtomicU64::new(0),
+            discovery: Histogram::new(&DISCOVERY_BUCKETS_US),
+        }
+    }
 }
 
 impl NodeMetrics {
@@ -231,14 +287,7 @@ impl NodeMetrics {
 
     /// From a namespace first seen to its enforcer's sockets open in it.
     pub fn observe_discovery(&self, took: Duration) {
-        let us = took.as_micros().min(u64::MAX as u128) as u64;
-        for (bound, bucket) in DISCOVERY_BUCKETS_US.iter().zip(&self.discovery_buckets) {
-            if us <= *bound {
-                bucket.fetch_add(1, Relaxed);
-            }
-        }
-        self.discovery_count.fetch_add(1, Relaxed);
-        self.discovery_sum_us.fetch_add(us, Relaxed);
+        self.discovery.observe(took);
     }
 
     fn render(&self, enforcers: &[Arc<Metrics>], out: &mut String) {
@@ -260,23 +309,7 @@ impl NodeMetrics {
             "# HELP {name} From a network namespace first seen to its enforcer subscribed \
              in it.\n# TYPE {name} histogram"
         );
-        for (bound, bucket) in DISCOVERY_BUCKETS_US.iter().zip(&self.discovery_buckets) {
-            let _ = writeln!(
-                out,
-                "{name}_bucket{{le=\"{}\"}} {}",
-                *bound as f64 / 1e6,
-                bucket.load(Relaxed)
-            );
-        }
-        let count = self.discovery_count.load(Relaxed);
-        let _ = write!(
-            out,
-            "{name}_bucket{{le=\"+Inf\"}} {count}
-{name}_sum {}
-{name}_count {count}
-",
-            self.discovery_sum_us.load(Relaxed) as f64 / 1e6
-        );
+        self.discovery.render(name, "", out);
     }
 }
 
@@ -348,24 +381,7 @@ impl Registry {
              to both of its ends clamped.\n# TYPE {name} histogram\n"
         );
         for m in &all {
-            for (bound, bucket) in CLAMP_BUCKETS_US.iter().zip(&m.clamp_buckets) {
-                let le = format!("le=\"{}\"", *bound as f64 / 1e6);
-                let _ = writeln!(
-                    out,
-                    "{name}_bucket{} {}",
-                    m.braces(&le),
-                    bucket.load(Relaxed)
-                );
-            }
-            let count = m.clamp_count.load(Relaxed);
-            let sum = m.clamp_sum_us.load(Relaxed) as f64 / 1e6;
-            let _ = write!(
-                out,
-                "{name}_bucket{} {count}\n{name}_sum{} {sum}\n{name}_count{} {count}\n",
-                m.braces("le=\"+Inf\""),
-                m.braces(""),
-                m.braces("")
-            );
+            m.clamp.render(name, &m.labels, &mut out);
         }
         let name = "mtuvisor_mss_rules_installed";
         let covered: Vec<&Arc<Metrics>> = all
@@ -541,6 +557,47 @@ mod tests {
         assert!(text.contains("mtuvisor_clamp_seconds_bucket{le=\"+Inf\"} 3\n"));
         assert!(text.contains("mtuvisor_clamp_seconds_count 3\n"));
         assert!(text.contains("mtuvisor_clamp_seconds_sum 2.0303\n"));
+    }
+
+    #[test]
+    fn the_node_agents_histogram_renders_like_the_clamp_one() {
+        let node = Arc::new(NodeMetrics::default());
+        let r = Registry::for_node(node.clone());
+        let (_tx, ready) = watch::channel(true);
+        let pod = r.add(&[("netns", "cni-1")], ready);
+        node.observe_discovery(Duration::from_millis(3));
+        node.observe_discovery(Duration::from_millis(40));
+        pod.observe_clamp(Duration::from_micros(300));
+        let text = r.render();
+        let name = "mtuvisor_node_discovery_seconds";
+        assert!(
+            text.contains(&format!("{name}_bucket{{le=\"0.0025\"}} 0\n")),
+            "{text}"
+        );
+        assert!(
+            text.contains(&format!("{name}_bucket{{le=\"0.005\"}} 1\n")),
+            "{text}"
+        );
+        assert!(
+            text.contains(&format!("{name}_bucket{{le=\"0.05\"}} 2\n")),
+            "{text}"
+        );
+        assert!(
+            text.contains(&format!("{name}_bucket{{le=\"+Inf\"}} 2\n")),
+            "{text}"
+        );
+        assert!(
+            text.contains(&format!("{name}_sum 0.043\n{name}_count 2\n")),
+            "{text}"
+        );
+        assert!(
+            text.contains("mtuvisor_clamp_seconds_bucket{netns=\"cni-1\",le=\"0.0005\"} 1\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("mtuvisor_clamp_seconds_count{netns=\"cni-1\"} 1\n"),
+            "{text}"
+        );
     }
 
     #[test]

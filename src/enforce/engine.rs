@@ -80,6 +80,9 @@ pub struct Engine<N> {
     /// acting on it would set the MTU again and take the RTNL lock for
     /// nothing, while dockerd is racing to move the peer.
     pending: HashMap<u32, u32>,
+    /// The managed bridges among `links`, kept as links come and go (the
+    /// loop asks after every notification whether there is one).
+    managed_bridges: HashSet<u32>,
 }
 
 impl<N: NetOps> Engine<N> {
@@ -92,6 +95,7 @@ impl<N: NetOps> Engine<N> {
             original: HashMap::new(),
             peer_checked: HashMap::new(),
             pending: HashMap::new(),
+            managed_bridges: HashSet::new(),
         }
     }
 
@@ -106,13 +110,35 @@ impl<N: NetOps> Engine<N> {
     /// Whether a managed bridge (Docker's, or one of `bridge_patterns`)
     /// exists here.
     pub fn has_managed_bridge(&self) -> bool {
-        self.links.values().any(|l| self.is_managed_bridge(l))
+        !self.managed_bridges.is_empty()
+    }
+
+    /// Records `link` as it now is; returns what was known before.
+    fn remember(&mut self, link: Link) -> Option<Link> {
+        if self.is_managed_bridge(&link) {
+            self.managed_bridges.insert(link.index);
+        } else {
+            self.managed_bridges.remove(&link.index);
+        }
+        self.links.insert(link.index, link)
+    }
+
+    /// Which links are managed bridges, from scratch (after a dump, or
+    /// when the names Docker uses changed).
+    fn recount_managed_bridges(&mut self) {
+        self.managed_bridges = self
+            .links
+            .values()
+            .filter(|l| self.is_managed_bridge(l))
+            .map(|l| l.index)
+            .collect();
     }
 
     /// Re-reads every link and brings every managed one to the target.
     pub async fn sweep(&mut self) -> Result<PassReport, NetlinkError> {
         let links = self.net.links().await?;
         self.links = links.into_iter().map(|l| (l.index, l)).collect();
+        self.recount_managed_bridges();
         let links = &self.links;
         self.original.retain(|owned, _| match owned {
             Owned::Link(i) | Owned::PeerOf(i) => links.contains_key(i),
@@ -149,6 +175,7 @@ impl<N: NetOps> Engine<N> {
         if !self.bridges.set_docker_bridges(names) {
             return PassReport::default();
         }
+        self.recount_managed_bridges();
         self.enforce_all().await
     }
 
@@ -200,7 +227,7 @@ impl<N: NetOps> Engine<N> {
                 link.mtu = set;
             }
         }
-        let previous = self.links.insert(link.index, link.clone());
+        let previous = self.remember(link.clone());
         let mut report = PassReport::default();
         if self.is_managed_bridge(&link) {
             report.add(self.enforce_link(&link).await);
@@ -226,6 +253,7 @@ impl<N: NetOps> Engine<N> {
     /// Reacts to RTM_DELLINK.
     pub fn on_link_removed(&mut self, ifindex: u32) {
         self.links.remove(&ifindex);
+        self.managed_bridges.remove(&ifindex);
         self.original.remove(&Owned::Link(ifindex));
         self.original.remove(&Owned::PeerOf(ifindex));
         self.peer_checked.remove(&ifindex);
@@ -417,7 +445,7 @@ impl<N: NetOps> Engine<N> {
             // reaching for it here: look again at where our end says it is.
             if let Ok(Some(fresh)) = self.net.link(host.index).await {
                 if fresh.peer.is_some_and(|p| p.netnsid.is_some()) {
-                    self.links.insert(fresh.index, fresh.clone());
+                    self.remember(fresh.clone());
                     result = self.net.adjust_peer(&fresh, desired).await;
                 }
             }
@@ -695,6 +723,39 @@ mod tests {
         engine.on_link_removed(11);
         engine.on_link_changed(moved).await;
         assert!(engine.net().sets().is_empty());
+    }
+
+    #[tokio::test]
+    async fn whether_a_managed_bridge_exists_follows_links_and_names() {
+        let net = FakeNet::default();
+        net.add(veth(2, "eth0", 1450, None, 9, Some(0)));
+        net.add(link(5, "lxcbr0", LinkKind::Bridge, 1500));
+        let mut engine = Engine::new(net, BridgeMatcher::default(), 1450);
+        engine.sweep().await.unwrap();
+        assert!(!engine.has_managed_bridge(), "lxcbr0 is not Docker's");
+        // dockerd creates docker0; later it is renamed out of management.
+        let docker0 = link(3, "docker0", LinkKind::Bridge, 1500);
+        engine.net().add(docker0.clone());
+        engine.on_link_changed(docker0).await;
+        assert!(engine.has_managed_bridge());
+        engine
+            .on_link_changed(link(3, "old0", LinkKind::Bridge, 1450))
+            .await;
+        assert!(!engine.has_managed_bridge(), "renamed out");
+        // A bridge Docker names (a network with its own bridge name).
+        engine
+            .set_docker_bridges(HashSet::from(["lxcbr0".to_string()]))
+            .await;
+        assert!(engine.has_managed_bridge(), "named by Docker");
+        engine.set_docker_bridges(HashSet::new()).await;
+        assert!(!engine.has_managed_bridge(), "no longer named");
+        // Created, then removed.
+        let br = link(8, "br-0123456789ab", LinkKind::Bridge, 1500);
+        engine.net().add(br.clone());
+        engine.on_link_changed(br).await;
+        assert!(engine.has_managed_bridge());
+        engine.on_link_removed(8);
+        assert!(!engine.has_managed_bridge(), "removed");
     }
 
     #[tokio::test]

@@ -115,6 +115,8 @@ struct Discovery {
     inotify: AsyncFd<InotifyFd>,
     watches: HashMap<WatchDescriptor, PathBuf>,
     entries: HashMap<NsId, Entry>,
+    /// Which namespace each known file is (the files of `entries`).
+    by_path: HashMap<PathBuf, NsId>,
     /// Files created but not (yet) namespaces, with the time to give up.
     pending: Vec<(PathBuf, Instant)>,
     tx: mpsc::UnboundedSender<Found>,
@@ -135,6 +137,7 @@ pub async fn run(config: Config, tx: mpsc::UnboundedSender<Found>) -> std::io::R
         inotify,
         watches: HashMap::new(),
         entries: HashMap::new(),
+        by_path: HashMap::new(),
         pending: Vec::new(),
         tx,
     };
@@ -232,15 +235,26 @@ impl Discovery {
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_else(|| format!("netns-{}", id.ino));
-        self.seen(id, file, label, |e| {
+        if !self.seen(id, file, label, |e| {
             e.files.insert(path.to_path_buf());
-        });
+        }) {
+            return true; // the node's own, left out
+        }
+        if let Some(old) = self.by_path.insert(path.to_path_buf(), id) {
+            if old != id {
+                // The name now holds another namespace (a pod deleted and
+                // one created under its name between two looks).
+                self.drop_file(old, path);
+            }
+        }
         true
     }
 
-    fn seen(&mut self, id: NsId, file: File, label: String, mark: impl FnOnce(&mut Entry)) {
+    /// Records where `id` was seen and reports it when new; false for the
+    /// node's own namespace when it is left out.
+    fn seen(&mut self, id: NsId, file: File, label: String, mark: impl FnOnce(&mut Entry)) -> bool {
         if id == self.own && !self.config.include_host {
-            return;
+            return false;
         }
         let new = !self.entries.contains_key(&id);
         mark(self.entries.entry(id).or_default());
@@ -253,16 +267,24 @@ impl Discovery {
                 seen: Instant::now(),
             });
         }
+        true
     }
 
     fn file_gone(&mut self, path: &Path) {
-        let mut gone = Vec::new();
-        for (id, e) in &mut self.entries {
-            if e.files.remove(path) && e.files.is_empty() && !e.in_proc {
-                gone.push(*id);
-            }
+        if let Some(id) = self.by_path.remove(path) {
+            self.drop_file(id, path);
         }
-        self.forget(gone);
+    }
+
+    /// `path` no longer names `id`: gone when nothing else holds it.
+    fn drop_file(&mut self, id: NsId, path: &Path) {
+        let gone = self
+            .entries
+            .get_mut(&id)
+            .is_some_and(|e| e.files.remove(path) && e.files.is_empty() && !e.in_proc);
+        if gone {
+            self.forget(vec![id]);
+        }
     }
 
     fn forget(&mut self, gone: Vec<NsId>) {
@@ -290,9 +312,10 @@ impl Discovery {
             | AddWatchFlags::IN_MOVED_FROM
             | AddWatchFlags::IN_ONLYDIR;
         let mut present = HashSet::new();
-        for dir in self.config.dirs.clone() {
-            if !self.watches.values().any(|d| *d == dir) {
-                match self.inotify.get_ref().0.add_watch(&dir, flags) {
+        let dirs = std::mem::take(&mut self.config.dirs);
+        for dir in &dirs {
+            if !self.watches.values().any(|d| d == dir) {
+                match self.inotify.get_ref().0.add_watch(dir, flags) {
                     Ok(wd) => {
                         self.watches.insert(wd, dir.clone());
                     }
@@ -302,7 +325,7 @@ impl Discovery {
                     }
                 }
             }
-            let Ok(entries) = std::fs::read_dir(&dir) else {
+            let Ok(entries) = std::fs::read_dir(dir) else {
                 continue;
             };
             for entry in entries.flatten() {
@@ -312,17 +335,17 @@ impl Discovery {
                 }
                 let path = entry.path();
                 present.insert(path.clone());
-                let known = self.entries.values().any(|e| e.files.contains(&path));
+                let known = self.by_path.contains_key(&path);
                 if !known && !self.try_file(&path) && !self.pending.iter().any(|(p, _)| *p == path)
                 {
                     self.pending.push((path, Instant::now() + BIND_WAIT));
                 }
             }
         }
+        self.config.dirs = dirs;
         let vanished: Vec<PathBuf> = self
-            .entries
-            .values()
-            .flat_map(|e| e.files.iter())
+            .by_path
+            .keys()
             .filter(|p| !present.contains(*p))
             .cloned()
             .collect();
