@@ -35,9 +35,31 @@ pub fn enter(priority: Option<u8>) -> io::Result<()> {
     let Some(priority) = priority else {
         return Ok(());
     };
-    set_this_thread(i32::from(priority))?;
+    set_this_thread(i32::from(priority)).map_err(|e| {
+        let why = match (e.raw_os_error(), has_cap_sys_nice()) {
+            (Some(nix::libc::EPERM), Some(false)) => {
+                "no CAP_SYS_NICE: grant it (Kubernetes: capabilities add SYS_NICE)"
+            }
+            (Some(nix::libc::EPERM), Some(true)) => {
+                "CAP_SYS_NICE is there, so the cgroup has no real-time budget \
+                 (cpu.rt_runtime_us is 0 under real-time group scheduling)"
+            }
+            _ => "grant CAP_SYS_NICE",
+        };
+        io::Error::new(e.kind(), format!("{e}; {why}"))
+    })?;
     PRIORITY.store(i32::from(priority), Ordering::Relaxed);
     Ok(())
+}
+
+/// Whether this process's effective capabilities include CAP_SYS_NICE
+/// (`None`: cannot tell).
+fn has_cap_sys_nice() -> Option<bool> {
+    const CAP_SYS_NICE: u32 = 23;
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let hex = status.lines().find_map(|l| l.strip_prefix("CapEff:"))?;
+    let caps = u64::from_str_radix(hex.trim(), 16).ok()?;
+    Some(caps & (1 << CAP_SYS_NICE) != 0)
 }
 
 /// Gives a thread on the clamping path (an MTU worker, a thread that

@@ -291,7 +291,7 @@ fn without_cap_sys_nice_it_warns_once_and_clamps_at_ordinary_priority() {
         .collect();
     assert_eq!(warned.len(), 1, "one line about it: {text}");
     assert!(
-        warned[0].contains("WARN") && warned[0].contains("CAP_SYS_NICE"),
+        warned[0].contains("WARN") && warned[0].contains("no CAP_SYS_NICE: grant it"),
         "a warning that says what to do: {}",
         warned[0]
     );

@@ -186,7 +186,7 @@ fn enforcing_runtime(settings: &Settings) -> Result<tokio::runtime::Runtime, Err
             error = %e,
             "cannot run the clamping threads at real-time priority (SCHED_FIFO); \
              on a busy node a container may start before its veth is clamped: \
-             grant CAP_SYS_NICE, or set realtime_priority = off to silence this"
+             see the error for what to grant, or set realtime_priority = off to silence this"
         );
     }
     runtime()
