@@ -22,11 +22,7 @@ const PER_CONTAINER: usize = 50;
 const LIMIT: Duration = Duration::from_secs(30);
 
 fn main() {
-    let args: Vec<String> = std::env::args()
-        .skip(1)
-        .filter(|a| !a.starts_with("--"))
-        .collect();
-    if args.iter().any(|a| !"blackhole".contains(a.as_str())) {
+    if !common::bench_selected("blackhole") {
         return;
     }
     if !require_docker("bench blackhole") {

@@ -19,11 +19,7 @@ const PORTS: usize = 500;
 
 fn main() {
     // `cargo bench` passes --bench; a filter that does not name us skips.
-    let args: Vec<String> = std::env::args()
-        .skip(1)
-        .filter(|a| !a.starts_with("--"))
-        .collect();
-    if args.iter().any(|a| !"clamp".contains(a.as_str())) {
+    if !common::bench_selected("clamp") {
         return;
     }
     if !common::privileged("bench clamp") {

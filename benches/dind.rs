@@ -18,17 +18,13 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use common::dockerd::{require_docker, DockerLab};
-use common::{ms, percentile, Notifications, RtnlProbe};
+use common::{ms, over_10ms, percentile, Notifications, RtnlProbe};
 
 const STARTS: usize = 200;
 const AT_ONCE: usize = 50;
 
 fn main() {
-    let args: Vec<String> = std::env::args()
-        .skip(1)
-        .filter(|a| !a.starts_with("--"))
-        .collect();
-    if args.iter().any(|a| !"dind".contains(a.as_str())) {
+    if !common::bench_selected("dind") {
         return;
     }
     if !require_docker("bench dind") {
@@ -237,15 +233,6 @@ fn main() {
     }
     println!("  Docker's connect event came before the kernel notification: {connect_first} of {} (serial)", phases[0].len());
     println!("  far end clamped only after the move (not timed from the pod namespace): {far_after_move}");
-}
-
-/// Share of the durations above 10 ms, in percent.
-fn over_10ms(durations: &[Duration]) -> f64 {
-    let over = durations
-        .iter()
-        .filter(|d| **d > Duration::from_millis(10))
-        .count();
-    100.0 * over as f64 / durations.len() as f64
 }
 
 /// Times of Docker `network connect` events for the bench network, read

@@ -28,15 +28,14 @@ use std::time::Instant;
 
 use common::dockerd::{require_docker, DockerLab};
 use common::node::NodeLab;
-use common::{eventually, ip, ms, mtu, percentile, privileged, sh, Notifications, RtnlProbe};
+use common::{
+    eventually, ip, ms, mtu, over_10ms, percentile, privileged, sh, Notifications, RtnlProbe,
+};
 
 const DISCOVERIES: usize = 100;
 
 fn main() {
-    let args: Vec<String> = std::env::args()
-        .skip(1)
-        .filter(|a| !a.starts_with("--"))
-        .collect();
+    let args = common::bench_filters();
     // `cargo bench --bench node -- two_pods` runs one part; a filter that
     // names none of them (another bench's) runs nothing.
     let parts: [(&str, fn()); 3] = [
@@ -151,14 +150,6 @@ fn footprint() {
 const AT_ONCE: usize = 50;
 
 /// Share of the durations above 10 ms, in percent.
-fn over_10ms(durations: &[Duration]) -> f64 {
-    let over = durations
-        .iter()
-        .filter(|d| **d > Duration::from_millis(10))
-        .count();
-    100.0 * over as f64 / durations.len().max(1) as f64
-}
-
 fn ifindex(netns: &str, link: &str) -> u32 {
     ip(netns, &["-j", "link", "show", "dev", link])
         .split("\"ifindex\":")
@@ -190,7 +181,6 @@ fn two_pods_at(priority: &str) {
         .args(["--proc-scan", "off", "--netns-include"])
         .arg(format!("{},{}", a.pod, b.pod))
         .env("MTUVISOR_NETNS_DIRS", "/run/netns")
-        .env("MTUVISOR_LOG", "mtuvisor=trace")
         .stdout(std::process::Stdio::null())
         .stderr(std::fs::File::create(&log).unwrap());
     a.lab.spawn(agent);
@@ -316,6 +306,5 @@ fn two_pods_at(priority: &str) {
             over_10ms(&lat)
         );
     }
-    std::fs::copy(&log, "/tmp/agent.log").unwrap();
     println!("  far end clamped only after the move (not timed from the pod namespace): {unseen}");
 }

@@ -318,6 +318,30 @@ async fn drive_series(
 }
 
 /// p-th percentile (0..=100) of sorted durations.
+/// The filters `cargo bench` passes a bench binary (its own `--` flags,
+/// such as `--bench`, left out).
+pub fn bench_filters() -> Vec<String> {
+    std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with("--"))
+        .collect()
+}
+
+/// Whether the bench `name` runs: every filter is part of its name (none
+/// given: yes). Another bench's name skips it.
+pub fn bench_selected(name: &str) -> bool {
+    bench_filters().iter().all(|f| name.contains(f.as_str()))
+}
+
+/// Share of the durations above 10 ms, in percent (0 for none).
+pub fn over_10ms(durations: &[Duration]) -> f64 {
+    let over = durations
+        .iter()
+        .filter(|d| **d > Duration::from_millis(10))
+        .count();
+    100.0 * over as f64 / durations.len().max(1) as f64
+}
+
 pub fn percentile(sorted: &[Duration], p: f64) -> Duration {
     assert!(!sorted.is_empty());
     let rank = ((p / 100.0) * (sorted.len() as f64 - 1.0)).round() as usize;
