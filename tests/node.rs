@@ -841,3 +841,39 @@ fn the_proc_scan_finds_a_pod_no_file_names_and_lets_it_go_with_its_process() {
         "no thread of the agent in it"
     );
 }
+
+/// Without CAP_SYS_NICE the agent warns once and enforces in its pods at
+/// ordinary priority.
+#[test]
+fn without_cap_sys_nice_the_agent_warns_once_and_clamps() {
+    if !privileged("without_cap_sys_nice_the_agent_warns_once_and_clamps") {
+        return;
+    }
+    let _one = one();
+    let mut n = NodeLab::new("nnice");
+    let (pod, bridge) = n.docker_pod("x", 0x9ce);
+    let mut cmd = common::mtuvisor_in_without_sys_nice(&n.node);
+    cmd.args([
+        "node",
+        "--proc-scan",
+        "off",
+        "--netns-include",
+        &n.include(),
+    ])
+    .args(["--reconcile-interval", "200ms"])
+    .env("MTUVISOR_NETNS_DIRS", "/run/netns")
+    .stdout(std::process::Stdio::null())
+    .stderr(std::fs::File::create(&n.log).unwrap());
+    let agent = n.lab.spawn(cmd);
+    let links = ["veth0", "veth0p", "veth1", "veth1p", "veth2", "veth2p"];
+    assert!(
+        eventually(Duration::from_secs(5), || mtu(&pod, &bridge) == 1450
+            && links.iter().all(|l| mtu(&pod, l) == 1450)),
+        "enforced in the pod; log:\n{}",
+        n.tail()
+    );
+    common::assert_clamping_threads(n.lab.pid(agent), None);
+    // Several reconciles later: still one line about it.
+    std::thread::sleep(Duration::from_millis(600));
+    common::assert_one_realtime_warning(&std::fs::read_to_string(&n.log).unwrap());
+}

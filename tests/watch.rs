@@ -272,11 +272,8 @@ fn without_cap_sys_nice_it_warns_once_and_clamps_at_ordinary_priority() {
     let mut lab = Lab::new("w10");
     let log = lab.temp_file("watch.log", "");
     let pid = watched_until_clamped(&mut lab, |pod| {
-        // Root keeps only the capabilities of its bounding set across exec.
-        let mut cmd = std::process::Command::new("setpriv");
-        cmd.args(["--bounding-set=-sys_nice", "nsenter"])
-            .arg(format!("--net=/run/netns/{pod}"))
-            .args([common::bin(), "watch", "--reconcile-interval", "200ms"])
+        let mut cmd = common::mtuvisor_in_without_sys_nice(pod);
+        cmd.args(["watch", "--reconcile-interval", "200ms"])
             .stdout(std::process::Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap());
         cmd
@@ -284,15 +281,5 @@ fn without_cap_sys_nice_it_warns_once_and_clamps_at_ordinary_priority() {
     common::assert_clamping_threads(pid, None);
     // Several reconciles later: still one line about it.
     std::thread::sleep(Duration::from_millis(600));
-    let text = std::fs::read_to_string(&log).unwrap();
-    let warned: Vec<&str> = text
-        .lines()
-        .filter(|l| l.contains("real-time priority"))
-        .collect();
-    assert_eq!(warned.len(), 1, "one line about it: {text}");
-    assert!(
-        warned[0].contains("WARN") && warned[0].contains("no CAP_SYS_NICE: grant it"),
-        "a warning that says what to do: {}",
-        warned[0]
-    );
+    common::assert_one_realtime_warning(&std::fs::read_to_string(&log).unwrap());
 }

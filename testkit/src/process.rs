@@ -59,6 +59,33 @@ pub fn mtuvisor_in(netns: &str) -> Command {
     cmd
 }
 
+/// [`mtuvisor_in`] without CAP_SYS_NICE: root keeps only the
+/// capabilities of its bounding set across exec.
+pub fn mtuvisor_in_without_sys_nice(netns: &str) -> Command {
+    let mut cmd = Command::new("setpriv");
+    cmd.args(["--bounding-set=-sys_nice", "nsenter"])
+        .arg(format!("--net=/run/netns/{netns}"))
+        .arg(bin());
+    cmd.env_remove("MTUVISOR_MTU")
+        .env_remove("MTUVISOR_LOG_FORMAT");
+    cmd
+}
+
+/// A log of mtuvisor without CAP_SYS_NICE has exactly one line about
+/// real-time priority: a warning that says what to grant.
+pub fn assert_one_realtime_warning(log: &str) {
+    let warned: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("real-time priority"))
+        .collect();
+    assert_eq!(warned.len(), 1, "one line about it: {log}");
+    assert!(
+        warned[0].contains("WARN") && warned[0].contains("no CAP_SYS_NICE: grant it"),
+        "a warning that says what to do: {}",
+        warned[0]
+    );
+}
+
 pub fn run_mtuvisor(netns: &str, args: &[&str], env: &[(&str, &str)]) -> Output {
     mtuvisor_in(netns)
         .args(args)
