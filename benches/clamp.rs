@@ -103,7 +103,7 @@ fn sweep(moved: bool) {
             let client = RtnlClient::new(
                 Rtnl::connect().unwrap(),
                 MtuSetter::new(4).unwrap(),
-                NetnsResolver::new(vec!["/run/netns".into()]),
+                NetnsResolver::new(vec!["/run/netns".into()], Default::default()),
             );
             let mut engine = Engine::new(client, BridgeMatcher::default(), 1450);
             let t = Instant::now();

@@ -150,7 +150,7 @@ async fn family_mtu(rtnl: &Rtnl, family: Family) -> Result<Option<FamilyMtu>, Ne
         Family::Ipv4 => AddressFamily::Inet,
         Family::Ipv6 => AddressFamily::Inet6,
     };
-    let routes = rtnl.routes(af).await?;
+    let routes = rtnl.default_routes(af).await?;
     let Some(route) = pick_default_route(&routes) else {
         return Ok(None);
     };

@@ -91,8 +91,52 @@ fn braces(labels: &str, extra: &str) -> String {
     }
 }
 
-/// A request must arrive whole within this, or the connection is dropped.
+/// A label value as the text exposition format requires it: backslash,
+/// double quote and line feed escaped. Anything else may stay.
+pub fn escape_label_value(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    for c in value.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '"' => out.push_str("\\\""),
+            '\n' => out.push_str("\\n"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// Longest name kept by [`label_safe`].
+const MAX_LABEL_CHARS: usize = 128;
+
+/// `name` as a Kubernetes name could be (letters, digits, `-`, `.`, `_`;
+/// anything else `_`), at most 128 characters: what a pod's namespace is
+/// called in labels and log fields, whatever its file was named.
+pub fn label_safe(name: &str) -> String {
+    let clean: String = name
+        .chars()
+        .take(MAX_LABEL_CHARS)
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_') {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    if clean.is_empty() {
+        "_".into()
+    } else {
+        clean
+    }
+}
+
+/// A request must arrive whole within this, and the answer leave within
+/// it, or the connection is dropped.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+/// Connections served at once; more are closed at once (the port is on the
+/// node's IP under `node`, reachable by every pod).
+const MAX_CONNECTIONS: usize = 16;
 const MAX_REQUEST_BYTES: usize = 8192;
 /// After a failed accept (out of file descriptors): wait this long.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
@@ -105,6 +149,7 @@ pub struct Metrics {
     labels: String,
     target_mtu: AtomicU64,
     managed_links: AtomicU64,
+    links_left_out: AtomicU64,
     mtu_changes: AtomicU64,
     mtu_change_failures: AtomicU64,
     sweeps: AtomicU64,
@@ -137,13 +182,14 @@ impl Metrics {
     fn new(labels: &[(&str, &str)], ready: watch::Receiver<bool>) -> Metrics {
         let labels = labels
             .iter()
-            .map(|(k, v)| format!("{k}=\"{}\"", v.replace('\\', "\\\\").replace('"', "\\\"")))
+            .map(|(k, v)| format!("{k}=\"{}\"", escape_label_value(v)))
             .collect::<Vec<_>>()
             .join(",");
         Metrics {
             labels,
             target_mtu: AtomicU64::new(0),
             managed_links: AtomicU64::new(0),
+            links_left_out: AtomicU64::new(0),
             mtu_changes: AtomicU64::new(0),
             mtu_change_failures: AtomicU64::new(0),
             sweeps: AtomicU64::new(0),
@@ -180,6 +226,11 @@ impl Metrics {
     pub fn swept(&self, managed: usize) {
         self.sweeps.fetch_add(1, Relaxed);
         self.managed_links.store(managed as u64, Relaxed);
+    }
+
+    /// Links past the per-namespace cap, not managed.
+    pub fn set_links_left_out(&self, n: usize) {
+        self.links_left_out.store(n as u64, Relaxed);
     }
 
     pub fn netlink_overrun(&self) {
@@ -225,6 +276,7 @@ const SCALARS: &str = "\
 mtuvisor_target_mtu gauge MTU that managed links are kept at or below.
 mtuvisor_ready gauge 1 once the first sweep is done and link notifications flow.
 mtuvisor_managed_links gauge Managed links (bridges and ports) found by the last sweep.
+mtuvisor_links_left_out gauge Links past the per-namespace limit (2048), neither followed nor managed.
 mtuvisor_mtu_changes_total counter MTUs set on managed links, far ends in containers included.
 mtuvisor_mtu_change_failures_total counter MTU checks or changes that failed (retried at the next sweep).
 mtuvisor_sweeps_total counter Full passes over every managed link.
@@ -240,6 +292,7 @@ impl Metrics {
             "mtuvisor_ready" => return self.is_ready().into(),
             "mtuvisor_target_mtu" => &self.target_mtu,
             "mtuvisor_managed_links" => &self.managed_links,
+            "mtuvisor_links_left_out" => &self.links_left_out,
             "mtuvisor_mtu_changes_total" => &self.mtu_changes,
             "mtuvisor_mtu_change_failures_total" => &self.mtu_change_failures,
             "mtuvisor_sweeps_total" => &self.sweeps,
@@ -437,9 +490,47 @@ pub fn bind(addr: SocketAddr) -> Result<std::net::TcpListener, Error> {
     Ok(listener)
 }
 
-/// Serves `/metrics` and `/healthz` until the task is dropped. Must run
-/// inside a tokio runtime.
-pub async fn serve(listener: std::net::TcpListener, registry: Arc<Registry>) {
+/// The metrics server's thread: stops when dropped.
+pub struct Server {
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+/// Serves `/metrics` and `/healthz` from a thread of its own, with a
+/// runtime of its own at ordinary priority: a scrape, a slow client or a
+/// flood of connections never takes the enforcement thread's time.
+pub fn spawn_server(
+    listener: std::net::TcpListener,
+    registry: Arc<Registry>,
+) -> Result<Server, Error> {
+    let (stop, stopped) = tokio::sync::oneshot::channel();
+    let startup = |e: std::io::Error| Error::Startup(format!("cannot serve metrics: {e}"));
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(startup)?;
+    std::thread::Builder::new()
+        .name("metrics".into())
+        .spawn(move || {
+            runtime.block_on(async move {
+                tokio::select! {
+                    () = serve(listener, registry) => {}
+                    _ = stopped => {}
+                }
+            })
+        })
+        .map_err(startup)?;
+    Ok(Server { stop: Some(stop) })
+}
+
+async fn serve(listener: std::net::TcpListener, registry: Arc<Registry>) {
     let listener = match TcpListener::from_std(listener) {
         Ok(l) => l,
         Err(e) => {
@@ -450,14 +541,27 @@ pub async fn serve(listener: std::net::TcpListener, registry: Arc<Registry>) {
     if let Ok(addr) = listener.local_addr() {
         info!(%addr, "serving metrics at /metrics and health at /healthz");
     }
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     loop {
         match listener.accept().await {
             Ok((stream, peer)) => {
+                let Ok(slot) = slots.clone().try_acquire_owned() else {
+                    debug!(%peer, "too many metrics connections; closed this one");
+                    continue;
+                };
                 let registry = registry.clone();
                 tokio::spawn(async move {
-                    if let Err(e) = answer(stream, &registry).await {
-                        debug!(%peer, error = %e, "metrics request failed");
+                    let answered = tokio::time::timeout(
+                        REQUEST_TIMEOUT * 2,
+                        answer(stream, &registry),
+                    )
+                    .await;
+                    match answered {
+                        Ok(Ok(())) => {}
+                        Ok(Err(e)) => debug!(%peer, error = %e, "metrics request failed"),
+                        Err(_) => debug!(%peer, "metrics request too slow; dropped"),
                     }
+                    drop(slot);
                 });
             }
             // Out of file descriptors and the like: back off a little.
@@ -479,11 +583,16 @@ async fn answer(mut stream: TcpStream, registry: &Registry) -> std::io::Result<(
          Connection: close\r\n\r\n",
         body.len()
     );
-    stream.write_all(response.as_bytes()).await?;
-    if !head.starts_with("HEAD ") {
-        stream.write_all(body.as_bytes()).await?;
-    }
-    stream.shutdown().await
+    let send = async {
+        stream.write_all(response.as_bytes()).await?;
+        if !head.starts_with("HEAD ") {
+            stream.write_all(body.as_bytes()).await?;
+        }
+        stream.shutdown().await
+    };
+    tokio::time::timeout(REQUEST_TIMEOUT, send)
+        .await
+        .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "answer not read"))?
 }
 
 /// The request line and headers, up to the blank line.
@@ -663,6 +772,26 @@ mod tests {
         assert_eq!(route("GET /healthz HTTP/1.1\r\n", &r).0, "200 OK");
         r.remove(&b);
         assert!(!r.render().contains("pod-b"));
+    }
+
+    #[test]
+    fn a_name_cannot_break_the_exposition_format() {
+        assert_eq!(escape_label_value("a\\b\"c\nd"), "a\\\\b\\\"c\\nd");
+        assert_eq!(label_safe("cni-0f3e.a_b"), "cni-0f3e.a_b");
+        assert_eq!(label_safe("pod\nmtuvisor_ready 1"), "pod_mtuvisor_ready_1");
+        assert_eq!(label_safe(""), "_");
+        assert_eq!(label_safe(&"x".repeat(300)).len(), 128);
+        let r = Registry::default();
+        let (_tx, rx) = watch::channel(true);
+        r.add(&[("netns", "evil\"}\nmtuvisor_ready 1\n#")], rx);
+        let text = r.render();
+        let ready: Vec<&str> = text
+            .lines()
+            .filter(|l| l.starts_with("mtuvisor_ready"))
+            .collect();
+        assert_eq!(ready.len(), 1, "no line injected: {text}");
+        assert!(ready[0].starts_with("mtuvisor_ready{netns="), "{text}");
+        assert!(text.contains(r#"netns="evil\"}\nmtuvisor_ready 1\n#""#), "{text}");
     }
 
     #[test]

@@ -169,6 +169,35 @@ impl Spawned {
         }
     }
 
+    /// Blocks until the child exits; past `timeout`, calls `on_timeout`
+    /// once (which kills it) and goes on waiting for the exit.
+    pub fn wait_timeout(
+        &mut self,
+        timeout: std::time::Duration,
+        on_timeout: impl FnOnce(),
+    ) -> io::Result<ExitStatus> {
+        let deadline = std::time::Instant::now() + timeout;
+        let mut on_timeout = Some(on_timeout);
+        // Tools take milliseconds: look often at first, then less.
+        let mut pause = std::time::Duration::from_micros(200);
+        loop {
+            let exited = match &mut self.waiter {
+                ExitWaiter::Reaper(rx) => rx.try_recv().map_err(|_| reaper_gone())?,
+                ExitWaiter::Direct => self.child.try_wait()?,
+            };
+            if let Some(status) = exited {
+                return Ok(status);
+            }
+            if std::time::Instant::now() >= deadline {
+                if let Some(kill) = on_timeout.take() {
+                    kill();
+                }
+            }
+            std::thread::sleep(pause);
+            pause = (pause * 2).min(std::time::Duration::from_millis(10));
+        }
+    }
+
     /// Completes when the child exits. Needs the reaper (async code runs
     /// only in the long-running modes, which start it).
     pub async fn exited(self) -> io::Result<ExitStatus> {
@@ -185,45 +214,116 @@ fn reaper_gone() -> io::Error {
     io::Error::other("the reaper dropped this child's exit status")
 }
 
-/// Runs `cmd` to completion with `input` on its stdin; its output and
-/// status, as `Command::output` gives them.
-pub fn output(cmd: &mut Command, input: &[u8]) -> io::Result<Output> {
-    cmd.stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let mut child = spawn(cmd)?;
-    let stdin = child.take_stdin();
-    let stdout = child.take_stdout();
-    let stderr = child.take_stderr();
-    // Both pipes are read at once: a child that fills one while we block on
-    // the other would never exit.
-    let err_reader = std::thread::spawn(move || read_all(stderr));
-    if let Some(mut stdin) = stdin {
-        // A child that exits without reading its input is not an error here.
-        if let Err(e) = stdin.write_all(input) {
-            if e.kind() != io::ErrorKind::BrokenPipe {
-                return Err(e);
-            }
-        }
-    }
-    let stdout = read_all(stdout)?;
-    let stderr = err_reader
-        .join()
-        .map_err(|_| io::Error::other("stderr reader panicked"))??;
-    let status = child.wait()?;
-    Ok(Output {
-        status,
-        stdout,
-        stderr,
-    })
+/// How long a tool may run, and how much it may print, before it is
+/// killed. The firewall tools run inside pods (`node`): a pod can hold the
+/// xtables lock forever or fill its tables until a listing is gigabytes,
+/// and neither may stall a thread of ours or fill our memory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    pub timeout: std::time::Duration,
+    /// Bytes of stdout, and separately of stderr.
+    pub max_output: usize,
 }
 
-fn read_all(pipe: Option<impl Read>) -> io::Result<Vec<u8>> {
-    let mut buf = Vec::new();
-    if let Some(mut p) = pipe {
-        p.read_to_end(&mut buf)?;
+impl Limits {
+    /// For `iptables`, `nft` and version probes: generous for a healthy
+    /// system (they take milliseconds; `iptables -w` gives up on the
+    /// lock after [`crate::firewall`]'s wait, well inside this).
+    pub const TOOL: Limits = Limits {
+        timeout: std::time::Duration::from_secs(15),
+        max_output: 8 << 20,
+    };
+}
+
+/// Runs `cmd` to completion with `input` on its stdin, within
+/// [`Limits::TOOL`]; its output and status, as `Command::output` gives them.
+pub fn output(cmd: &mut Command, input: &[u8]) -> io::Result<Output> {
+    output_within(cmd, input, Limits::TOOL)
+}
+
+/// [`output`] within `limits`: past the timeout, or once either stream
+/// passes `max_output`, the child's process group is killed and the call
+/// fails with `TimedOut` or `InvalidData`, naming the limit.
+pub fn output_within(cmd: &mut Command, input: &[u8], limits: Limits) -> io::Result<Output> {
+    use std::os::unix::process::CommandExt;
+    use std::sync::atomic::{AtomicU8, Ordering};
+    cmd.stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        // A group of its own: a kill reaches whatever it started too, so
+        // that nothing keeps our pipes open after it.
+        .process_group(0);
+    let mut child = spawn(cmd)?;
+    let pid = child.id() as i32;
+    let (stdin, stdout, stderr) = (child.take_stdin(), child.take_stdout(), child.take_stderr());
+    // Why the group was killed: 0 not, 1 timeout, 2 too much output.
+    let killed = AtomicU8::new(0);
+    let kill_group = |why: u8| {
+        if killed
+            .compare_exchange(0, why, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+        {
+            let _ = nix::sys::signal::killpg(Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
+        }
+    };
+    let (status, stdout, stderr) = std::thread::scope(|s| {
+        // Input and both pipes at once: a child that fills one while we
+        // block on another would never exit.
+        s.spawn(move || {
+            if let Some(mut stdin) = stdin {
+                // A child that exits without reading its input is fine.
+                let _ = stdin.write_all(input);
+            }
+        });
+        let out = s.spawn(|| read_capped(stdout, limits.max_output, || kill_group(2)));
+        let err = s.spawn(|| read_capped(stderr, limits.max_output, || kill_group(2)));
+        let status = child.wait_timeout(limits.timeout, || kill_group(1));
+        let join = |h: std::thread::ScopedJoinHandle<'_, io::Result<Vec<u8>>>| {
+            h.join()
+                .map_err(|_| io::Error::other("a pipe reader panicked"))?
+        };
+        (status, join(out), join(err))
+    });
+    let status = status?;
+    match killed.load(Ordering::Acquire) {
+        1 => Err(io::Error::new(
+            io::ErrorKind::TimedOut,
+            format!("still running after {:?}; killed", limits.timeout),
+        )),
+        2 => Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("printed more than {} bytes; killed", limits.max_output),
+        )),
+        _ => Ok(Output {
+            status,
+            stdout: stdout?,
+            stderr: stderr?,
+        }),
     }
-    Ok(buf)
+}
+
+/// Reads `pipe` to its end, keeping at most `max` bytes; past that, calls
+/// `over` once and drains the rest unkept (until the killed child's end
+/// closes).
+fn read_capped(pipe: Option<impl Read>, max: usize, over: impl Fn()) -> io::Result<Vec<u8>> {
+    let mut buf = Vec::new();
+    let Some(mut p) = pipe else {
+        return Ok(buf);
+    };
+    let mut chunk = [0u8; 16 << 10];
+    loop {
+        let n = match p.read(&mut chunk) {
+            Ok(0) => return Ok(buf),
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        if buf.len() + n > max {
+            over();
+            continue;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
 }
 
 /// Finds an executable: a path as given, or a name on PATH.
@@ -274,6 +374,47 @@ mod tests {
         assert_eq!(out.stdout, b"hello");
         assert_eq!(out.stderr, b"err\n");
         assert_eq!(out.status.code(), Some(4));
+    }
+
+    #[test]
+    fn a_tool_that_hangs_is_killed_at_its_deadline_with_what_it_started() {
+        let limits = Limits {
+            timeout: std::time::Duration::from_millis(300),
+            max_output: 1 << 20,
+        };
+        let began = std::time::Instant::now();
+        // The grandchild keeps the pipes open: the group kill ends it too.
+        let err = output_within(
+            Command::new("sh").args(["-c", "sleep 30 & sleep 30"]),
+            b"",
+            limits,
+        )
+        .unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::TimedOut, "{err}");
+        assert!(
+            began.elapsed() < std::time::Duration::from_secs(5),
+            "{:?}",
+            began.elapsed()
+        );
+    }
+
+    #[test]
+    fn a_tool_that_prints_too_much_is_killed_and_nothing_is_kept() {
+        let limits = Limits {
+            timeout: std::time::Duration::from_secs(30),
+            max_output: 64 << 10,
+        };
+        let err = output_within(&mut Command::new("yes"), b"", limits).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::InvalidData, "{err}");
+        assert!(err.to_string().contains("65536 bytes"), "{err}");
+        // Under the cap, all of it.
+        let out = output_within(
+            Command::new("head").args(["-c", "65536", "/dev/zero"]),
+            b"",
+            limits,
+        )
+        .unwrap();
+        assert_eq!(out.stdout.len(), 65536);
     }
 
     /// The rule in the module doc: no other file spawns or waits for a

@@ -733,10 +733,12 @@ fn children_of(pid: i32) -> Vec<i32> {
 /// Discovery through `/proc` alone, for runtimes that make no namespace
 /// file. The agent runs in a PID namespace of its own, so its `/proc`
 /// shows only this test's processes (and never another test's
-/// namespaces): itself, in the node's namespace, and a process in a pod's.
-/// Its `netns_dirs` do not exist, so the scan is the only way to the pod.
-/// The pod is enforced in, named by the hostname its process sees, and
-/// dropped within a scan period once that process is gone.
+/// namespaces): itself, in the node's namespace, and a pod's "pause
+/// process": the first process of a PID namespace one level below the
+/// agent's, in the pod's network namespace, as a runtime starts it. Its
+/// `netns_dirs` do not exist, so the scan is the only way to the pod. The
+/// pod is enforced in, named `netns-<inode>` (nothing a pod wrote is
+/// read), and dropped within a scan period once that process is gone.
 #[test]
 fn the_proc_scan_finds_a_pod_no_file_names_and_lets_it_go_with_its_process() {
     if !privileged("the_proc_scan_finds_a_pod_no_file_names_and_lets_it_go_with_its_process") {
@@ -746,7 +748,7 @@ fn the_proc_scan_finds_a_pod_no_file_names_and_lets_it_go_with_its_process() {
     let mut n = NodeLab::new("nproc");
     let (pod, bridge) = n.docker_pod("x", 0x5ca);
     let script = format!(
-        "nsenter --net=/run/netns/{pod} sleep 600 & \
+        "unshare --pid --fork --kill-child nsenter --net=/run/netns/{pod} sleep 600 & \
          exec nsenter --net=/run/netns/{node} {bin} node --proc-scan 200ms \
          --metrics-addr {metrics}",
         node = n.node,
@@ -783,7 +785,17 @@ fn the_proc_scan_finds_a_pod_no_file_names_and_lets_it_go_with_its_process() {
         "the agent and the pod's process run"
     );
     let agent = agent.unwrap();
-    let holder = children_of(agent)[0];
+    let mut holder = None;
+    assert!(
+        eventually(Duration::from_secs(5), || {
+            holder = children_of(agent)
+                .first()
+                .and_then(|unshare| children_of(*unshare).first().copied());
+            holder.is_some()
+        }),
+        "the pod's pause process runs"
+    );
+    let holder = holder.unwrap();
 
     let links = ["veth0", "veth0p", "veth1", "veth1p", "veth2", "veth2p"];
     let at_target = || mtu(&pod, &bridge) == 1450 && links.iter().all(|l| mtu(&pod, l) == 1450);
@@ -795,17 +807,13 @@ fn the_proc_scan_finds_a_pod_no_file_names_and_lets_it_go_with_its_process() {
     let ino = std::fs::metadata(format!("/run/netns/{pod}"))
         .map(|m| std::os::unix::fs::MetadataExt::ino(&m))
         .unwrap();
-    let hostname = std::fs::read_to_string("/etc/hostname").unwrap_or_default();
-    let label = match hostname.trim() {
-        "" => format!("netns-{ino}"),
-        h => h.to_string(),
-    };
+    let label = format!("netns-{ino}");
     let enforcing = r#"mtuvisor_node_namespaces{state="enforcing"}"#;
     assert_eq!(n.sample(enforcing), Some(1.0), "{}", n.metrics());
     assert_eq!(
         n.sample(&format!("mtuvisor_target_mtu{{netns=\"{label}\"}}")),
         Some(1450.0),
-        "labelled by the hostname its process sees: {}",
+        "labelled by its inode: {}",
         n.metrics()
     );
     let holds = |what: &str| {

@@ -17,7 +17,6 @@ use tokio::sync::watch::{self as signal, Receiver, Sender};
 use crate::config::{Flags, Settings};
 use crate::error::{Error, EXIT_BAD_INPUT};
 use crate::metrics::{self, Metrics, Registry};
-use crate::AbortOnDrop;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -127,25 +126,27 @@ fn report_usage_error(e: clap::Error) -> i32 {
 /// A process with one enforcer (`watch`, `supervise`): its series, its
 /// readiness channel, and the server for them when a listener was bound.
 struct OneEnforcer {
-    _server: Option<AbortOnDrop>,
+    _server: Option<metrics::Server>,
     metrics: Arc<Metrics>,
     ready: Sender<bool>,
     ready_rx: Receiver<bool>,
 }
 
 impl OneEnforcer {
-    /// Call inside the runtime (the server is a task).
-    fn new(listener: Option<std::net::TcpListener>) -> OneEnforcer {
+    /// The server, when there is a listener, runs on a thread of its own.
+    fn new(listener: Option<std::net::TcpListener>) -> Result<OneEnforcer, Error> {
         let registry = Arc::new(Registry::default());
         let (ready, ready_rx) = signal::channel(false);
         let metrics = registry.add(&[], ready_rx.clone());
-        let _server = listener.map(|l| AbortOnDrop(tokio::spawn(metrics::serve(l, registry))));
-        OneEnforcer {
+        let _server = listener
+            .map(|l| metrics::spawn_server(l, registry))
+            .transpose()?;
+        Ok(OneEnforcer {
             _server,
             metrics,
             ready,
             ready_rx,
-        }
+        })
     }
 }
 

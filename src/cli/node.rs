@@ -9,10 +9,10 @@ use tracing::info;
 use super::flags::{self, SettingFlags};
 use crate::config::Settings;
 use crate::error::Error;
+use crate::firewall::{self, MssMode};
 use crate::metrics::{self, NodeMetrics, Registry};
 use crate::node;
 use crate::process;
-use crate::AbortOnDrop;
 
 #[derive(Debug, Args)]
 pub struct NodeArgs {
@@ -26,6 +26,13 @@ pub fn run(settings: Settings) -> Result<(), Error> {
     // iptables and nft are spawned per pod; their exits go to one owner.
     process::start_reaper(false)
         .map_err(|e| Error::Startup(format!("cannot start the child reaper: {e}")))?;
+    // The firewall tools, checked once, here: each pod's backend is only
+    // chosen once it has Docker (in that pod), and a tool missing from the
+    // agent's image is bad input for the whole node, not a pod's failure.
+    if settings.mss != MssMode::Off {
+        firewall::select_backend(settings.mss_backend)
+            .map_err(|e| Error::BadInput(e.to_string()))?;
+    }
     let own = node::discovery::own_netns().map_err(|e| {
         Error::Startup(format!(
             "cannot read this process's network namespace (/proc/self/ns/net): {e}"
@@ -34,8 +41,9 @@ pub fn run(settings: Settings) -> Result<(), Error> {
     super::enforcing_runtime(&settings)?.block_on(async move {
         let node_metrics = Arc::new(NodeMetrics::default());
         let registry = Arc::new(Registry::for_node(node_metrics.clone()));
-        let _server =
-            listener.map(|l| AbortOnDrop(tokio::spawn(metrics::serve(l, registry.clone()))));
+        let _server = listener
+            .map(|l| metrics::spawn_server(l, registry.clone()))
+            .transpose()?;
         let (shutdown, handle) = super::shutdown_on_signal()?;
         info!(node_netns_inode = own.ino, "node agent starting");
         let result = node::run(settings, registry, node_metrics, shutdown).await;

@@ -45,7 +45,7 @@ pub fn run(mut settings: Settings, args: SuperviseArgs) -> Result<i32, Error> {
     let signals = supervisor::signals()
         .map_err(|e| Error::Startup(format!("cannot install signal handlers: {e}")))?;
     rt.block_on(async move {
-        let one = super::OneEnforcer::new(listener);
+        let one = super::OneEnforcer::new(listener)?;
         let (dockerd_tx, dockerd_rx) = mpsc::unbounded_channel();
         let (stop_config, enforce_mtu) = (settings.stop_timeout, settings.enforce_mtu);
         let max_restarts = settings.max_restarts;
@@ -56,6 +56,7 @@ pub fn run(mut settings: Settings, args: SuperviseArgs) -> Result<i32, Error> {
             dockerd: Some(dockerd_rx),
             netns: None,
             mss_when_docker: false,
+            fence: Default::default(),
         };
         // Bad input found here (on the system) ends mtuvisor before dockerd
         // is ever started.

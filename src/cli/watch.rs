@@ -28,7 +28,7 @@ pub fn run(settings: Settings) -> Result<(), Error> {
         if let Some(socket) = &docker_socket {
             docker::check_socket(socket).await?;
         }
-        let one = super::OneEnforcer::new(listener);
+        let one = super::OneEnforcer::new(listener)?;
         let setup = Setup {
             docker_socket,
             metrics: one.metrics.clone(),
@@ -36,6 +36,7 @@ pub fn run(settings: Settings) -> Result<(), Error> {
             dockerd: None,
             netns: None,
             mss_when_docker: false,
+            fence: Default::default(),
         };
         let prepared = enforce::prepare(settings, setup).await?;
         let (shutdown, handle) = super::shutdown_on_signal()?;

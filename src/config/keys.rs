@@ -148,7 +148,7 @@ pub static KEYS: &[Key] = &[
         flag: Some(("--netns-include", &[Cmd::Node])),
         value_name: "GLOB,...",
         default: "*",
-        meaning: "`node`: names of files in `netns_dirs` to enforce in, globs (`cni-*`); comma-separated in the environment",
+        meaning: "`node`: names of the pod namespaces to enforce in, globs (`cni-*`): a file's name in `netns_dirs`, `netns-<inode>` for one found through `/proc`; comma-separated in the environment",
         apply: |s, v, o| {
             let globs = parse_globs(v.list(), "netns_include", o.clone())?;
             s.netns_include = globs;
@@ -161,8 +161,8 @@ pub static KEYS: &[Key] = &[
         env: "MTUVISOR_PROC_SCAN",
         flag: Some(("--proc-scan", &[Cmd::Node])),
         value_name: "off|DURATION",
-        default: "1s",
-        meaning: "`node`: how often to look for namespaces in `/proc/*/ns/net` (runtimes that make no file), 100ms–24h, or `off`",
+        default: "off",
+        meaning: "`node`: how often to look for pods in `/proc` as well (runtimes that make no namespace file; a namespace counts when the first process of a PID namespace one level below the agent's holds it), 100ms–24h, or `off`",
         apply: |s, v, o| {
             let text = v.text("proc_scan", o)?;
             s.proc_scan = match text.trim() {

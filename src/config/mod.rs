@@ -17,7 +17,7 @@ use std::time::Duration;
 use crate::firewall::{BackendChoice, MssMode};
 
 pub use keys::{markdown_table, Cmd, Key, Raw, KEYS};
-pub use parse::{parse_mtu, MAX_MSS, MIN_MSS};
+pub use parse::{glob_match, parse_mtu, MAX_MSS, MIN_MSS};
 
 /// The file read when `--config` is not given, if it exists.
 pub const DEFAULT_CONFIG_FILE: &str = "/etc/mtuvisor/config.toml";

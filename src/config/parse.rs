@@ -257,3 +257,46 @@ fn word_or_number<T: Copy>(
         }
     }
 }
+
+/// Shell-style glob with `*` (any run) and `?` (any one character).
+pub fn glob_match(pattern: &str, name: &str) -> bool {
+    let (p, n): (Vec<char>, Vec<char>) = (pattern.chars().collect(), name.chars().collect());
+    let (mut pi, mut ni) = (0, 0);
+    let mut backtrack: Option<(usize, usize)> = None;
+    while ni < n.len() {
+        match p.get(pi) {
+            Some('*') => {
+                backtrack = Some((pi, ni));
+                pi += 1;
+            }
+            Some(&c) if c == '?' || c == n[ni] => {
+                pi += 1;
+                ni += 1;
+            }
+            _ => match backtrack {
+                Some((star, matched)) => {
+                    pi = star + 1;
+                    ni = matched + 1;
+                    backtrack = Some((star, matched + 1));
+                }
+                None => return false,
+            },
+        }
+    }
+    p[pi..].iter().all(|&c| c == '*')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn globs() {
+        assert!(glob_match("cni*", "cni0"));
+        assert!(glob_match("*br?", "mybr1"));
+        assert!(glob_match("a*b*c", "aXbYbZc"));
+        assert!(!glob_match("cni*", "xcni0"));
+        assert!(!glob_match("?", ""));
+        assert!(glob_match("*", ""));
+    }
+}

@@ -8,12 +8,13 @@
 //! firewall return outcomes, and the handlers turn them into counters.
 
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
-use tracing::{info, trace, warn};
+use tracing::{debug, info, trace, warn};
 
-use super::engine::{Engine, PassReport};
+use super::engine::{Engine, PassReport, MAX_LINKS};
 use super::policy::BridgeMatcher;
-use crate::config::Settings;
+use crate::config::{Settings, MIN_IPV6_MTU, MIN_MTU};
 use crate::detect::{DetectError, OuterMtu};
 use crate::docker::supervisor::DockerdEvent;
 use crate::docker::DockerUpdate;
@@ -22,31 +23,94 @@ use crate::logging::RepeatedFailure;
 use crate::metrics::Metrics;
 use crate::netlink::{NetEvent, NetOps, NetlinkError};
 
-/// Where the target MTU comes from.
+/// Where the target MTU comes from. Either way the outer MTU's last
+/// reading is kept: its interfaces are the pod's uplink, never managed.
 pub(crate) enum TargetSource {
-    Fixed(u32),
-    /// Follows the outer MTU; remembers the interfaces it was read from so
-    /// that their link notifications trigger a re-read.
-    Outer {
-        last: OuterMtu,
-    },
+    Fixed { mtu: u32, outer: Option<OuterMtu> },
+    /// Follows the outer MTU, bounded below by [`floor`].
+    Outer { last: OuterMtu },
+}
+
+/// The lowest target the outer MTU may give: what IPv6 needs where it is
+/// routed, else the IPv4 minimum. A pod that gives its own default route
+/// `mtu 300` gets this, not 300.
+fn floor(outer: &OuterMtu) -> u32 {
+    if outer.ipv6.is_some() {
+        MIN_IPV6_MTU
+    } else {
+        MIN_MTU
+    }
 }
 
 impl TargetSource {
     pub(crate) fn target(&self) -> u32 {
         match self {
-            TargetSource::Fixed(n) => *n,
-            TargetSource::Outer { last } => last.mtu,
+            TargetSource::Fixed { mtu, .. } => *mtu,
+            TargetSource::Outer { last } => last.mtu.max(floor(last)),
+        }
+    }
+
+    fn outer(&self) -> Option<&OuterMtu> {
+        match self {
+            TargetSource::Fixed { outer, .. } => outer.as_ref(),
+            TargetSource::Outer { last } => Some(last),
         }
     }
 
     fn depends_on(&self, ifindex: u32) -> bool {
-        match self {
-            TargetSource::Fixed(_) => false,
-            TargetSource::Outer { last } => last.ifindexes().contains(&ifindex),
-        }
+        self.outer()
+            .is_some_and(|o| o.ifindexes().contains(&ifindex))
     }
 }
+
+/// Work that a burst of events asks for many times but that needs doing
+/// once (re-reading the routes, a sweep after lost notifications): done at
+/// once when it has been quiet, otherwise no sooner than `SPACING` times
+/// its last cost after its last run. A namespace whose tables are huge
+/// (a pod's doing) thus costs the one runtime thread a bounded share.
+#[derive(Debug)]
+struct Coalesced {
+    due: Option<Instant>,
+    earliest: Instant,
+}
+
+const SPACING: u32 = 20;
+
+impl Coalesced {
+    fn new() -> Coalesced {
+        Coalesced {
+            due: None,
+            earliest: Instant::now(),
+        }
+    }
+
+    fn ask(&mut self) {
+        if self.due.is_none() {
+            self.due = Some(self.earliest.max(Instant::now()));
+        }
+    }
+
+    /// Whether it is due now; if so, it is taken.
+    fn take_if_due(&mut self) -> bool {
+        match self.due {
+            Some(at) if at <= Instant::now() => {
+                self.due = None;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    fn ran(&mut self, started: Instant) {
+        let took = started.elapsed();
+        self.earliest = Instant::now() + took * SPACING;
+    }
+}
+
+/// A default route gone for this long is worth a warning; shorter, it is
+/// a pod being torn down (its route goes some 30 ms before its namespace
+/// file) or a CNI plugin at work.
+const ROUTE_GONE_QUIET: Duration = Duration::from_secs(10);
 
 pub(crate) struct Enforcer<N> {
     engine: Engine<N>,
@@ -60,6 +124,14 @@ pub(crate) struct Enforcer<N> {
     metrics: Arc<Metrics>,
     sweep_log: RepeatedFailure,
     mss_log: RepeatedFailure,
+    outer_read: Coalesced,
+    overrun_sweep: Coalesced,
+    /// Since when no default route exists, and whether that was said.
+    route_gone: Option<(Instant, bool)>,
+    /// The outer MTU below the floor that was last warned about.
+    floored: Option<u32>,
+    /// Links past the cap were warned about.
+    left_out_warned: bool,
 }
 
 impl<N: NetOps> Enforcer<N> {
@@ -87,32 +159,40 @@ impl<N: NetOps> Enforcer<N> {
             metrics,
             sweep_log: RepeatedFailure::default(),
             mss_log: RepeatedFailure::default(),
+            outer_read: Coalesced::new(),
+            overrun_sweep: Coalesced::new(),
+            route_gone: None,
+            floored: None,
+            left_out_warned: false,
         }
-    }
-
-    pub(crate) fn enforces_mtu(&self) -> bool {
-        self.enforce_mtu
     }
 
     /// The first sweep and MSS ensure; after it, enforcement is ready.
     pub(crate) async fn start(&mut self) -> Result<(), NetlinkError> {
         match &self.source {
-            TargetSource::Fixed(n) => info!(
-                target_mtu = n,
+            TargetSource::Fixed { mtu, .. } => info!(
+                target_mtu = mtu,
                 "watching; target MTU fixed by configuration"
             ),
             TargetSource::Outer { last } => info!(
-                target_mtu = last.mtu,
+                target_mtu = self.source.target(),
                 interface = %last.interface,
                 source = %last.source,
                 "watching; target MTU follows the outer MTU"
             ),
+        }
+        self.note_floor();
+        if let Some(outer) = self.source.outer() {
+            let uplinks = outer.ifindexes();
+            self.engine.set_uplinks(uplinks).await;
         }
         if self.enforce_mtu {
             let report = self.engine.sweep().await?;
             self.record_sweep(report);
         } else {
             info!("MTU enforcement disabled by configuration; MSS clamping only");
+            self.engine.refresh().await?;
+            self.note_links();
         }
         self.ensure_mss(false);
         Ok(())
@@ -136,22 +216,48 @@ impl<N: NetOps> Enforcer<N> {
         }
     }
 
+    /// When the loop must call [`Enforcer::on_due`]: a coalesced re-read
+    /// or sweep that is waiting for its turn.
+    pub(crate) fn next_due(&self) -> Option<Instant> {
+        [self.outer_read.due, self.overrun_sweep.due]
+            .into_iter()
+            .flatten()
+            .min()
+    }
+
+    /// Runs what [`Enforcer::next_due`] said was due.
+    pub(crate) async fn on_due(&mut self) {
+        if self.outer_read.take_if_due() {
+            self.follow_outer().await;
+        }
+        if self.overrun_sweep.take_if_due() {
+            let started = Instant::now();
+            self.sweep().await;
+            self.overrun_sweep.ran(started);
+        }
+    }
+
     /// A link or route notification.
     pub(crate) async fn on_net_event(&mut self, event: NetEvent) {
         trace!(?event, "netlink event");
         match event {
             NetEvent::LinkChanged(link) => {
                 let outer_changed = self.source.depends_on(link.index);
-                let report = self.engine.on_link_changed(link).await;
-                self.record(report);
+                if self.enforce_mtu {
+                    let report = self.engine.on_link_changed(link).await;
+                    self.record(report);
+                } else {
+                    self.engine.observe(link);
+                }
                 self.metrics
                     .set_bridges_present(self.engine.has_managed_bridge());
+                self.note_links();
                 if !self.mss_started && self.mss_when_docker {
                     // The first Docker bridge of a pod: dockerd started.
                     self.ensure_mss(true);
                 }
                 if outer_changed {
-                    self.follow_outer().await;
+                    self.outer_read.ask();
                 }
             }
             NetEvent::LinkRemoved(ifindex) => {
@@ -159,15 +265,15 @@ impl<N: NetOps> Enforcer<N> {
                 self.metrics
                     .set_bridges_present(self.engine.has_managed_bridge());
                 if self.source.depends_on(ifindex) {
-                    self.follow_outer().await;
+                    self.outer_read.ask();
                 }
             }
-            NetEvent::DefaultRouteChanged => self.follow_outer().await,
+            NetEvent::DefaultRouteChanged => self.outer_read.ask(),
             NetEvent::Overrun => {
-                warn!("link notifications were lost (netlink overrun); sweeping");
+                debug!("link notifications were lost (netlink overrun); sweeping");
                 self.metrics.netlink_overrun();
-                self.follow_outer().await;
-                self.sweep().await;
+                self.outer_read.ask();
+                self.overrun_sweep.ask();
             }
         }
     }
@@ -211,9 +317,23 @@ impl<N: NetOps> Enforcer<N> {
         // first, it is not held up by a sweep waiting for the lock (which
         // a node tearing down namespaces can hold for seconds).
         self.ensure_mss(false);
+        self.follow_outer().await;
+        self.warn_if_route_gone_long();
         if self.enforce_mtu {
-            self.follow_outer().await;
             self.sweep().await;
+        } else {
+            match self.engine.refresh().await {
+                Ok(()) => {
+                    self.note_links();
+                    self.metrics
+                        .set_bridges_present(self.engine.has_managed_bridge());
+                    // A Docker bridge found by the re-read, not announced.
+                    if !self.mss_started {
+                        self.ensure_mss(true);
+                    }
+                }
+                Err(e) => self.sweep_log.failed("reading the links failed", &e),
+            }
         }
     }
 
@@ -270,30 +390,97 @@ impl<N: NetOps> Enforcer<N> {
         }
     }
 
-    /// Re-reads the outer MTU and moves the target with it: one line per
-    /// change.
+    /// Re-reads the outer MTU: the uplinks always, and the target with it
+    /// when it follows: one line per change.
     async fn follow_outer(&mut self) {
-        let TargetSource::Outer { last } = &mut self.source else {
-            return;
+        let started = Instant::now();
+        let read = self.engine.net().outer_mtu().await;
+        self.outer_read.ran(started);
+        let outer = match read {
+            Ok(outer) => outer,
+            Err(DetectError::NoDefaultRoute) => {
+                if self.route_gone.is_none() {
+                    debug!(
+                        target_mtu = self.engine.target(),
+                        "default route gone; keeping the last target MTU"
+                    );
+                    self.route_gone = Some((Instant::now(), false));
+                }
+                return;
+            }
+            Err(e) => {
+                warn!(error = %e, "cannot re-read the outer MTU; keeping the last target");
+                return;
+            }
         };
-        match self.engine.net().outer_mtu().await {
-            Ok(outer) => {
-                let mtu = outer.mtu;
-                if mtu != last.mtu {
-                    info!(interface = %outer.interface, source = %outer.source, from_mtu = last.mtu, to_mtu = mtu, "outer MTU changed");
+        if let Some((_, warned)) = self.route_gone.take() {
+            if warned {
+                info!(interface = %outer.interface, "default route back");
+            }
+        }
+        let report = self.engine.set_uplinks(outer.ifindexes()).await;
+        self.record(report);
+        match &mut self.source {
+            TargetSource::Fixed { outer: last, .. } => *last = Some(outer),
+            TargetSource::Outer { last } => {
+                if outer.mtu != last.mtu {
+                    info!(interface = %outer.interface, source = %outer.source, from_mtu = last.mtu, to_mtu = outer.mtu, "outer MTU changed");
                 }
                 *last = outer;
-                self.metrics.set_target_mtu(mtu);
-                let report = self.engine.set_target(mtu).await;
+                let target = self.source.target();
+                self.note_floor();
+                self.metrics.set_target_mtu(target);
+                let report = self.engine.set_target(target).await;
                 self.record(report);
             }
-            Err(DetectError::NoDefaultRoute) => {
+        }
+    }
+
+    fn warn_if_route_gone_long(&mut self) {
+        if let Some((since, warned)) = &mut self.route_gone {
+            if !*warned && since.elapsed() >= ROUTE_GONE_QUIET {
+                *warned = true;
                 warn!(
                     target_mtu = self.engine.target(),
-                    "default route gone; keeping the last target MTU"
+                    "no default route for 10 s; keeping the last target MTU until one is back"
                 );
             }
-            Err(e) => warn!(error = %e, "cannot re-read the outer MTU; keeping the last target"),
+        }
+    }
+
+    /// One warning per outer MTU below the floor.
+    fn note_floor(&mut self) {
+        let TargetSource::Outer { last } = &self.source else {
+            return;
+        };
+        let floor = floor(last);
+        if last.mtu >= floor {
+            self.floored = None;
+        } else if self.floored != Some(last.mtu) {
+            self.floored = Some(last.mtu);
+            warn!(
+                outer_mtu = last.mtu,
+                target_mtu = floor,
+                interface = %last.interface,
+                "the outer MTU is below what this namespace can be given; enforcing the floor instead \
+                 (576, or 1280 where IPv6 is routed)"
+            );
+        }
+    }
+
+    /// The gauge of links past the cap, and one line when it starts.
+    fn note_links(&mut self) {
+        let left_out = self.engine.left_out();
+        self.metrics.set_links_left_out(left_out);
+        if left_out > 0 && !self.left_out_warned {
+            self.left_out_warned = true;
+            warn!(
+                max = MAX_LINKS,
+                "this network namespace has more links than mtuvisor follows in one; \
+                 those past the limit are not managed"
+            );
+        } else if left_out == 0 {
+            self.left_out_warned = false;
         }
     }
 
@@ -304,11 +491,12 @@ impl<N: NetOps> Enforcer<N> {
         }
     }
 
-    fn record_sweep(&self, report: PassReport) {
+    fn record_sweep(&mut self, report: PassReport) {
         self.record(report);
         self.metrics.swept(report.managed);
         self.metrics
             .set_bridges_present(self.engine.has_managed_bridge());
+        self.note_links();
     }
 }
 
@@ -369,6 +557,14 @@ mod tests {
 
         fn net(&self) -> &FakeNet {
             self.enforcer.engine.net()
+        }
+
+        /// Runs what events asked for and is due (re-reads, sweeps).
+        async fn settle(&mut self) {
+            while let Some(due) = self.enforcer.next_due() {
+                tokio::time::sleep_until(due.into()).await;
+                self.enforcer.on_due().await;
+            }
         }
 
         fn metric(&self, name: &str) -> f64 {
@@ -449,8 +645,16 @@ mod tests {
         assert_eq!(l.net().mtu(3), 1450);
         assert_eq!(l.metric("mtuvisor_sweeps_total"), 2.0);
         l.enforcer.on_net_event(NetEvent::Overrun).await;
+        l.settle().await;
         assert_eq!(l.metric("mtuvisor_netlink_overruns_total"), 1.0);
         assert_eq!(l.metric("mtuvisor_sweeps_total"), 3.0);
+        // A burst of overruns is one sweep, not one each.
+        for _ in 0..5 {
+            l.enforcer.on_net_event(NetEvent::Overrun).await;
+        }
+        l.settle().await;
+        assert_eq!(l.metric("mtuvisor_netlink_overruns_total"), 6.0);
+        assert_eq!(l.metric("mtuvisor_sweeps_total"), 4.0);
     }
 
     #[tokio::test]
@@ -458,6 +662,7 @@ mod tests {
         let mut l = Loop::start(pod()).await;
         *l.net().outer.lock().unwrap() = Some(("eth0".into(), 2, 1400));
         l.enforcer.on_net_event(NetEvent::DefaultRouteChanged).await;
+        l.settle().await;
         assert_eq!(l.metric("mtuvisor_target_mtu"), 1400.0);
         assert_eq!((l.net().mtu(3), l.net().mtu(4)), (1400, 1400));
         assert_eq!(l.net().remote_mtu(4), 1400);
@@ -467,8 +672,119 @@ mod tests {
         let mut eth0 = l.net().links.lock().unwrap()[&2].clone();
         eth0.mtu = 1450;
         l.enforcer.on_net_event(NetEvent::LinkChanged(eth0)).await;
+        l.settle().await;
         assert_eq!((l.net().mtu(3), l.net().mtu(4)), (1450, 1450));
         assert_eq!(l.metric("mtuvisor_target_mtu"), 1450.0);
+    }
+
+    #[tokio::test]
+    async fn a_route_mtu_below_the_floor_gives_the_floor() {
+        let mut l = Loop::start(pod()).await;
+        // A pod that set `mtu 300` on its own default route.
+        *l.net().outer.lock().unwrap() = Some(("eth0".into(), 2, 300));
+        l.enforcer.on_net_event(NetEvent::DefaultRouteChanged).await;
+        l.settle().await;
+        assert_eq!(l.metric("mtuvisor_target_mtu"), 576.0);
+        assert_eq!((l.net().mtu(3), l.net().mtu(4)), (576, 576));
+    }
+
+    #[tokio::test]
+    async fn the_bridge_the_default_route_leaves_by_is_never_managed() {
+        // A pod that enslaved its eth0 to a bridge it named docker0 and
+        // routes through that bridge: eth0's far end is the node's.
+        let net = FakeNet::default();
+        net.add(link(3, "docker0", LinkKind::Bridge, 1500));
+        net.add(veth(2, "eth0", 1500, Some(3), 9, Some(0)));
+        net.remote.lock().unwrap().insert(2, 1500);
+        *net.outer.lock().unwrap() = Some(("docker0".into(), 3, 600));
+        let mut l = Loop::start(net).await;
+        assert_eq!(l.net().mtu(3), 1500, "the uplink bridge is not touched");
+        assert_eq!(l.net().mtu(2), 1500, "nor its port");
+        assert_eq!(l.net().remote_mtu(2), 1500, "nor the node's end");
+        assert_eq!(l.metric("mtuvisor_managed_links"), 0.0);
+        // A real Docker bridge beside it is managed, at the pod's MTU.
+        let br = link(5, "br-0123456789ab", LinkKind::Bridge, 1500);
+        l.net().add(br.clone());
+        l.enforcer.on_net_event(NetEvent::LinkChanged(br)).await;
+        assert_eq!(l.net().mtu(5), 600);
+        // The route moves to eth0 (out of the bridge): docker0 is Docker's
+        // again, and its port is no longer the uplink.
+        *l.net().outer.lock().unwrap() = Some(("eth1".into(), 7, 1450));
+        l.enforcer.on_net_event(NetEvent::DefaultRouteChanged).await;
+        l.settle().await;
+        assert_eq!(l.net().mtu(3), 1450);
+    }
+
+    #[tokio::test]
+    async fn a_far_end_in_a_fenced_namespace_is_left_alone_and_said_once() {
+        let net = pod();
+        net.fenced.lock().unwrap().insert(4);
+        let mut l = Loop::start(net).await;
+        assert_eq!(l.net().remote_mtu(4), 1500);
+        assert_eq!(l.metric("mtuvisor_mtu_change_failures_total"), 0.0);
+        let lookups = *l.net().peer_lookups.lock().unwrap();
+        l.enforcer.on_tick().await;
+        assert_eq!(
+            *l.net().peer_lookups.lock().unwrap(),
+            lookups,
+            "not tried again while its peer stays the same"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_far_end_gone_with_its_container_is_not_a_failure() {
+        let net = pod();
+        net.unresolved.lock().unwrap().insert(4);
+        let mut l = Loop::start(net).await;
+        l.enforcer.on_tick().await;
+        assert_eq!(l.metric("mtuvisor_mtu_change_failures_total"), 0.0);
+    }
+
+    #[tokio::test]
+    async fn with_mtu_enforcement_off_links_are_followed_and_never_changed() {
+        let net = FakeNet::default();
+        net.add(veth(2, "eth0", 1450, None, 9, Some(0)));
+        *net.outer.lock().unwrap() = Some(("eth0".into(), 2, 1450));
+        let registry = Registry::default();
+        let (_ready, rx) = watch::channel(true);
+        let metrics = registry.add(&[], rx);
+        let last = net.outer_mtu().await.unwrap();
+        let mut settings = Settings::default();
+        settings.enforce_mtu = false;
+        let mut enforcer = Enforcer::new(
+            net,
+            &settings,
+            TargetSource::Outer { last },
+            None,
+            metrics,
+            true,
+        );
+        enforcer.start().await.unwrap();
+        assert!(!enforcer.engine.has_managed_bridge());
+        let docker0 = link(3, "docker0", LinkKind::Bridge, 1500);
+        enforcer.engine.net().add(docker0.clone());
+        enforcer
+            .on_net_event(NetEvent::LinkChanged(docker0))
+            .await;
+        assert!(enforcer.engine.has_managed_bridge(), "Docker is seen");
+        assert_eq!(enforcer.engine.net().mtu(3), 1500, "and not changed");
+        assert!(enforcer.engine.net().sets().is_empty());
+    }
+
+    #[tokio::test]
+    async fn links_past_the_limit_are_counted_and_left_alone() {
+        let net = pod();
+        for i in 0..MAX_LINKS as u32 {
+            net.add(link(100 + i, &format!("dummy{i}"), LinkKind::Other("dummy".into()), 1500));
+        }
+        let mut l = Loop::start(net).await;
+        // pod() has 3 links, so 3 dummies are past the limit.
+        assert_eq!(l.metric("mtuvisor_links_left_out"), 3.0);
+        // A new Docker veth while full: not followed.
+        let late = veth(5000, "vethLate", 1500, Some(3), 5001, None);
+        l.net().add(late.clone());
+        l.enforcer.on_net_event(NetEvent::LinkChanged(late)).await;
+        assert_eq!(l.net().mtu(5000), 1500);
     }
 
     #[tokio::test]

@@ -1,6 +1,7 @@
 //! The state and the decisions: which managed link gets which MTU.
 
 use std::collections::{HashMap, HashSet};
+use std::time::{Duration, Instant};
 
 use tracing::{debug, info, warn};
 
@@ -12,6 +13,19 @@ use crate::netlink::{Link, LinkKind, NetOps, NetlinkError, Netns, PeerChange, Pe
 /// How many requests a sweep keeps in flight: MTU sets in our namespace,
 /// or checks of far ends in other namespaces.
 const IN_FLIGHT: usize = 8;
+
+/// Links known in one namespace, of every kind. A Linux bridge takes at
+/// most 1,024 ports, and a CI pod a few dozen containers; a namespace with
+/// more links than this is someone's experiment or an attack on a node
+/// agent, and what it holds past this is left alone (one warning, and a
+/// gauge), so that one pod cannot make the agent hold or sweep without
+/// bound.
+pub const MAX_LINKS: usize = 2048;
+
+/// A far end that cannot be found (no namespace has its nsid) is normal for
+/// a moment: a container's namespace goes before its host veth does. Only
+/// one still missing this long after the first try is worth a warning.
+const UNRESOLVED_QUIET: Duration = Duration::from_secs(30);
 
 /// What mtuvisor lowered, so that it can raise it back (and only that).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -83,6 +97,18 @@ pub struct Engine<N> {
     /// The managed bridges among `links`, kept as links come and go (the
     /// loop asks after every notification whether there is one).
     managed_bridges: HashSet<u32>,
+    /// The interfaces the namespace's default routes leave by (the pod's
+    /// uplink): never managed, whatever they are named or enslaved to.
+    uplinks: HashSet<u32>,
+    /// Links past [`MAX_LINKS`] at the last count, not tracked.
+    left_out: usize,
+    /// Ports whose far end is in a namespace that must never be changed
+    /// (see `netlink::Fence`), with the peer that was refused: not tried
+    /// again until the peer changes.
+    fenced: HashMap<u32, PeerRef>,
+    /// Ports whose far end could not be found, since when, and whether a
+    /// warning was given.
+    unresolved: HashMap<u32, (Instant, bool)>,
 }
 
 impl<N: NetOps> Engine<N> {
@@ -96,7 +122,37 @@ impl<N: NetOps> Engine<N> {
             peer_checked: HashMap::new(),
             pending: HashMap::new(),
             managed_bridges: HashSet::new(),
+            uplinks: HashSet::new(),
+            left_out: 0,
+            fenced: HashMap::new(),
+            unresolved: HashMap::new(),
         }
+    }
+
+    /// Links past [`MAX_LINKS`] at the last count (not managed).
+    pub fn left_out(&self) -> usize {
+        self.left_out
+    }
+
+    /// The interfaces the default routes leave by: never managed. Links
+    /// that become managed by the change are brought to the target.
+    pub async fn set_uplinks(&mut self, uplinks: impl IntoIterator<Item = u32>) -> PassReport {
+        let uplinks: HashSet<u32> = uplinks.into_iter().collect();
+        if uplinks == self.uplinks {
+            return PassReport::default();
+        }
+        for index in uplinks.difference(&self.uplinks) {
+            if let Some(l) = self
+                .links
+                .get(index)
+                .filter(|l| l.is_bridge() && self.bridges.matches(&l.name))
+            {
+                warn!(link = %l.name, ifindex = l.index, "this namespace's default route leaves by a bridge named like Docker's; it and its ports are left alone");
+            }
+        }
+        self.uplinks = uplinks;
+        self.recount_managed_bridges();
+        self.enforce_all().await
     }
 
     pub fn target(&self) -> u32 {
@@ -113,14 +169,35 @@ impl<N: NetOps> Engine<N> {
         !self.managed_bridges.is_empty()
     }
 
-    /// Records `link` as it now is; returns what was known before.
-    fn remember(&mut self, link: Link) -> Option<Link> {
+    /// Records `link` as it now is; returns what was known before. A new
+    /// link past [`MAX_LINKS`] is only counted (`None` and not kept: the
+    /// caller must not act on it).
+    fn remember(&mut self, link: Link) -> Result<Option<Link>, ()> {
+        if self.links.len() >= MAX_LINKS && !self.links.contains_key(&link.index) {
+            self.left_out += 1;
+            return Err(());
+        }
         if self.is_managed_bridge(&link) {
             self.managed_bridges.insert(link.index);
         } else {
             self.managed_bridges.remove(&link.index);
         }
-        self.links.insert(link.index, link)
+        Ok(self.links.insert(link.index, link))
+    }
+
+    /// Records a link notification without acting on it (MTU enforcement
+    /// off: the links are still followed, to know when Docker is here).
+    pub fn observe(&mut self, link: Link) {
+        let _ = self.remember(link);
+    }
+
+    /// Re-reads every link without acting on any.
+    pub async fn refresh(&mut self) -> Result<(), NetlinkError> {
+        let listed = self.net.links(MAX_LINKS).await?;
+        self.left_out = listed.left_out;
+        self.links = listed.links.into_iter().map(|l| (l.index, l)).collect();
+        self.recount_managed_bridges();
+        Ok(())
     }
 
     /// Which links are managed bridges, from scratch (after a dump, or
@@ -136,14 +213,14 @@ impl<N: NetOps> Engine<N> {
 
     /// Re-reads every link and brings every managed one to the target.
     pub async fn sweep(&mut self) -> Result<PassReport, NetlinkError> {
-        let links = self.net.links().await?;
-        self.links = links.into_iter().map(|l| (l.index, l)).collect();
-        self.recount_managed_bridges();
+        self.refresh().await?;
         let links = &self.links;
         self.original.retain(|owned, _| match owned {
             Owned::Link(i) | Owned::PeerOf(i) => links.contains_key(i),
         });
         self.peer_checked.retain(|i, _| links.contains_key(i));
+        self.fenced.retain(|i, _| links.contains_key(i));
+        self.unresolved.retain(|i, _| links.contains_key(i));
         self.pending.clear();
         let report = self.enforce_all().await;
         if report.changed > 0 || report.failed > 0 {
@@ -227,7 +304,9 @@ impl<N: NetOps> Engine<N> {
                 link.mtu = set;
             }
         }
-        let previous = self.remember(link.clone());
+        let Ok(previous) = self.remember(link.clone()) else {
+            return PassReport::default();
+        };
         let mut report = PassReport::default();
         if self.is_managed_bridge(&link) {
             report.add(self.enforce_link(&link).await);
@@ -258,6 +337,8 @@ impl<N: NetOps> Engine<N> {
         self.original.remove(&Owned::PeerOf(ifindex));
         self.peer_checked.remove(&ifindex);
         self.pending.remove(&ifindex);
+        self.fenced.remove(&ifindex);
+        self.unresolved.remove(&ifindex);
     }
 
     async fn enforce_all(&mut self) -> PassReport {
@@ -299,7 +380,7 @@ impl<N: NetOps> Engine<N> {
         // once rather than one after another.
         let jobs: Vec<(Link, MtuRule)> = ports
             .into_iter()
-            .filter(|p| p.peer.is_some())
+            .filter(|p| p.peer.is_some() && !self.is_fenced(p))
             .map(|p| {
                 let rule = self.rule(Owned::PeerOf(p.index));
                 (p, rule)
@@ -437,6 +518,9 @@ impl<N: NetOps> Engine<N> {
         let Some(peer_ref) = host.peer else {
             return Outcome::Unchanged;
         };
+        if self.is_fenced(host) {
+            return Outcome::Unchanged;
+        }
         let rule = self.rule(Owned::PeerOf(host.index));
         let desired = move |mtu| rule.desired(mtu);
         let mut result = self.net.adjust_peer(host, desired).await;
@@ -445,7 +529,7 @@ impl<N: NetOps> Engine<N> {
             // reaching for it here: look again at where our end says it is.
             if let Ok(Some(fresh)) = self.net.link(host.index).await {
                 if fresh.peer.is_some_and(|p| p.netnsid.is_some()) {
-                    self.remember(fresh.clone());
+                    let _ = self.remember(fresh.clone());
                     result = self.net.adjust_peer(&fresh, desired).await;
                 }
             }
@@ -463,6 +547,7 @@ impl<N: NetOps> Engine<N> {
                 if let Some(peer_ref) = host.peer {
                     self.peer_checked.insert(host.index, peer_ref);
                 }
+                self.unresolved.remove(&host.index);
                 let Some(mtu) = change.set_to else {
                     return Outcome::Unchanged;
                 };
@@ -483,8 +568,34 @@ impl<N: NetOps> Engine<N> {
                 }
                 Outcome::Changed
             }
+            Err(e @ NetlinkError::Fenced { .. }) => {
+                if let Some(peer) = host.peer {
+                    if self.fenced.insert(host.index, peer).is_none() {
+                        warn!(link = %host.name, ifindex = host.index, error = %e, "not a Docker veth; left alone");
+                    }
+                }
+                Outcome::Unchanged
+            }
+            Err(e @ NetlinkError::NsidNotFound { .. }) => {
+                let now = Instant::now();
+                let (since, warned) = self.unresolved.entry(host.index).or_insert((now, false));
+                if !*warned && now.duration_since(*since) >= UNRESOLVED_QUIET {
+                    *warned = true;
+                    warn!(link = %host.name, ifindex = host.index, error = %e, "cannot reach the far end of this veth; will retry on the next sweep");
+                    Outcome::Failed
+                } else {
+                    // Its container just exited (its namespace goes before
+                    // the host end), or was already reported.
+                    debug!(link = %host.name, ifindex = host.index, error = %e, "far end not found");
+                    Outcome::Unchanged
+                }
+            }
             Err(e) => report_failure(&e, &format!("peer of {}", host.name), host.index),
         }
+    }
+
+    fn is_fenced(&self, host: &Link) -> bool {
+        host.peer.is_some() && self.fenced.get(&host.index) == host.peer.as_ref()
     }
 
     fn record(&mut self, owned: Owned, from: u32, to: u32) {
@@ -496,11 +607,13 @@ impl<N: NetOps> Engine<N> {
     }
 
     fn is_managed_bridge(&self, link: &Link) -> bool {
-        link.is_bridge() && self.bridges.matches(&link.name)
+        link.is_bridge() && self.bridges.matches(&link.name) && !self.uplinks.contains(&link.index)
     }
 
     fn is_managed_port(&self, link: &Link) -> bool {
-        link.master
+        !self.uplinks.contains(&link.index)
+            && link
+                .master
             .and_then(|m| self.links.get(&m))
             .is_some_and(|bridge| self.is_managed_bridge(bridge))
     }

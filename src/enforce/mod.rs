@@ -22,7 +22,7 @@ use tokio::time::{interval_at, Instant, MissedTickBehavior};
 use tracing::error;
 
 pub use engine::{Engine, PassReport};
-pub use policy::{glob_match, is_docker_bridge_name, BridgeMatcher, MtuRule};
+pub use policy::{is_docker_bridge_name, BridgeMatcher, MtuRule};
 
 use crate::backoff::Backoff;
 use crate::config::{MtuSetting, Settings};
@@ -32,7 +32,8 @@ use crate::error::Error;
 use crate::firewall::{EnsureReport, MssClamp};
 use crate::metrics::Metrics;
 use crate::netlink::{
-    MtuSetter, NetMonitor, NetOps, NetlinkError, NetnsResolver, NsFile, Rtnl, RtnlClient,
+    Fence, MtuSetter, NetMonitor, NetOps, NetlinkError, NetnsResolver, NsFile, Rtnl, RtnlClient,
+    RECV_BUFFER_OWN, RECV_BUFFER_POD,
 };
 use crate::AbortOnDrop;
 use enforcer::{Enforcer, TargetSource};
@@ -61,6 +62,9 @@ pub struct Setup {
     /// `node`: MSS rules only once a Docker bridge exists here (a pod
     /// without Docker is never touched).
     pub mss_when_docker: bool,
+    /// The namespaces no far end may be changed in (`node`: the node's
+    /// and every pod's).
+    pub fence: Fence,
 }
 
 /// Sockets opened and everything checked; nothing touched yet.
@@ -89,7 +93,7 @@ pub async fn prepare(settings: Settings, setup: Setup) -> Result<Prepared, Error
 /// [`prepare`], handing the setup back on failure so that the caller can
 /// try again (`node`: a namespace that has no default route yet).
 pub async fn prepare_again(settings: Settings, setup: Setup) -> Result<Prepared, (Error, Setup)> {
-    match open(&settings, &setup.netns).await {
+    match open(&settings, &setup).await {
         Ok(opened) => Ok(Prepared {
             settings,
             setup,
@@ -100,13 +104,14 @@ pub async fn prepare_again(settings: Settings, setup: Setup) -> Result<Prepared,
 }
 
 /// The sockets, opened in the calling thread's namespace; `setters`: how
-/// many MTU changes may wait for RTNL at once there.
-fn sockets(setters: usize) -> Result<(Rtnl, NetMonitor, MtuSetter), NetlinkError> {
+/// many MTU changes may wait for RTNL at once there, `buffer`: how many
+/// bytes of notifications may wait to be read.
+fn sockets(setters: usize, buffer: usize) -> Result<(Rtnl, NetMonitor, MtuSetter), NetlinkError> {
     // Subscribed before the first dump so that nothing created in between
     // is missed.
     Ok((
         Rtnl::connect()?,
-        NetMonitor::subscribe()?,
+        NetMonitor::subscribe(buffer)?,
         MtuSetter::new(setters)?,
     ))
 }
@@ -115,29 +120,31 @@ fn sockets(setters: usize) -> Result<(Rtnl, NetMonitor, MtuSetter), NetlinkError
 const SETTERS_OWN: usize = 4;
 const SETTERS_POD: usize = 2;
 
-async fn open(settings: &Settings, netns: &Option<Arc<NsFile>>) -> Result<Opened, Error> {
-    let (rtnl, monitor, setter) = match netns {
-        None => sockets(SETTERS_OWN)?,
-        // Opened from a short-lived thread inside the pod's namespace,
-        // driven by this runtime: no thread per pod.
+async fn open(settings: &Settings, setup: &Setup) -> Result<Opened, Error> {
+    let (rtnl, monitor, setter) = match &setup.netns {
+        None => sockets(SETTERS_OWN, RECV_BUFFER_OWN)?,
+        // Opened from a short-lived thread inside the pod's namespace
+        // (this task waits, the runtime thread does not), then driven by
+        // this runtime: no thread per pod.
         Some(ns) => {
             let runtime = tokio::runtime::Handle::current();
             ns.run(move || {
                 let _entered = runtime.enter();
-                sockets(SETTERS_POD)
-            })??
+                sockets(SETTERS_POD, RECV_BUFFER_POD)
+            })
+            .await??
         }
     };
     let client = RtnlClient::new(
         rtnl,
         setter,
-        NetnsResolver::new(settings.netns_dirs.clone()),
+        NetnsResolver::new(settings.netns_dirs.clone(), setup.fence.clone()),
     );
     let source = match settings.mtu {
-        MtuSetting::Fixed(n) => {
-            let ipv6 = matches!(client.outer_mtu().await, Ok(o) if o.ipv6.is_some());
-            settings.check_mtu_for_ipv6(ipv6)?;
-            TargetSource::Fixed(n)
+        MtuSetting::Fixed(mtu) => {
+            let outer = client.outer_mtu().await.ok();
+            settings.check_mtu_for_ipv6(outer.as_ref().is_some_and(|o| o.ipv6.is_some()))?;
+            TargetSource::Fixed { mtu, outer }
         }
         MtuSetting::Auto => TargetSource::Outer {
             last: client.outer_mtu().await?,
@@ -145,14 +152,22 @@ async fn open(settings: &Settings, netns: &Option<Arc<NsFile>>) -> Result<Opened
     };
     settings.check_mss_for_mtu(source.target())?;
     let (reports, mss_reports) = mpsc::unbounded_channel();
-    let mss = MssClamp::prepare(
-        settings.mss,
-        settings.mss_backend,
-        settings.mss_keep_on_exit,
-        reports,
-        netns.clone(),
-    )
-    .map_err(|e| Error::BadInput(e.to_string()))?;
+    let mss = match &setup.netns {
+        None => MssClamp::prepare(
+            settings.mss,
+            settings.mss_backend,
+            settings.mss_keep_on_exit,
+            reports,
+        )
+        .map_err(|e| Error::BadInput(e.to_string()))?,
+        Some(ns) => MssClamp::in_pod(
+            settings.mss,
+            settings.mss_backend,
+            settings.mss_keep_on_exit,
+            reports,
+            ns.clone(),
+        ),
+    };
     Ok(Opened {
         monitor,
         client,
@@ -191,7 +206,7 @@ impl Prepared {
                 () = tokio::time::sleep(delay) => {}
                 () = shutdown.as_mut() => return,
             }
-            match open(&settings, &setup.netns).await {
+            match open(&settings, &setup).await {
                 Ok(o) => opened = Some(o),
                 Err(e) => {
                     error!(error = %e, retry_in_ms = delay.as_millis() as u64, "cannot start enforcement")
@@ -241,7 +256,6 @@ async fn run_once(
         .docker_socket
         .clone()
         .map(|socket| AbortOnDrop(docker::follow(socket, docker_tx)));
-    let enforce_mtu = enforcer.enforces_mtu();
     let period = settings.reconcile_interval;
     let mut reconcile = interval_at(Instant::now() + period, period);
     reconcile.set_missed_tick_behavior(MissedTickBehavior::Delay);
@@ -252,15 +266,27 @@ async fn run_once(
                 enforcer.stop().await;
                 return Ok(());
             }
-            event = monitor.next(), if enforce_mtu => match event {
+            // Read even when MTUs are not enforced: the links are still
+            // followed (a Docker bridge brings the MSS rules), and an unread
+            // socket would only overflow.
+            event = monitor.next() => match event {
                 Some(event) => enforcer.on_net_event(event).await,
                 None => return Err(Error::MonitorClosed),
             },
+            () = sleep_until_due(enforcer.next_due()) => enforcer.on_due().await,
             Some(report) = mss_reports.recv() => enforcer.on_mss_report(report),
             Some(update) = docker_rx.recv() => enforcer.on_docker_update(update).await,
             Some(event) = next_of(&mut setup.dockerd) => enforcer.on_dockerd(event),
             _ = reconcile.tick() => enforcer.on_tick().await,
         }
+    }
+}
+
+/// Completes at `due`; never, without one.
+async fn sleep_until_due(due: Option<std::time::Instant>) {
+    match due {
+        Some(at) => tokio::time::sleep_until(at.into()).await,
+        None => std::future::pending().await,
     }
 }
 

@@ -3,6 +3,8 @@
 
 use std::collections::HashSet;
 
+use crate::config::glob_match;
+
 /// Matches the bridges whose links mtuvisor keeps at or below the target:
 /// Docker's own names plus globs from the configuration.
 #[derive(Debug, Clone, Default)]
@@ -51,34 +53,6 @@ pub fn is_docker_bridge_name(name: &str) -> bool {
     })
 }
 
-/// Shell-style glob with `*` (any run) and `?` (any one character).
-pub fn glob_match(pattern: &str, name: &str) -> bool {
-    let (p, n): (Vec<char>, Vec<char>) = (pattern.chars().collect(), name.chars().collect());
-    let (mut pi, mut ni) = (0, 0);
-    let mut backtrack: Option<(usize, usize)> = None;
-    while ni < n.len() {
-        match p.get(pi) {
-            Some('*') => {
-                backtrack = Some((pi, ni));
-                pi += 1;
-            }
-            Some(&c) if c == '?' || c == n[ni] => {
-                pi += 1;
-                ni += 1;
-            }
-            _ => match backtrack {
-                Some((star, matched)) => {
-                    pi = star + 1;
-                    ni = matched + 1;
-                    backtrack = Some((star, matched + 1));
-                }
-                None => return false,
-            },
-        }
-    }
-    p[pi..].iter().all(|&c| c == '*')
-}
-
 /// The rule that decides a managed link's MTU: lower anything above `target`;
 /// raise back only a link mtuvisor lowered, never above where it started.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -111,16 +85,6 @@ mod tests {
         assert!(!is_docker_bridge_name("br-0123456789abc"));
         assert!(!is_docker_bridge_name("lxcbr0"));
         assert!(!is_docker_bridge_name("docker1"));
-    }
-
-    #[test]
-    fn globs() {
-        assert!(glob_match("cni*", "cni0"));
-        assert!(glob_match("*br?", "mybr1"));
-        assert!(glob_match("a*b*c", "aXbYbZc"));
-        assert!(!glob_match("cni*", "xcni0"));
-        assert!(!glob_match("?", ""));
-        assert!(glob_match("*", ""));
     }
 
     #[test]

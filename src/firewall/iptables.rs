@@ -14,6 +14,12 @@ use super::{
     run, BackendChoice, EnsureReport, Ensured, Family, FirewallError, MssBackend, MssMode, CHAIN,
 };
 
+/// `-w` with a bound: how long a call waits for the xtables lock (held
+/// by dockerd while it writes, or by anyone, forever) before it gives up
+/// and the ensure is retried at the next reconcile. Without a number, `-w`
+/// waits for ever.
+const LOCK_WAIT_SECS: &str = "5";
+
 pub struct Iptables {
     backend: &'static str,
     kind: BackendChoice,
@@ -179,10 +185,10 @@ fn plan(state: &TableState, rule: Option<&str>) -> Vec<Vec<String>> {
 }
 
 fn apply_family(tool: &str, rule: Option<&str>) -> Result<Ensured, FirewallError> {
-    let state = parse_state(&run(tool, &["-w", "-t", "mangle", "-S"])?);
+    let state = parse_state(&run(tool, &["-w", LOCK_WAIT_SECS, "-t", "mangle", "-S"])?);
     let steps = plan(&state, rule);
     for step in &steps {
-        let mut full = vec!["-w", "-t", "mangle"];
+        let mut full = vec!["-w", LOCK_WAIT_SECS, "-t", "mangle"];
         full.extend(step.iter().map(String::as_str));
         run(tool, &full)?;
     }
@@ -208,7 +214,7 @@ impl MssBackend for Iptables {
     fn complete(&self, mode: MssMode) -> Result<bool, FirewallError> {
         let rule = desired_rule(mode);
         for (_, tool) in self.tools() {
-            let state = parse_state(&run(tool, &["-w", "-t", "mangle", "-S"])?);
+            let state = parse_state(&run(tool, &["-w", LOCK_WAIT_SECS, "-t", "mangle", "-S"])?);
             if !plan(&state, rule.as_deref()).is_empty() {
                 return Ok(false);
             }

@@ -213,8 +213,10 @@ pub(crate) fn ipv6_enabled() -> bool {
 /// Each outcome goes back to the loop as an [`EnsureReport`]: the loop
 /// alone logs it and updates the metrics.
 pub struct MssClamp {
-    /// Replaced only by an `auto` re-selection, inside the ensure task.
-    backend: Arc<std::sync::Mutex<Arc<dyn MssBackend>>>,
+    /// Replaced only by an `auto` re-selection, inside the ensure task;
+    /// `None` until the first ensure selects one (`node`: a pod's backend
+    /// is chosen once it has Docker, not when it is found).
+    backend: Arc<std::sync::Mutex<Option<Arc<dyn MssBackend>>>>,
     choice: BackendChoice,
     mode: MssMode,
     keep_on_exit: bool,
@@ -226,14 +228,15 @@ pub struct MssClamp {
     netns: Option<Arc<NsFile>>,
 }
 
-/// Runs `f` inside `netns` (on a short-lived thread there), or here.
+/// Runs `f` inside `netns` (on a short-lived thread there), or here. For
+/// the blocking pool only.
 fn within<T: Send>(
     netns: &Option<Arc<NsFile>>,
     f: impl FnOnce() -> Result<T, FirewallError> + Send,
 ) -> Result<T, FirewallError> {
     match netns {
         None => f(),
-        Some(ns) => ns.run(f).map_err(|e| FirewallError::Spawn {
+        Some(ns) => ns.run_blocking(f).map_err(|e| FirewallError::Spawn {
             tool: "a thread in the pod's network namespace".into(),
             source: Arc::new(std::io::Error::other(e.to_string())),
         })?,
@@ -241,50 +244,85 @@ fn within<T: Send>(
 }
 
 impl MssClamp {
-    /// Chooses the backend; a missing tool is bad input, found before
-    /// anything is touched. With `mode` off, a backend is still looked for
-    /// (to remove what an earlier run left), but its absence is fine.
+    /// Chooses the backend in the calling thread's namespace; a missing
+    /// tool is bad input, found before anything is touched. With `mode`
+    /// off, a backend is still looked for (to remove what an earlier run
+    /// left), but its absence is fine.
     pub fn prepare(
         mode: MssMode,
         choice: BackendChoice,
         keep_on_exit: bool,
         reports: mpsc::UnboundedSender<EnsureReport>,
-        netns: Option<Arc<NsFile>>,
     ) -> Result<Option<MssClamp>, FirewallError> {
-        let backend = match within(&netns, || select_backend(choice)) {
+        let backend = match select_backend(choice) {
             Ok(b) => b,
             Err(_) if mode == MssMode::Off => return Ok(None),
             Err(e) => return Err(e),
         };
-        Ok(Some(MssClamp {
-            backend: Arc::new(std::sync::Mutex::new(Arc::from(backend))),
+        Ok(Some(MssClamp::with(
+            Some(Arc::from(backend)),
+            mode,
+            choice,
+            keep_on_exit,
+            reports,
+            None,
+        )))
+    }
+
+    /// For a pod's namespace (`node`): nothing is run until the first
+    /// ensure, which chooses the backend there (the tools were checked
+    /// once, in the node's namespace, at the agent's start). `None` with
+    /// the mode off: a pod is never cleaned of rules it was not given.
+    pub fn in_pod(
+        mode: MssMode,
+        choice: BackendChoice,
+        keep_on_exit: bool,
+        reports: mpsc::UnboundedSender<EnsureReport>,
+        netns: Arc<NsFile>,
+    ) -> Option<MssClamp> {
+        (mode != MssMode::Off).then(|| {
+            MssClamp::with(None, mode, choice, keep_on_exit, reports, Some(netns))
+        })
+    }
+
+    fn with(
+        backend: Option<Arc<dyn MssBackend>>,
+        mode: MssMode,
+        choice: BackendChoice,
+        keep_on_exit: bool,
+        reports: mpsc::UnboundedSender<EnsureReport>,
+        netns: Option<Arc<NsFile>>,
+    ) -> MssClamp {
+        MssClamp {
+            backend: Arc::new(std::sync::Mutex::new(backend)),
             choice,
             mode,
             keep_on_exit,
             busy: Arc::new(AtomicBool::new(false)),
             reports,
             netns,
-        }))
+        }
     }
 
-    fn current(&self) -> Arc<dyn MssBackend> {
+    fn current(&self) -> Option<Arc<dyn MssBackend>> {
         current(&self.backend)
     }
 
     pub fn describe(&self) -> String {
-        self.current().describe()
+        self.current()
+            .map_or_else(|| "not chosen yet".into(), |b| b.describe())
     }
 
     pub fn mode(&self) -> MssMode {
         self.mode
     }
 
-    /// The families the rules cover (none with the mode off).
+    /// The families the rules cover (none with the mode off, or before a
+    /// backend is chosen).
     pub fn families(&self) -> Vec<Family> {
-        if self.mode == MssMode::Off {
-            Vec::new()
-        } else {
-            self.current().families()
+        match self.current() {
+            Some(b) if self.mode != MssMode::Off => b.families(),
+            _ => Vec::new(),
         }
     }
 
@@ -306,25 +344,29 @@ impl MssClamp {
             return;
         }
         let (slot, mode, busy) = (self.backend.clone(), self.mode, self.busy.clone());
-        let (reports, netns) = (self.reports.clone(), self.netns.clone());
+        let (reports, netns, choice) = (self.reports.clone(), self.netns.clone(), self.choice);
         tokio::task::spawn_blocking(move || {
             let ensure = || {
-                let switched = if reselect {
-                    follow_dockerd(&slot)
-                } else {
-                    None
+                let switched = match current(&slot) {
+                    None => {
+                        let chosen: Arc<dyn MssBackend> = Arc::from(select_backend(choice)?);
+                        *slot.lock().unwrap_or_else(|e| e.into_inner()) = Some(chosen);
+                        None
+                    }
+                    Some(_) if reselect => follow_dockerd(&slot),
+                    Some(_) => None,
                 };
-                let mut report = current(&slot).ensure(mode);
+                let backend = current(&slot).expect("chosen above");
+                let mut report = backend.ensure(mode);
                 report.switched = switched;
                 Ok(report)
             };
-            let report = within(&netns, ensure).unwrap_or_else(|e| EnsureReport {
-                families: current(&slot)
-                    .families()
-                    .into_iter()
-                    .map(|f| (f, Err(e.clone())))
-                    .collect(),
-                switched: None,
+            let report = within(&netns, ensure).unwrap_or_else(|e| {
+                let families = current(&slot).map_or_else(|| vec![Family::Ipv4], |b| b.families());
+                EnsureReport {
+                    families: families.into_iter().map(|f| (f, Err(e.clone()))).collect(),
+                    switched: None,
+                }
             });
             busy.store(false, Ordering::Release);
             let _ = reports.send(report);
@@ -342,7 +384,9 @@ impl MssClamp {
         if self.keep_on_exit {
             return None;
         }
-        let (backend, netns) = (self.current(), self.netns.clone());
+        // Never chosen: nothing was ever installed.
+        let backend = self.current()?;
+        let netns = self.netns.clone();
         Some(
             match tokio::task::spawn_blocking(move || within(&netns, || backend.remove())).await {
                 Ok(r) => r,
@@ -355,15 +399,17 @@ impl MssClamp {
     }
 }
 
-fn current(slot: &std::sync::Mutex<Arc<dyn MssBackend>>) -> Arc<dyn MssBackend> {
+type Slot = std::sync::Mutex<Option<Arc<dyn MssBackend>>>;
+
+fn current(slot: &Slot) -> Option<Arc<dyn MssBackend>> {
     slot.lock().unwrap_or_else(|e| e.into_inner()).clone()
 }
 
 /// `auto` again: when dockerd now uses another family than the backend in
 /// use, the rules move (the old ones removed) so they are never split
 /// across two. Returns (from, to) when it moved.
-fn follow_dockerd(slot: &std::sync::Mutex<Arc<dyn MssBackend>>) -> Option<(String, String)> {
-    let now = current(slot);
+fn follow_dockerd(slot: &Slot) -> Option<(String, String)> {
+    let now = current(slot)?;
     let chosen = select_backend(BackendChoice::Auto).ok()?;
     if chosen.kind() == now.kind() {
         return None;
@@ -372,7 +418,7 @@ fn follow_dockerd(slot: &std::sync::Mutex<Arc<dyn MssBackend>>) -> Option<(Strin
     // the same value beside the new one; the new backend is what counts.
     let _ = now.remove();
     let moved = (now.describe(), chosen.describe());
-    *slot.lock().unwrap_or_else(|e| e.into_inner()) = Arc::from(chosen);
+    *slot.lock().unwrap_or_else(|e| e.into_inner()) = Some(Arc::from(chosen));
     Some(moved)
 }
 

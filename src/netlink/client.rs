@@ -5,7 +5,6 @@ use std::os::fd::{AsRawFd, BorrowedFd};
 use futures::TryStreamExt;
 use netlink_packet_core::{NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_REQUEST};
 use netlink_packet_route::{
-    link::LinkMessage,
     nsid::{NsidAttribute, NsidMessage},
     route::RouteMessage,
     AddressFamily, RouteNetlinkMessage,
@@ -14,7 +13,8 @@ use rtnetlink::{Handle, LinkUnspec};
 use tokio::sync::Mutex;
 
 use super::{
-    in_netns, Link, LinkKind, MtuSetter, NetOps, NetlinkError, Netns, NetnsResolver, PeerChange,
+    in_netns, Link, LinkKind, Listed, MtuSetter, NetOps, NetlinkError, Netns, NetnsResolver,
+    PeerChange,
 };
 use futures::StreamExt;
 
@@ -50,18 +50,31 @@ impl Rtnl {
     }
 
     pub async fn links(&self) -> Result<Vec<Link>, NetlinkError> {
-        let msgs: Vec<LinkMessage> = self
-            .handle
-            .link()
-            .get()
-            .execute()
-            .try_collect()
-            .await
-            .map_err(|source| NetlinkError::Request {
-                op: "listing links".into(),
-                source,
-            })?;
-        Ok(msgs.iter().filter_map(Link::from_message).collect())
+        Ok(self.links_at_most(usize::MAX).await?.links)
+    }
+
+    /// Every link, read as the dump streams in, keeping the first `max`:
+    /// a namespace with links by the thousand costs their count, not their
+    /// messages.
+    pub async fn links_at_most(&self, max: usize) -> Result<Listed, NetlinkError> {
+        let mut listed = Listed::default();
+        let mut dump = self.handle.link().get().execute();
+        loop {
+            match dump.try_next().await {
+                Ok(Some(msg)) => match Link::from_message(&msg) {
+                    Some(link) if listed.links.len() < max => listed.links.push(link),
+                    Some(_) => listed.left_out += 1,
+                    None => {}
+                },
+                Ok(None) => return Ok(listed),
+                Err(source) => {
+                    return Err(NetlinkError::Request {
+                        op: "listing links".into(),
+                        source,
+                    })
+                }
+            }
+        }
     }
 
     /// One link by index; `None` when it does not exist.
@@ -90,20 +103,32 @@ impl Rtnl {
             .map_err(|source| super::set_mtu_failed(&link.name, link.index, mtu, source))
     }
 
-    /// Every route of one family in every table.
-    pub async fn routes(&self, family: AddressFamily) -> Result<Vec<RouteMessage>, NetlinkError> {
+    /// The default routes (prefix length 0) of one family in every table,
+    /// read as the dump streams in: a namespace with routes by the
+    /// thousand costs their count, not their messages.
+    pub async fn default_routes(
+        &self,
+        family: AddressFamily,
+    ) -> Result<Vec<RouteMessage>, NetlinkError> {
         let mut query = RouteMessage::default();
         query.header.address_family = family;
-        self.handle
-            .route()
-            .get(query)
-            .execute()
-            .try_collect()
-            .await
-            .map_err(|source| NetlinkError::Request {
-                op: format!("listing {family:?} routes"),
-                source,
-            })
+        let mut dump = self.handle.route().get(query).execute();
+        let mut defaults = Vec::new();
+        loop {
+            match dump.try_next().await {
+                Ok(Some(route)) if route.header.destination_prefix_length == 0 => {
+                    defaults.push(route)
+                }
+                Ok(Some(_)) => {}
+                Ok(None) => return Ok(defaults),
+                Err(source) => {
+                    return Err(NetlinkError::Request {
+                        op: format!("listing {family:?} routes"),
+                        source,
+                    })
+                }
+            }
+        }
     }
 
     /// The nsid this namespace knows the namespace `fd` by (RTM_GETNSID with
@@ -194,14 +219,11 @@ impl RtnlClient {
         }
     }
 
-    pub fn rtnl(&self) -> &Rtnl {
-        &self.rtnl
-    }
 }
 
 impl NetOps for RtnlClient {
-    async fn links(&self) -> Result<Vec<Link>, NetlinkError> {
-        self.rtnl.links().await
+    async fn links(&self, max: usize) -> Result<Listed, NetlinkError> {
+        self.rtnl.links_at_most(max).await
     }
 
     async fn link(&self, ifindex: u32) -> Result<Option<Link>, NetlinkError> {
@@ -252,9 +274,9 @@ impl NetOps for RtnlClient {
     }
 
     async fn learn_netns(&self, path: &std::path::Path) -> Result<Option<i32>, NetlinkError> {
-        let file = std::fs::File::open(path).map_err(|e| NetlinkError::Netns {
+        let (file, _) = super::open_ns_file(path).ok_or_else(|| NetlinkError::Netns {
             path: path.display().to_string(),
-            message: format!("cannot open it: {e}"),
+            message: "cannot open it as a network namespace file".into(),
         })?;
         let nsid = self.rtnl.nsid_of(std::os::fd::AsFd::as_fd(&file)).await?;
         if let Some(id) = nsid {

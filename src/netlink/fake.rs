@@ -2,13 +2,15 @@
 //! the [`NetOps`] seam: links in "our" namespace plus far ends elsewhere,
 //! every MTU set recorded.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::Mutex;
 
 use crate::detect::{Bound, DetectError, FamilyMtu, OuterMtu};
 
-use super::{Link, LinkKind, NetOps, NetlinkError, Netns, PeerChange, PeerRef, PeerState};
+use super::{
+    Link, LinkKind, Listed, NetOps, NetlinkError, Netns, PeerChange, PeerRef, PeerState,
+};
 
 /// Links in "our" namespace plus far ends elsewhere, keyed by the
 /// ifindex of their end here. Records every MTU set.
@@ -24,6 +26,11 @@ pub(crate) struct FakeNet {
     /// What `outer_mtu` answers: (interface, ifindex, MTU); `None`: no
     /// default route.
     pub(crate) outer: Mutex<Option<(String, u32, u32)>>,
+    /// Host ends whose far end is in a fenced namespace (the node's or
+    /// another pod's).
+    pub(crate) fenced: Mutex<HashSet<u32>>,
+    /// Host ends whose far end's namespace cannot be found.
+    pub(crate) unresolved: Mutex<HashSet<u32>>,
 }
 
 impl FakeNet {
@@ -42,8 +49,13 @@ impl FakeNet {
 }
 
 impl NetOps for FakeNet {
-    async fn links(&self) -> Result<Vec<Link>, NetlinkError> {
-        Ok(self.links.lock().unwrap().values().cloned().collect())
+    async fn links(&self, max: usize) -> Result<Listed, NetlinkError> {
+        let all: Vec<Link> = self.links.lock().unwrap().values().cloned().collect();
+        let left_out = all.len().saturating_sub(max);
+        Ok(Listed {
+            links: all.into_iter().take(max).collect(),
+            left_out,
+        })
     }
     async fn link(&self, ifindex: u32) -> Result<Option<Link>, NetlinkError> {
         Ok(self.links.lock().unwrap().get(&ifindex).cloned())
@@ -80,6 +92,17 @@ impl NetOps for FakeNet {
                     netns: Netns::Own,
                 },
                 set_to,
+            });
+        }
+        if self.fenced.lock().unwrap().contains(&host.index) {
+            return Err(NetlinkError::Fenced {
+                path: "/proc/1/ns/net".into(),
+            });
+        }
+        if self.unresolved.lock().unwrap().contains(&host.index) {
+            return Err(NetlinkError::NsidNotFound {
+                nsid: peer.netnsid.unwrap_or_default(),
+                searched: "/run/netns".into(),
             });
         }
         let mut remote = self.remote.lock().unwrap();

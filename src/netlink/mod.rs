@@ -13,8 +13,10 @@ use std::future::Future;
 
 pub use client::{Rtnl, RtnlClient};
 pub use link::{Link, LinkKind, PeerRef};
-pub use monitor::{NetEvent, NetMonitor};
-pub use netns::{in_netns, NetnsResolver, NsFile};
+pub use monitor::{NetEvent, NetMonitor, RECV_BUFFER_OWN, RECV_BUFFER_POD};
+pub use netns::{
+    in_netns, open_ns_file, open_proc_ns, unpinned, Fence, NetnsResolver, NsFile, NsId,
+};
 pub use setter::MtuSetter;
 
 /// Errors of netlink requests, each naming the object it concerns.
@@ -41,6 +43,11 @@ pub enum NetlinkError {
          add the directory that holds it to `netns_dirs`"
     )]
     NsidNotFound { nsid: i32, searched: String },
+    #[error(
+        "its far end is in {path}, the node's network namespace or another pod's, \
+         where nothing is ever changed (a pod's own link on a bridge named like Docker's?)"
+    )]
+    Fenced { path: String },
     #[error("peer of {host} (ifindex {ifindex}) is not the veth we expected: {why}")]
     PeerMismatch {
         host: String,
@@ -101,6 +108,14 @@ impl std::fmt::Display for Netns {
     }
 }
 
+/// A namespace's links as listed, up to a bound.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Listed {
+    pub links: Vec<Link>,
+    /// Links past the bound, not kept.
+    pub left_out: usize,
+}
+
 /// The state of a veth's far end, as read in its own namespace.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PeerState {
@@ -139,8 +154,8 @@ impl PeerChange {
 /// `fake.rs`. Which MTU a link should have is the caller's business: it
 /// passes a plain function of the current MTU.
 pub trait NetOps: Send + Sync {
-    /// Every link in this namespace.
-    fn links(&self) -> impl Future<Output = Result<Vec<Link>, NetlinkError>> + Send;
+    /// Every link in this namespace, the first `max` of them kept.
+    fn links(&self, max: usize) -> impl Future<Output = Result<Listed, NetlinkError>> + Send;
 
     /// One link in this namespace, `None` when it does not exist.
     fn link(&self, ifindex: u32)

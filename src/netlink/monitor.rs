@@ -1,19 +1,28 @@
 //! The rtnetlink notification stream (RTNLGRP_LINK and the route groups),
 //! turned into the few events the engine reacts to.
 
-use futures::channel::mpsc::UnboundedReceiver;
-use futures::StreamExt;
+use std::collections::VecDeque;
+
 use netlink_packet_core::{NetlinkMessage, NetlinkPayload};
 use netlink_packet_route::RouteNetlinkMessage;
-use netlink_sys::AsyncSocket;
-use netlink_sys::SocketAddr;
-use rtnetlink::MulticastGroup;
+use netlink_sys::{protocols::NETLINK_ROUTE, AsyncSocket, AsyncSocketExt, TokioSocket};
 
 use super::{Link, NetlinkError};
 
-/// Kernel default receive buffers (~200 KiB) overflow when dockerd creates
-/// dozens of containers at once; a larger buffer makes a resync rarer.
-const RECV_BUFFER_BYTES: usize = 8 << 20;
+/// The kernel's receive buffer: the one queue of notifications not yet
+/// read. Nothing is copied out of it before the loop asks for the next
+/// event, so a namespace that floods us (a pod creating links by the
+/// thousand) costs at most this much, and what does not fit is dropped
+/// by the kernel and reported (ENOBUFS) as an overrun, after which the
+/// loop sweeps. Our own namespace gets more room than each pod's
+/// (`node`): dockerd creating dozens of containers at once would
+/// otherwise overrun it often.
+pub const RECV_BUFFER_OWN: usize = 8 << 20;
+pub const RECV_BUFFER_POD: usize = 2 << 20;
+
+/// rtnetlink multicast groups (linux/rtnetlink.h): RTNLGRP_LINK,
+/// RTNLGRP_IPV4_ROUTE, RTNLGRP_IPV6_ROUTE.
+const GROUPS: [u32; 3] = [1, 7, 11];
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum NetEvent {
@@ -27,45 +36,73 @@ pub enum NetEvent {
     Overrun,
 }
 
-/// The subscription's socket closes when this is dropped.
+/// A subscription in one namespace; its socket closes when this is
+/// dropped.
 pub struct NetMonitor {
-    messages: UnboundedReceiver<(NetlinkMessage<RouteNetlinkMessage>, SocketAddr)>,
-    _conn: crate::AbortOnDrop,
+    socket: TokioSocket,
+    /// The rest of the last datagram read (one can hold several messages).
+    parsed: VecDeque<NetEvent>,
 }
 
 impl NetMonitor {
-    /// Subscribes in the calling thread's namespace; the socket is driven on
-    /// the current tokio runtime.
-    pub fn subscribe() -> Result<NetMonitor, NetlinkError> {
+    /// Subscribes in the calling thread's namespace, with a receive buffer
+    /// of `buffer` bytes; the socket is registered with the current tokio
+    /// runtime.
+    pub fn subscribe(buffer: usize) -> Result<NetMonitor, NetlinkError> {
         let socket_err = |source| NetlinkError::Socket {
             context: " for link and route notifications".into(),
             source,
         };
-        let (mut conn, _handle, messages) = rtnetlink::new_multicast_connection(&[
-            MulticastGroup::Link,
-            MulticastGroup::Ipv4Route,
-            MulticastGroup::Ipv6Route,
-        ])
-        .map_err(socket_err)?;
+        let mut socket = TokioSocket::new(NETLINK_ROUTE).map_err(socket_err)?;
+        let raw = socket.socket_mut();
+        raw.bind_auto().map_err(socket_err)?;
+        for group in GROUPS {
+            raw.add_membership(group).map_err(socket_err)?;
+        }
         // Not fatal: without CAP_NET_ADMIN the kernel caps the size, and
         // overruns are handled anyway.
-        let _ = conn
-            .socket_mut()
-            .socket_mut()
-            .set_rx_buf_sz(RECV_BUFFER_BYTES);
+        let _ = raw.set_rx_buf_sz(buffer);
         Ok(NetMonitor {
-            messages,
-            _conn: crate::AbortOnDrop(tokio::spawn(conn)),
+            socket,
+            parsed: VecDeque::new(),
         })
     }
 
-    /// The next event; `None` when the socket closed.
+    /// The next event; `None` when the socket failed for good.
     pub async fn next(&mut self) -> Option<NetEvent> {
         loop {
-            let (msg, _) = self.messages.next().await?;
-            if let Some(event) = classify(msg) {
+            if let Some(event) = self.parsed.pop_front() {
                 return Some(event);
             }
+            match self.socket.recv_from_full().await {
+                Ok((datagram, _)) => self.parse(&datagram),
+                Err(e) if e.raw_os_error() == Some(nix::libc::ENOBUFS) => {
+                    return Some(NetEvent::Overrun)
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    tracing::debug!(error = %e, "link notifications socket failed");
+                    return None;
+                }
+            }
+        }
+    }
+
+    fn parse(&mut self, datagram: &[u8]) {
+        let mut offset = 0;
+        while offset < datagram.len() {
+            let Ok(msg) = NetlinkMessage::<RouteNetlinkMessage>::deserialize(&datagram[offset..])
+            else {
+                return;
+            };
+            let len = msg.header.length as usize;
+            if let Some(event) = classify(msg) {
+                self.parsed.push_back(event);
+            }
+            if len == 0 {
+                return;
+            }
+            offset += (len + 3) & !3;
         }
     }
 }

@@ -1,15 +1,134 @@
-//! Finding and entering the network namespaces that veth peers live in.
+//! Finding, opening and entering network namespaces: a pod's (`node`),
+//! and the ones veth peers live in.
+//!
+//! Under `node` every path and count here is a pod's doing, so each open
+//! is one that cannot block or be steered: a namespace file is opened
+//! `O_PATH|O_NOFOLLOW` (never a FIFO's or a device's open, never a symlink
+//! followed), proved to be nsfs, and only then reopened for reading; the
+//! threads that enter namespaces are bounded in number for the whole
+//! process; and a far end may only be looked for in a namespace that is
+//! neither the node's, ours, nor another pod's (the [`Fence`]).
 
 use std::collections::{HashMap, HashSet};
 use std::fs::File;
 use std::future::Future;
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, LazyLock, RwLock};
+use std::time::{Duration, Instant};
 
+use nix::fcntl::{open, OFlag};
 use nix::sched::{setns, CloneFlags};
+use nix::sys::stat::Mode;
+use nix::sys::statfs::{fstatfs, NSFS_MAGIC};
+use tokio::sync::Semaphore;
 
 use super::{NetlinkError, Rtnl};
+
+/// A network namespace's identity: the device and inode of its nsfs file,
+/// the same through every path and mount that names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct NsId {
+    pub dev: u64,
+    pub ino: u64,
+}
+
+impl NsId {
+    pub fn of(file: &File) -> std::io::Result<NsId> {
+        let meta = file.metadata()?;
+        Ok(NsId {
+            dev: meta.dev(),
+            ino: meta.ino(),
+        })
+    }
+}
+
+/// Opens the network namespace file at `path` without following a symlink
+/// in its last component and without an open that can block or act (a
+/// FIFO, a device): `O_PATH` first, then a check that it is nsfs, then a
+/// read-only reopen of that same file. Anything else is `None`.
+pub fn open_ns_file(path: &Path) -> Option<(File, NsId)> {
+    let flags = OFlag::O_PATH | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+    let handle: OwnedFd = open(path, flags, Mode::empty()).ok()?;
+    if fstatfs(handle.as_fd()).ok()?.filesystem_type() != NSFS_MAGIC {
+        return None;
+    }
+    reopen(&handle)
+}
+
+/// `/proc/<pid>/ns/net`: a magic link the kernel resolves (not the
+/// process's doing), so it is followed; still proved nsfs.
+pub fn open_proc_ns(pid: u32) -> Option<(File, NsId)> {
+    let path = format!("/proc/{pid}/ns/net");
+    let handle: OwnedFd = open(
+        path.as_str(),
+        OFlag::O_PATH | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+    .ok()?;
+    if fstatfs(handle.as_fd()).ok()?.filesystem_type() != NSFS_MAGIC {
+        return None;
+    }
+    reopen(&handle)
+}
+
+fn reopen(handle: &OwnedFd) -> Option<(File, NsId)> {
+    // setns needs a file opened for reading; an nsfs inode opens without
+    // side effects, and through /proc/self/fd it is the very file checked.
+    let path = format!("/proc/self/fd/{}", handle.as_raw_fd());
+    let fd = open(
+        path.as_str(),
+        OFlag::O_RDONLY | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+    .ok()?;
+    let file = File::from(fd);
+    let id = NsId::of(&file).ok()?;
+    Some((file, id))
+}
+
+/// Threads that enter a namespace at once, in the whole process: opening a
+/// pod's sockets and checking far ends in containers. Waiting for one is
+/// done by the task that asks, never by a thread; tools (`iptables`, `nft`)
+/// run on the runtime's bounded blocking pool instead.
+const NETNS_THREADS: usize = 8;
+
+static NETNS_PERMITS: LazyLock<Semaphore> = LazyLock::new(|| Semaphore::new(NETNS_THREADS));
+
+/// The namespaces a far end must never be changed in: the node's (ours,
+/// under `node`) and every pod's. A pod's veth whose far end is in one of
+/// them is not Docker's: a pod that enslaved its own `eth0` to a bridge it
+/// named like Docker's would otherwise have the node's end lowered.
+/// Shared: the node loop adds and removes pods as it finds them; every
+/// enforcer's resolver reads it.
+#[derive(Clone, Default)]
+pub struct Fence(Arc<RwLock<HashSet<NsId>>>);
+
+impl Fence {
+    pub fn insert(&self, id: NsId) {
+        self.0.write().unwrap_or_else(|e| e.into_inner()).insert(id);
+    }
+
+    pub fn remove(&self, id: NsId) {
+        self.0.write().unwrap_or_else(|e| e.into_inner()).remove(&id);
+    }
+
+    pub fn contains(&self, id: NsId) -> bool {
+        self.0
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains(&id)
+    }
+}
+
+/// After a namespace with an nsid was looked for and not found, it is not
+/// looked for again for this long (a container that exited leaves its host
+/// veth a moment longer than its namespace; its far end is gone with it).
+const MISS_REMEMBERED: Duration = Duration::from_secs(10);
+/// The candidates (every file in `netns_dirs`, every `/proc/*/ns/net`) are
+/// read at most this often, whatever asks.
+const SCAN_EVERY: Duration = Duration::from_secs(1);
 
 /// Maps the nsids our namespace knows to namespace files.
 ///
@@ -17,80 +136,93 @@ use super::{NetlinkError, Rtnl};
 /// kernel offers no reverse lookup, so each candidate file is opened and the
 /// kernel asked which nsid it has (RTM_GETNSID with NETNSA_FD). Results are
 /// remembered, and a remembered path is re-verified before use because nsids
-/// are reused once a namespace dies.
+/// are reused once a namespace dies. Misses are remembered too, and the
+/// candidates read at most once a second, off the runtime thread.
 pub struct NetnsResolver {
     dirs: Vec<PathBuf>,
     known: HashMap<i32, PathBuf>,
+    missed: HashMap<i32, Instant>,
+    scanned: Option<Instant>,
+    fence: Fence,
 }
 
 impl NetnsResolver {
     /// `dirs` are searched in order (e.g. `/run/netns`, Docker's
-    /// `<exec-root>/netns`); `/proc/<pid>/ns/net` is the last resort.
-    pub fn new(dirs: Vec<PathBuf>) -> NetnsResolver {
+    /// `<exec-root>/netns`); `/proc/<pid>/ns/net` is the last resort. A far
+    /// end is never looked for in a namespace of `fence`.
+    pub fn new(dirs: Vec<PathBuf>, fence: Fence) -> NetnsResolver {
         NetnsResolver {
             dirs,
             known: HashMap::new(),
+            missed: HashMap::new(),
+            scanned: None,
+            fence,
         }
     }
 
     /// Remembers a namespace file whose nsid is already known (a container's
     /// sandbox, reported by Docker).
     pub fn remember(&mut self, nsid: i32, path: PathBuf) {
+        self.missed.remove(&nsid);
         self.known.insert(nsid, path);
     }
 
     /// Opens the namespace our namespace calls `nsid`.
     pub async fn open(&mut self, nsid: i32, rtnl: &Rtnl) -> Result<(File, PathBuf), NetlinkError> {
         if let Some(path) = self.known.get(&nsid).cloned() {
-            if let Some(file) = verify(&path, nsid, rtnl).await {
-                return Ok((file, path));
+            if let Some((file, id)) = verify(&path, nsid, rtnl).await {
+                return self.fenced(file, id, path);
             }
+            self.known.remove(&nsid);
         }
-        // One pass learns every candidate's nsid, so that a burst of new
-        // containers costs one scan rather than one scan each.
-        self.known.clear();
-        self.learn(self.dir_candidates(), rtnl).await;
-        if !self.known.contains_key(&nsid) {
-            self.learn(proc_candidates(), rtnl).await;
+        let now = Instant::now();
+        let recently_missed = self
+            .missed
+            .get(&nsid)
+            .is_some_and(|at| now.duration_since(*at) < MISS_REMEMBERED);
+        let recently_scanned = self
+            .scanned
+            .is_some_and(|at| now.duration_since(at) < SCAN_EVERY);
+        if !recently_missed && !recently_scanned {
+            // One pass learns every candidate's nsid, so that a burst of new
+            // containers costs one scan rather than one scan each.
+            self.scanned = Some(now);
+            self.known.clear();
+            self.missed.retain(|_, at| now.duration_since(*at) < MISS_REMEMBERED);
+            let dirs = self.dirs.clone();
+            let candidates = tokio::task::spawn_blocking(move || candidates(&dirs))
+                .await
+                .unwrap_or_default();
+            for (file, path) in candidates {
+                if let Ok(Some(id)) = rtnl.nsid_of(file.as_fd()).await {
+                    self.known.entry(id).or_insert(path);
+                }
+            }
         }
         if let Some(path) = self.known.get(&nsid).cloned() {
-            if let Ok(file) = File::open(&path) {
-                return Ok((file, path));
+            if let Some((file, id)) = open_any(&path) {
+                return self.fenced(file, id, path);
             }
         }
+        self.missed.insert(nsid, now);
         Err(NetlinkError::NsidNotFound {
             nsid,
             searched: self.describe_search(),
         })
     }
 
-    async fn learn(&mut self, candidates: Vec<PathBuf>, rtnl: &Rtnl) {
-        let mut seen = HashSet::new();
-        for path in candidates {
-            let Ok(file) = File::open(&path) else {
-                continue;
-            };
-            let Ok(meta) = file.metadata() else { continue };
-            if !seen.insert((meta.dev(), meta.ino())) {
-                continue;
-            }
-            if let Ok(Some(id)) = rtnl.nsid_of(file.as_fd()).await {
-                self.known.entry(id).or_insert(path);
-            }
+    fn fenced(
+        &self,
+        file: File,
+        id: NsId,
+        path: PathBuf,
+    ) -> Result<(File, PathBuf), NetlinkError> {
+        if self.fence.contains(id) {
+            return Err(NetlinkError::Fenced {
+                path: path.display().to_string(),
+            });
         }
-    }
-
-    fn dir_candidates(&self) -> Vec<PathBuf> {
-        let mut out = Vec::new();
-        for dir in &self.dirs {
-            let Ok(entries) = std::fs::read_dir(dir) else {
-                continue;
-            };
-            let mut files: Vec<PathBuf> = entries.flatten().map(|e| e.path()).collect();
-            files.sort();
-            out.extend(files);
-        }
-        out
+        Ok((file, path))
     }
 
     fn describe_search(&self) -> String {
@@ -100,43 +232,89 @@ impl NetnsResolver {
     }
 }
 
-async fn verify(path: &Path, nsid: i32, rtnl: &Rtnl) -> Option<File> {
-    let file = File::open(path).ok()?;
-    (rtnl.nsid_of(file.as_fd()).await.ok()?? == nsid).then_some(file)
+/// A namespace file in a directory, or a process's.
+fn open_any(path: &Path) -> Option<(File, NsId)> {
+    match proc_pid(path) {
+        Some(pid) => open_proc_ns(pid),
+        None => open_ns_file(path),
+    }
 }
 
-fn proc_candidates() -> Vec<PathBuf> {
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return Vec::new();
+/// The pid of a `/proc/<pid>/ns/net` path.
+fn proc_pid(path: &Path) -> Option<u32> {
+    path.strip_prefix("/proc")
+        .ok()?
+        .to_str()?
+        .strip_suffix("/ns/net")?
+        .parse()
+        .ok()
+}
+
+async fn verify(path: &Path, nsid: i32, rtnl: &Rtnl) -> Option<(File, NsId)> {
+    let (file, id) = open_any(path)?;
+    (rtnl.nsid_of(file.as_fd()).await.ok()?? == nsid).then_some((file, id))
+}
+
+/// Every namespace in `dirs`, then every process's, each once (by
+/// identity), opened: blocking file-system work, for the blocking pool.
+fn candidates(dirs: &[PathBuf]) -> Vec<(File, PathBuf)> {
+    let mut seen = HashSet::new();
+    let mut out = Vec::new();
+    for dir in dirs {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            continue;
+        };
+        let mut files: Vec<PathBuf> = entries.flatten().map(|e| e.path()).collect();
+        files.sort();
+        for path in files {
+            if let Some((file, id)) = open_ns_file(&path) {
+                if seen.insert(id) {
+                    out.push((file, path));
+                }
+            }
+        }
+    }
+    let Ok(procs) = std::fs::read_dir("/proc") else {
+        return out;
     };
-    entries
-        .flatten()
-        .filter(|e| {
-            e.file_name()
-                .to_str()
-                .is_some_and(|n| n.bytes().all(|b| b.is_ascii_digit()))
-        })
-        .map(|e| e.path().join("ns/net"))
-        .collect()
+    for entry in procs.flatten() {
+        let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
+            continue;
+        };
+        // Cheap identity first: most processes share a few namespaces.
+        let path = PathBuf::from(format!("/proc/{pid}/ns/net"));
+        let Ok(meta) = std::fs::metadata(&path) else {
+            continue;
+        };
+        let id = NsId {
+            dev: meta.dev(),
+            ino: meta.ino(),
+        };
+        if seen.contains(&id) {
+            continue;
+        }
+        if let Some((file, opened)) = open_proc_ns(pid) {
+            if opened == id && seen.insert(id) {
+                out.push((file, path));
+            }
+        }
+    }
+    out
 }
 
 /// A network namespace other than ours that enforcement works in
 /// (`node`): its file, open, and a name for logs and metrics.
 pub struct NsFile {
     pub file: File,
+    pub id: NsId,
     pub label: String,
 }
 
 impl NsFile {
     /// Runs `f` on a short-lived thread inside this namespace, and waits
-    /// for it. Sockets `f` opens belong to the namespace for good; entered
-    /// into a runtime's handle, they are then driven by that runtime's
-    /// workers, and the thread is gone.
-    pub fn run<T: Send>(&self, f: impl FnOnce() -> T + Send) -> Result<T, NetlinkError> {
-        let err = |message: String| NetlinkError::Netns {
-            path: self.label.clone(),
-            message,
-        };
+    /// for it, blocking the caller: for threads of the blocking pool (the
+    /// firewall tools), never for the runtime's.
+    pub fn run_blocking<T: Send>(&self, f: impl FnOnce() -> T + Send) -> Result<T, NetlinkError> {
         std::thread::scope(|scope| {
             let thread = std::thread::Builder::new()
                 .name("mtuvisor-netns".into())
@@ -145,59 +323,148 @@ impl NsFile {
                         .map_err(|e| format!("cannot enter it: {e}"))?;
                     Ok(f())
                 })
-                .map_err(|e| err(format!("cannot spawn a thread to enter it: {e}")))?;
+                .map_err(|e| self.err(format!("cannot spawn a thread to enter it: {e}")))?;
             thread
                 .join()
-                .map_err(|_| err("the thread working in it panicked".into()))?
-                .map_err(err)
+                .map_err(|_| self.err("the thread working in it panicked".into()))?
+                .map_err(|m| self.err(m))
         })
+    }
+
+    /// Runs `f` on a short-lived thread inside this namespace, one of at
+    /// most [`NETNS_THREADS`] in the process; the calling task waits, its
+    /// thread does not. Sockets `f` opens belong to the namespace for good;
+    /// entered into a runtime's handle, they are then driven by that
+    /// runtime, and the thread is gone.
+    pub async fn run<T: Send + 'static>(
+        &self,
+        f: impl FnOnce() -> T + Send + 'static,
+    ) -> Result<T, NetlinkError> {
+        let file = self
+            .file
+            .try_clone()
+            .map_err(|e| self.err(format!("cannot duplicate its file: {e}")))?;
+        on_thread_in(file, self.label.clone(), f).await
+    }
+
+    fn err(&self, message: String) -> NetlinkError {
+        NetlinkError::Netns {
+            path: self.label.clone(),
+            message,
+        }
     }
 }
 
-/// Runs `f` with a netlink socket opened inside the namespace `ns`.
-///
-/// `setns` changes the calling thread for good, so it happens on a fresh OS
-/// thread that exits afterwards — never on a tokio worker, whose next task
-/// would otherwise run in the wrong namespace. The socket is opened after
-/// `setns` and so belongs to that namespace; `ns` stays open until then.
-pub async fn in_netns<T, F, Fut>(ns: File, label: String, f: F) -> Result<T, NetlinkError>
-where
-    T: Send + 'static,
-    F: FnOnce(Rtnl) -> Fut + Send + 'static,
-    Fut: Future<Output = Result<T, NetlinkError>>,
-{
-    let (tx, rx) = tokio::sync::oneshot::channel();
-    let netns_err = {
+/// The namespace of `file` as a file that no mount holds: opened inside it
+/// (`/proc/thread-self/ns/net`), so that keeping it open does not keep the
+/// runtime's bind mount busy (a runtime that unmounts without
+/// `MNT_DETACH` would get EBUSY for as long as we enforce there).
+pub async fn unpinned(file: File, label: String) -> Result<File, NetlinkError> {
+    let label_err = label.clone();
+    on_thread_in(file, label, || File::open("/proc/thread-self/ns/net"))
+        .await?
+        .map_err(|e| NetlinkError::Netns {
+            path: label_err,
+            message: format!("cannot reopen it from inside: {e}"),
+        })
+}
+
+/// The one way into a namespace for async code: a permit of the process's
+/// [`NETNS_PERMITS`], then a fresh thread that enters, runs `f` and exits.
+/// `setns` changes the calling thread for good, so never a tokio worker.
+async fn on_thread_in<T: Send + 'static>(
+    file: File,
+    label: String,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, NetlinkError> {
+    let err = {
         let label = label.clone();
         move |message: String| NetlinkError::Netns {
             path: label.clone(),
             message,
         }
     };
-    let thread_err = netns_err.clone();
+    let _permit = NETNS_PERMITS
+        .acquire()
+        .await
+        .map_err(|_| err("no more threads may enter namespaces".into()))?;
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let enter_err = err.clone();
     std::thread::Builder::new()
         .name("mtuvisor-netns".into())
         .spawn(move || {
-            let result = (|| {
-                setns(ns.as_fd(), CloneFlags::CLONE_NEWNET)
-                    .map_err(|e| netns_err(format!("cannot enter it: {e}")))?;
-                drop(ns);
-                // A far end in a container is clamped from here.
-                crate::sched::join();
-                let rt = tokio::runtime::Builder::new_current_thread()
-                    .enable_io()
-                    .build()
-                    .map_err(|e| netns_err(format!("cannot start a runtime in it: {e}")))?;
-                rt.block_on(async {
-                    let rtnl = Rtnl::connect()?;
-                    f(rtnl).await
-                })
-            })();
+            let result = setns(file.as_fd(), CloneFlags::CLONE_NEWNET)
+                .map_err(|e| enter_err(format!("cannot enter it: {e}")))
+                .map(|()| {
+                    drop(file);
+                    f()
+                });
             let _ = tx.send(result);
         })
-        .map_err(|e| thread_err(format!("cannot spawn a thread to enter it: {e}")))?;
-    rx.await.map_err(|_| NetlinkError::Netns {
-        path: label,
-        message: "the thread working in it died".into(),
-    })?
+        .map_err(|e| err(format!("cannot spawn a thread to enter it: {e}")))?;
+    rx.await
+        .map_err(|_| err("the thread working in it died".into()))?
+}
+
+/// Runs `f` with a netlink socket opened inside the namespace `ns`, on a
+/// thread of its own with a runtime of its own (a far end in a container
+/// is clamped from there, at the clamping threads' priority).
+pub async fn in_netns<T, F, Fut>(ns: File, label: String, f: F) -> Result<T, NetlinkError>
+where
+    T: Send + 'static,
+    F: FnOnce(Rtnl) -> Fut + Send + 'static,
+    Fut: Future<Output = Result<T, NetlinkError>>,
+{
+    let runtime_err = {
+        let label = label.clone();
+        move |message: String| NetlinkError::Netns {
+            path: label.clone(),
+            message,
+        }
+    };
+    on_thread_in(ns, label, move || {
+        crate::sched::join();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_io()
+            .build()
+            .map_err(|e| runtime_err(format!("cannot start a runtime in it: {e}")))?;
+        rt.block_on(async {
+            let rtnl = Rtnl::connect()?;
+            f(rtnl).await
+        })
+    })
+    .await?
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn neither_a_fifo_nor_a_symlink_nor_a_plain_file_is_a_namespace() {
+        let dir = std::env::temp_dir().join(format!("mtuvisor-nsopen-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let fifo = dir.join("fifo");
+        nix::unistd::mkfifo(&fifo, Mode::from_bits_truncate(0o600)).unwrap();
+        let plain = dir.join("plain");
+        std::fs::write(&plain, "x").unwrap();
+        let link = dir.join("link");
+        std::os::unix::fs::symlink("/proc/self/ns/net", &link).unwrap();
+        // A FIFO with no writer: an ordinary open would block here.
+        assert!(open_ns_file(&fifo).is_none());
+        assert!(open_ns_file(&plain).is_none());
+        assert!(open_ns_file(&link).is_none(), "a symlink is not followed");
+        let (_, own) = open_proc_ns(std::process::id()).expect("our own namespace");
+        let (_, again) = open_any(Path::new(&format!("/proc/{}/ns/net", std::process::id())))
+            .expect("by its /proc path");
+        assert_eq!(own, again);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn proc_paths_are_told_from_files() {
+        assert_eq!(proc_pid(Path::new("/proc/42/ns/net")), Some(42));
+        assert_eq!(proc_pid(Path::new("/run/netns/cni-1")), None);
+        assert_eq!(proc_pid(Path::new("/proc/self/ns/net")), None);
+    }
 }

@@ -11,8 +11,10 @@
 //! notifications meanwhile. The workers are the process's; the sockets are
 //! each namespace's (`node` enforces in many).
 
+use std::collections::{HashMap, VecDeque};
 use std::io;
-use std::sync::{mpsc, Arc, Condvar, Mutex, OnceLock};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, OnceLock};
 use std::thread;
 
 use netlink_packet_core::{ErrorMessage, NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_REQUEST};
@@ -31,7 +33,6 @@ const WORKERS: usize = 4;
 struct Job {
     ifindex: u32,
     mtu: u32,
-    sockets: Arc<Sockets>,
     reply: oneshot::Sender<Result<(), Failure>>,
 }
 
@@ -41,44 +42,67 @@ enum Failure {
     Nack(ErrorMessage),
 }
 
-/// One namespace's blocking sockets; a worker borrows an idle one for a
-/// request. They close when the namespace's setter and its last request
-/// are gone.
-struct Sockets {
-    idle: Mutex<Vec<(Socket, u32)>>,
-    returned: Condvar,
+/// One namespace's requests and blocking sockets.
+struct Queue {
+    jobs: VecDeque<Job>,
+    idle: Vec<(Socket, u32)>,
+    /// Sockets lent to workers right now.
+    lent: usize,
+    /// In [`Shared::ready`].
+    ready: bool,
+    /// Its setter is gone: the sockets close once the last comes back.
+    closed: bool,
 }
 
-impl Sockets {
-    fn take(&self) -> (Socket, u32) {
-        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
-        loop {
-            if let Some(s) = idle.pop() {
-                return s;
-            }
-            idle = self.returned.wait(idle).unwrap_or_else(|e| e.into_inner());
-        }
-    }
+/// Every namespace's queue, and the namespaces that have both a request
+/// and an idle socket, in turn. A worker takes the next namespace's next
+/// request with one of that namespace's own sockets, so it never waits for
+/// one namespace's sockets while another namespace's request could go: a
+/// pod that asks for thousands of changes gets its turn like any other.
+#[derive(Default)]
+struct Schedule {
+    queues: HashMap<u64, Queue>,
+    ready: VecDeque<u64>,
+}
 
-    fn give_back(&self, socket: (Socket, u32)) {
-        self.idle
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push(socket);
-        self.returned.notify_one();
+impl Schedule {
+    /// Puts namespace `id` in line when it has work it can start now.
+    fn reconsider(&mut self, id: u64) -> bool {
+        let Some(q) = self.queues.get_mut(&id) else {
+            return false;
+        };
+        if !q.ready && !q.jobs.is_empty() && !q.idle.is_empty() {
+            q.ready = true;
+            self.ready.push_back(id);
+            return true;
+        }
+        false
+    }
+}
+
+struct Shared {
+    schedule: Mutex<Schedule>,
+    work: Condvar,
+}
+
+impl Shared {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Schedule> {
+        self.schedule.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 
 /// The process's workers, started on first use.
-fn workers() -> Result<&'static Mutex<mpsc::Sender<Job>>, NetlinkError> {
-    static JOBS: OnceLock<Mutex<mpsc::Sender<Job>>> = OnceLock::new();
-    if let Some(jobs) = JOBS.get() {
-        return Ok(jobs);
+fn workers() -> Result<&'static Arc<Shared>, NetlinkError> {
+    static SHARED: OnceLock<Arc<Shared>> = OnceLock::new();
+    if let Some(shared) = SHARED.get() {
+        return Ok(shared);
     }
-    let (tx, rx) = mpsc::channel::<Job>();
-    let rx = Arc::new(Mutex::new(rx));
+    let shared = Arc::new(Shared {
+        schedule: Mutex::new(Schedule::default()),
+        work: Condvar::new(),
+    });
     for n in 0..WORKERS {
-        let rx = Arc::clone(&rx);
+        let shared = Arc::clone(&shared);
         thread::Builder::new()
             .name(format!("mtu-set-{n}"))
             .spawn(move || {
@@ -93,27 +117,29 @@ fn workers() -> Result<&'static Mutex<mpsc::Sender<Job>>, NetlinkError> {
                 // A request sent late loses the race with dockerd's move
                 // of the far end, and waits behind it.
                 crate::sched::join();
-                work(&rx)
+                work(&shared)
             })
             .map_err(|source| NetlinkError::Socket {
                 context: " for MTU changes (its thread did not start)".into(),
                 source,
             })?;
     }
-    Ok(JOBS.get_or_init(|| Mutex::new(tx)))
+    Ok(SHARED.get_or_init(|| shared))
 }
 
 /// Sets MTUs in the namespace it was created in, through the process's
 /// shared workers.
 pub struct MtuSetter {
-    sockets: Arc<Sockets>,
+    id: u64,
+    shared: &'static Arc<Shared>,
 }
 
 impl MtuSetter {
     /// Opens `count` sockets (the requests that may wait for RTNL at once
     /// in this namespace) in the calling thread's network namespace.
     pub fn new(count: usize) -> Result<MtuSetter, NetlinkError> {
-        workers()?;
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        let shared = workers()?;
         let mut idle = Vec::with_capacity(count);
         for _ in 0..count.max(1) {
             let socket = open().map_err(|source| NetlinkError::Socket {
@@ -122,12 +148,18 @@ impl MtuSetter {
             })?;
             idle.push((socket, 0));
         }
-        Ok(MtuSetter {
-            sockets: Arc::new(Sockets {
-                idle: Mutex::new(idle),
-                returned: Condvar::new(),
-            }),
-        })
+        let id = NEXT.fetch_add(1, Ordering::Relaxed);
+        shared.lock().queues.insert(
+            id,
+            Queue {
+                jobs: VecDeque::new(),
+                idle,
+                lent: 0,
+                ready: false,
+                closed: false,
+            },
+        );
+        Ok(MtuSetter { id, shared })
     }
 
     /// Sets the MTU of link `ifindex` (named `name`, for errors).
@@ -137,14 +169,18 @@ impl MtuSetter {
             context: " for MTU changes".into(),
             source: io::Error::other("its worker threads are gone"),
         };
-        let jobs = workers()?.lock().unwrap_or_else(|e| e.into_inner()).clone();
-        jobs.send(Job {
-            ifindex,
-            mtu,
-            sockets: self.sockets.clone(),
-            reply,
-        })
-        .map_err(|_| gone())?;
+        {
+            let mut schedule = self.shared.lock();
+            let queue = schedule.queues.get_mut(&self.id).ok_or_else(gone)?;
+            queue.jobs.push_back(Job {
+                ifindex,
+                mtu,
+                reply,
+            });
+            if schedule.reconsider(self.id) {
+                self.shared.work.notify_one();
+            }
+        }
         match done.await.map_err(|_| gone())? {
             Ok(()) => Ok(()),
             Err(Failure::Nack(e)) => Err(super::set_mtu_failed(
@@ -161,6 +197,20 @@ impl MtuSetter {
     }
 }
 
+impl Drop for MtuSetter {
+    fn drop(&mut self) {
+        let mut schedule = self.shared.lock();
+        if let Some(q) = schedule.queues.get_mut(&self.id) {
+            // Requests still queued were abandoned with their callers.
+            q.jobs.clear();
+            q.closed = true;
+            if q.lent == 0 {
+                schedule.queues.remove(&self.id);
+            }
+        }
+    }
+}
+
 fn open() -> io::Result<Socket> {
     let mut socket = Socket::new(NETLINK_ROUTE)?;
     socket.bind_auto()?;
@@ -168,19 +218,43 @@ fn open() -> io::Result<Socket> {
     Ok(socket)
 }
 
-fn work(jobs: &Mutex<mpsc::Receiver<Job>>) {
+fn work(shared: &Shared) {
     loop {
-        // Holding the lock only while taking a job lets idle workers queue.
-        let job = match jobs.lock() {
-            Ok(rx) => rx.recv(),
-            Err(_) => return,
+        let (id, job, (socket, seq)) = {
+            let mut schedule = shared.lock();
+            loop {
+                if let Some(id) = schedule.ready.pop_front() {
+                    let q = schedule.queues.get_mut(&id).expect("a ready queue exists");
+                    q.ready = false;
+                    if let (Some(job), Some(socket)) = (q.jobs.pop_front(), q.idle.pop()) {
+                        q.lent += 1;
+                        // Its next request waits for its next turn.
+                        schedule.reconsider(id);
+                        break (id, job, socket);
+                    }
+                    continue;
+                }
+                schedule = shared.work.wait(schedule).unwrap_or_else(|e| e.into_inner());
+            }
         };
-        let Ok(job) = job else { return };
-        let (socket, seq) = job.sockets.take();
         let seq = seq.wrapping_add(1);
         let result = set_mtu(&socket, seq, job.ifindex, job.mtu);
-        job.sockets.give_back((socket, seq));
         let _ = job.reply.send(result);
+        let mut schedule = shared.lock();
+        let Some(q) = schedule.queues.get_mut(&id) else {
+            continue;
+        };
+        q.lent -= 1;
+        if q.closed {
+            if q.lent == 0 {
+                schedule.queues.remove(&id);
+            }
+            continue;
+        }
+        q.idle.push((socket, seq));
+        if schedule.reconsider(id) {
+            shared.work.notify_one();
+        }
     }
 }
 

@@ -1,54 +1,56 @@
-//! Finding the pod network namespaces of a node: the files in `netns_dirs`
-//! (containerd and CRI-O bind-mount `cni-<uuid>` there), followed with
-//! inotify so that a new pod is seen within milliseconds, and a periodic
-//! scan of `/proc/*/ns/net` for runtimes that make no file. Namespaces are
-//! told apart by identity (device and inode of the nsfs file), never by
-//! name; the node's own is left out unless asked for.
+//! Finding the pod network namespaces of a node, by the runtime's own
+//! record, never by what a process inside a pod can arrange.
+//!
+//! - **Files** in `netns_dirs` (containerd and CRI-O bind-mount
+//!   `cni-<uuid>` in `/run/netns` for each sandbox), followed with inotify
+//!   so that a new pod is seen within milliseconds. Only the node's runtime
+//!   (root on the node) writes there.
+//! - **`/proc`** (`proc_scan`, off by default), for runtimes that make no
+//!   file: a namespace counts only when a process holding it is the first
+//!   process (pid 1) of a PID namespace one level below ours: a container's
+//!   init or a sandbox's pause process, as the runtime starts them. The
+//!   containers a pod's own dockerd starts are one level deeper, and a
+//!   process inside a pod cannot make a PID namespace at our level: nested
+//!   namespaces are never enforced in (their host ends are, by the
+//!   enforcer of the pod that holds them).
+//!
+//! Namespaces are told apart by identity (device and inode of the nsfs
+//! file), never by name; the node's own is left out unless asked for.
+//! Nothing a pod wrote is read: a file is opened `O_PATH|O_NOFOLLOW` and
+//! proved nsfs first (a FIFO, a device or a symlink in `netns_dirs` is
+//! skipped, never opened), and a namespace found through `/proc` is named
+//! `netns-<inode>`. `netns_include` applies to both names. This runs on a
+//! thread of its own at ordinary priority, off the clamping path.
 
 use std::collections::{HashMap, HashSet};
 use std::fs::File;
+use std::io::Read;
 use std::os::fd::{AsFd, AsRawFd, RawFd};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify, WatchDescriptor};
-use nix::sys::statfs::{fstatfs, NSFS_MAGIC};
 use tokio::io::unix::AsyncFd;
 use tokio::sync::mpsc;
 use tokio::time::{sleep_until, Instant};
 use tracing::{debug, warn};
 
-use crate::enforce::glob_match;
-
-/// A network namespace's identity.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct NsId {
-    pub dev: u64,
-    pub ino: u64,
-}
-
-impl NsId {
-    fn of(file: &File) -> Option<NsId> {
-        let meta = file.metadata().ok()?;
-        Some(NsId {
-            dev: meta.dev(),
-            ino: meta.ino(),
-        })
-    }
-}
+use crate::config::glob_match;
+use crate::netlink::{open_ns_file, open_proc_ns, unpinned, NsId};
 
 /// What discovery tells the node loop.
 #[derive(Debug)]
 pub enum Found {
-    /// A namespace to enforce in: open, named, and when it was first seen.
+    /// A namespace to enforce in: open (through a file no mount holds),
+    /// named, and when it was first seen.
     Appeared {
         id: NsId,
         file: File,
-        label: String,
+        name: String,
         seen: Instant,
     },
-    /// Its file is gone and no process is in it any more.
+    /// Its file is gone and no process qualifies any more.
     Gone { id: NsId },
 }
 
@@ -60,6 +62,12 @@ const BIND_WAIT: Duration = Duration::from_secs(2);
 /// The directories are read again this often (missed events, a directory
 /// created after start), whatever the `/proc` scan does.
 const DIR_RESCAN: Duration = Duration::from_secs(5);
+/// Files being waited for at once (created, not yet a namespace): each is
+/// looked at every 2 ms, so a directory flooded with plain files costs a
+/// bounded amount.
+const MAX_PENDING: usize = 256;
+/// How much of `/proc/<pid>/status` is read: NSpid comes early.
+const STATUS_BYTES: u64 = 4096;
 
 pub struct Config {
     pub dirs: Vec<PathBuf>,
@@ -68,29 +76,29 @@ pub struct Config {
     pub include_host: bool,
 }
 
-/// Opens `path` and returns it with its identity when it is a network
-/// namespace (nsfs) file.
-fn open_netns(path: &Path) -> Option<(File, NsId)> {
-    let file = File::open(path).ok()?;
-    let is_ns = fstatfs(file.as_fd()).is_ok_and(|s| s.filesystem_type() == NSFS_MAGIC);
-    if !is_ns {
-        return None;
-    }
-    let id = NsId::of(&file)?;
-    Some((file, id))
-}
-
 /// The node's own namespace (ours).
 pub fn own_netns() -> std::io::Result<NsId> {
     let file = File::open("/proc/self/ns/net")?;
-    NsId::of(&file).ok_or_else(|| std::io::Error::other("cannot stat /proc/self/ns/net"))
+    NsId::of(&file)
 }
 
-/// The hostname a process sees (a pod's name, under Kubernetes).
-fn hostname_of(pid: &str) -> Option<String> {
-    let name = std::fs::read_to_string(format!("/proc/{pid}/root/etc/hostname")).ok()?;
-    let name = name.trim();
-    (!name.is_empty() && name.len() <= 64).then(|| name.to_string())
+/// The name a namespace found only through `/proc` goes by (for
+/// `netns_include`, logs and metrics).
+pub fn proc_name(id: NsId) -> String {
+    format!("netns-{}", id.ino)
+}
+
+/// Whether the process `pid` is what a runtime starts for a container or a
+/// pod sandbox: pid 1 of a PID namespace one level below that of our
+/// `/proc`. From `NSpid` in its status (its pid at each level, ours first).
+pub fn is_runtime_init(status: &str) -> bool {
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("NSpid:"))
+        .is_some_and(|pids| {
+            let pids: Vec<&str> = pids.split_whitespace().collect();
+            pids.len() == 2 && pids[1] == "1"
+        })
 }
 
 /// The inotify instance, as tokio's reactor needs it.
@@ -119,11 +127,14 @@ struct Discovery {
     by_path: HashMap<PathBuf, NsId>,
     /// Files created but not (yet) namespaces, with the time to give up.
     pending: Vec<(PathBuf, Instant)>,
-    tx: mpsc::UnboundedSender<Found>,
+    /// `/proc` verdicts by (pid, namespace): a process is looked at once
+    /// while it stays in the same namespace.
+    verdicts: HashMap<(u32, NsId), bool>,
+    tx: mpsc::Sender<Found>,
 }
 
 /// Runs discovery until the receiver is dropped.
-pub async fn run(config: Config, tx: mpsc::UnboundedSender<Found>) -> std::io::Result<()> {
+pub async fn run(config: Config, tx: mpsc::Sender<Found>) -> std::io::Result<()> {
     let own = own_netns()?;
     let inotify = InotifyFd(Inotify::init(
         InitFlags::IN_NONBLOCK | InitFlags::IN_CLOEXEC,
@@ -139,11 +150,12 @@ pub async fn run(config: Config, tx: mpsc::UnboundedSender<Found>) -> std::io::R
         entries: HashMap::new(),
         by_path: HashMap::new(),
         pending: Vec::new(),
+        verdicts: HashMap::new(),
         tx,
     };
-    d.rescan_dirs();
+    d.rescan_dirs().await;
     if d.config.proc_scan.is_some() {
-        d.scan_proc();
+        d.scan_proc().await;
     }
     let now = Instant::now();
     let mut next_dirs = now + DIR_RESCAN;
@@ -164,7 +176,7 @@ pub async fn run(config: Config, tx: mpsc::UnboundedSender<Found>) -> std::io::R
                 match guard.get_inner().0.read_events() {
                     Ok(events) => {
                         for e in events {
-                            d.on_event(e);
+                            d.on_event(e).await;
                         }
                     }
                     Err(nix::errno::Errno::EAGAIN) => guard.clear_ready(),
@@ -173,15 +185,15 @@ pub async fn run(config: Config, tx: mpsc::UnboundedSender<Found>) -> std::io::R
             }
             () = sleep_until(wake) => {
                 let now = Instant::now();
-                d.check_pending(now);
+                d.check_pending(now).await;
                 if now >= next_dirs {
-                    d.rescan_dirs();
+                    d.rescan_dirs().await;
                     next_dirs = now + DIR_RESCAN;
                 }
                 if let (Some(at), Some(period)) = (next_proc, d.config.proc_scan) {
                     if now >= at {
-                        d.scan_proc();
-                        next_proc = Some(now + period);
+                        d.scan_proc().await;
+                        next_proc = Some(Instant::now() + period);
                     }
                 }
             }
@@ -194,10 +206,10 @@ impl Discovery {
         self.config.include.iter().any(|g| glob_match(g, name))
     }
 
-    fn on_event(&mut self, e: nix::sys::inotify::InotifyEvent) {
+    async fn on_event(&mut self, e: nix::sys::inotify::InotifyEvent) {
         if e.mask.contains(AddWatchFlags::IN_Q_OVERFLOW) {
-            warn!("netns directory events were lost (inotify overflow); reading them again");
-            self.rescan_dirs();
+            debug!("netns directory events were lost (inotify overflow); reading them again");
+            self.rescan_dirs().await;
             return;
         }
         if e.mask.contains(AddWatchFlags::IN_IGNORED) {
@@ -214,37 +226,46 @@ impl Discovery {
         if e.mask
             .intersects(AddWatchFlags::IN_CREATE | AddWatchFlags::IN_MOVED_TO)
         {
-            if !self.try_file(&path) {
-                self.pending.push((path, Instant::now() + BIND_WAIT));
+            if !self.try_file(&path).await {
+                self.wait_for(path);
             }
         } else if e
             .mask
             .intersects(AddWatchFlags::IN_DELETE | AddWatchFlags::IN_MOVED_FROM)
         {
             self.pending.retain(|(p, _)| *p != path);
-            self.file_gone(&path);
+            self.file_gone(&path).await;
+        }
+    }
+
+    fn wait_for(&mut self, path: PathBuf) {
+        if self.pending.len() < MAX_PENDING && !self.pending.iter().any(|(p, _)| *p == path) {
+            self.pending.push((path, Instant::now() + BIND_WAIT));
         }
     }
 
     /// A file that is (now) a namespace: recorded, and reported when new.
-    fn try_file(&mut self, path: &Path) -> bool {
-        let Some((file, id)) = open_netns(path) else {
+    async fn try_file(&mut self, path: &Path) -> bool {
+        let Some((file, id)) = open_ns_file(path) else {
             return false;
         };
-        let label = path
+        let name = path
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_else(|| format!("netns-{}", id.ino));
-        if !self.seen(id, file, label, |e| {
-            e.files.insert(path.to_path_buf());
-        }) {
+            .unwrap_or_else(|| proc_name(id));
+        if !self
+            .seen(id, file, name, |e| {
+                e.files.insert(path.to_path_buf());
+            })
+            .await
+        {
             return true; // the node's own, left out
         }
         if let Some(old) = self.by_path.insert(path.to_path_buf(), id) {
             if old != id {
                 // The name now holds another namespace (a pod deleted and
                 // one created under its name between two looks).
-                self.drop_file(old, path);
+                self.drop_file(old, path).await;
             }
         }
         true
@@ -252,52 +273,74 @@ impl Discovery {
 
     /// Records where `id` was seen and reports it when new; false for the
     /// node's own namespace when it is left out.
-    fn seen(&mut self, id: NsId, file: File, label: String, mark: impl FnOnce(&mut Entry)) -> bool {
+    async fn seen(
+        &mut self,
+        id: NsId,
+        file: File,
+        name: String,
+        mark: impl FnOnce(&mut Entry),
+    ) -> bool {
         if id == self.own && !self.config.include_host {
             return false;
         }
         let new = !self.entries.contains_key(&id);
         mark(self.entries.entry(id).or_default());
         if new {
-            debug!(%label, ino = id.ino, "network namespace found");
-            let _ = self.tx.send(Found::Appeared {
-                id,
-                file,
-                label,
-                seen: Instant::now(),
-            });
+            debug!(%name, ino = id.ino, "network namespace found");
+            let seen = Instant::now();
+            // Kept open through its own nsfs file, not the runtime's bind
+            // mount: the runtime's unmount never finds it busy.
+            let file = match unpinned(file, name.clone()).await {
+                Ok(f) => f,
+                Err(e) => {
+                    debug!(%name, error = %e, "cannot enter it; it is gone or going");
+                    self.entries.remove(&id);
+                    return true;
+                }
+            };
+            let _ = self
+                .tx
+                .send(Found::Appeared {
+                    id,
+                    file,
+                    name,
+                    seen,
+                })
+                .await;
         }
         true
     }
 
-    fn file_gone(&mut self, path: &Path) {
+    async fn file_gone(&mut self, path: &Path) {
         if let Some(id) = self.by_path.remove(path) {
-            self.drop_file(id, path);
+            self.drop_file(id, path).await;
         }
     }
 
     /// `path` no longer names `id`: gone when nothing else holds it.
-    fn drop_file(&mut self, id: NsId, path: &Path) {
+    async fn drop_file(&mut self, id: NsId, path: &Path) {
         let gone = self
             .entries
             .get_mut(&id)
             .is_some_and(|e| e.files.remove(path) && e.files.is_empty() && !e.in_proc);
         if gone {
-            self.forget(vec![id]);
+            self.forget(vec![id]).await;
         }
     }
 
-    fn forget(&mut self, gone: Vec<NsId>) {
+    async fn forget(&mut self, gone: Vec<NsId>) {
         for id in gone {
             self.entries.remove(&id);
-            let _ = self.tx.send(Found::Gone { id });
+            let _ = self.tx.send(Found::Gone { id }).await;
         }
     }
 
-    fn check_pending(&mut self, now: Instant) {
+    async fn check_pending(&mut self, now: Instant) {
         let pending = std::mem::take(&mut self.pending);
         for (path, give_up) in pending {
-            if !self.try_file(&path) && now < give_up && path.exists() {
+            // symlink_metadata: whether the name is still there, without
+            // following or opening anything.
+            if !self.try_file(&path).await && now < give_up && path.symlink_metadata().is_ok() {
                 self.pending.push((path, give_up));
             }
         }
@@ -305,14 +348,14 @@ impl Discovery {
 
     /// Watches every directory that exists, and reconciles the files in
     /// them with what is known.
-    fn rescan_dirs(&mut self) {
+    async fn rescan_dirs(&mut self) {
         let flags = AddWatchFlags::IN_CREATE
             | AddWatchFlags::IN_DELETE
             | AddWatchFlags::IN_MOVED_TO
             | AddWatchFlags::IN_MOVED_FROM
             | AddWatchFlags::IN_ONLYDIR;
         let mut present = HashSet::new();
-        let dirs = std::mem::take(&mut self.config.dirs);
+        let dirs = self.config.dirs.clone();
         for dir in &dirs {
             if !self.watches.values().any(|d| d == dir) {
                 match self.inotify.get_ref().0.add_watch(dir, flags) {
@@ -336,13 +379,11 @@ impl Discovery {
                 let path = entry.path();
                 present.insert(path.clone());
                 let known = self.by_path.contains_key(&path);
-                if !known && !self.try_file(&path) && !self.pending.iter().any(|(p, _)| *p == path)
-                {
-                    self.pending.push((path, Instant::now() + BIND_WAIT));
+                if !known && !self.try_file(&path).await {
+                    self.wait_for(path);
                 }
             }
         }
-        self.config.dirs = dirs;
         let vanished: Vec<PathBuf> = self
             .by_path
             .keys()
@@ -350,39 +391,40 @@ impl Discovery {
             .cloned()
             .collect();
         for path in vanished {
-            self.file_gone(&path);
+            self.file_gone(&path).await;
         }
     }
 
-    /// Every process's namespace: new ones appear, ones no process and no
-    /// file holds any more are gone.
-    fn scan_proc(&mut self) {
+    /// Every runtime-started process's namespace: new ones appear, ones
+    /// no file and no such process holds any more are gone.
+    async fn scan_proc(&mut self) {
         let Ok(procs) = std::fs::read_dir("/proc") else {
             return;
         };
-        let mut found: HashMap<NsId, String> = HashMap::new();
+        let mut found: HashMap<NsId, u32> = HashMap::new();
+        let mut verdicts = HashMap::with_capacity(self.verdicts.len());
         for p in procs.flatten() {
-            let pid = p.file_name();
-            let Some(pid) = pid
-                .to_str()
-                .filter(|s| s.bytes().all(|b| b.is_ascii_digit()))
-            else {
+            let Some(pid) = p.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
                 continue;
             };
-            let path = format!("/proc/{pid}/ns/net");
-            let Ok(meta) = std::fs::metadata(&path) else {
+            let Ok(meta) = std::fs::metadata(format!("/proc/{pid}/ns/net")) else {
                 continue;
             };
             let id = NsId {
                 dev: meta.dev(),
                 ino: meta.ino(),
             };
-            found.entry(id).or_insert_with(|| pid.to_string());
-        }
-        for (id, pid) in &found {
-            if self.entries.get(id).is_some_and(|e| e.in_proc) {
-                continue;
+            let qualifies = match self.verdicts.get(&(pid, id)) {
+                Some(v) => *v,
+                None => read_status(pid).is_some_and(|s| is_runtime_init(&s)),
+            };
+            verdicts.insert((pid, id), qualifies);
+            if qualifies {
+                found.entry(id).or_insert(pid);
             }
+        }
+        self.verdicts = verdicts;
+        for (id, pid) in &found {
             if let Some(e) = self.entries.get_mut(id) {
                 e.in_proc = true;
                 continue;
@@ -390,14 +432,17 @@ impl Discovery {
             if *id == self.own && !self.config.include_host {
                 continue;
             }
-            let Some((file, opened)) = open_netns(Path::new(&format!("/proc/{pid}/ns/net"))) else {
+            let name = proc_name(*id);
+            if !self.included(&name) {
+                continue;
+            }
+            let Some((file, opened)) = open_proc_ns(*pid) else {
                 continue;
             };
             if opened != *id {
                 continue; // the process exited and its pid was reused
             }
-            let label = hostname_of(pid).unwrap_or_else(|| format!("netns-{}", id.ino));
-            self.seen(*id, file, label, |e| e.in_proc = true);
+            self.seen(*id, file, name, |e| e.in_proc = true).await;
         }
         let mut gone = Vec::new();
         for (id, e) in &mut self.entries {
@@ -408,6 +453,43 @@ impl Discovery {
                 }
             }
         }
-        self.forget(gone);
+        self.forget(gone).await;
+    }
+}
+
+/// The start of `/proc/<pid>/status`, bounded.
+fn read_status(pid: u32) -> Option<String> {
+    let file = File::open(format!("/proc/{pid}/status")).ok()?;
+    let mut text = String::new();
+    file.take(STATUS_BYTES).read_to_string(&mut text).ok()?;
+    Some(text)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_first_process_of_a_pid_namespace_one_level_down_counts() {
+        let status = |nspid: &str| format!("Name:\tx\nTgid:\t5\nNSpid:\t{nspid}\nPPid:\t1\n");
+        // A container's init or a pod's pause process.
+        assert!(is_runtime_init(&status("4242\t1")));
+        // Any other process of a container.
+        assert!(!is_runtime_init(&status("4243\t7")));
+        // A process of the node itself (or of a hostPID pod).
+        assert!(!is_runtime_init(&status("4244")));
+        // A container a pod's own dockerd started (or any PID namespace a
+        // pod made): one level deeper.
+        assert!(!is_runtime_init(&status("4245\t30\t1")));
+        assert!(!is_runtime_init("Name:\tx\n"));
+    }
+
+    #[test]
+    fn our_own_process_is_not_a_runtime_init() {
+        let status = read_status(std::process::id()).expect("our status");
+        assert!(status.contains("NSpid:"));
+        // The test runs as a process of its PID namespace, not its pid 1
+        // one level below (or it is pid 1 at the top level).
+        assert!(!is_runtime_init(&status));
     }
 }

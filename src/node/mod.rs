@@ -1,15 +1,20 @@
 //! `mtuvisor node`: one agent per node (a DaemonSet) that enforces in every
 //! pod network namespace it finds, with no change to any pipeline.
 //!
-//! [`discovery`] reports namespaces as they appear and go. Each gets the
-//! same enforcement `watch` runs ([`crate::enforce`]), with that
-//! namespace's own outer MTU as target and MSS rules that wait for a Docker
-//! bridge: a pod without Docker costs two netlink sockets and is never
-//! changed. Sockets are opened from a short-lived thread inside the
-//! namespace and served by this process's one runtime thread, so threads
-//! do not grow with pods. A namespace that goes away has its task, sockets
-//! and file dropped at once (an open socket would keep it alive in the
-//! kernel).
+//! [`discovery`] (on a thread of its own) reports namespaces as they appear
+//! and go. Each gets the same enforcement `watch` runs ([`crate::enforce`]),
+//! with that namespace's own outer MTU as target and MSS rules that wait
+//! for a Docker bridge: a pod without Docker costs two netlink sockets and
+//! is never changed. Sockets are opened from a short-lived thread inside
+//! the namespace and served by this process's one runtime thread, so
+//! threads do not grow with pods. A namespace that goes away has its task,
+//! sockets and file dropped at once (an open socket would keep it alive in
+//! the kernel).
+//!
+//! Every pod is hostile: the node's namespace and every pod's are fenced
+//! off from every enforcer's far-end changes (see `netlink::Fence`), names
+//! become labels only as Kubernetes names, and whatever one pod makes the
+//! agent do is bounded (`enforce`, `netlink`).
 
 pub mod discovery;
 
@@ -23,11 +28,13 @@ use tracing::{info, info_span, warn, Instrument};
 
 use crate::backoff::Backoff;
 use crate::config::Settings;
+use crate::detect::DetectError;
+use crate::error::Error;
 use crate::enforce::{self, Setup};
 use crate::logging::RepeatedFailure;
 use crate::metrics::{Metrics, NodeMetrics, Registry};
-use crate::netlink::NsFile;
-use discovery::{Found, NsId};
+use crate::netlink::{Fence, NsFile, NsId};
+use discovery::Found;
 
 /// On the agent's clean stop, each enforcer gets this long to remove its
 /// MSS rules.
@@ -40,6 +47,8 @@ const PREPARE_QUIET: Duration = Duration::from_secs(10);
 /// After pods go, the allocator's free memory is given back this much
 /// later (once per burst of deletions).
 const TRIM_AFTER: Duration = Duration::from_secs(1);
+/// Namespaces discovery may report ahead of the loop.
+const FOUND_QUEUE: usize = 64;
 
 /// One pod namespace under enforcement.
 struct Pod {
@@ -57,14 +66,16 @@ pub async fn run(
     node: Arc<NodeMetrics>,
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
-    let (tx, mut rx) = mpsc::unbounded_channel();
+    let (tx, mut rx) = mpsc::channel(FOUND_QUEUE);
     let config = discovery::Config {
         dirs: settings.netns_dirs.clone(),
         include: settings.netns_include.clone(),
         proc_scan: settings.proc_scan,
         include_host: settings.include_host,
     };
-    let mut discovering = tokio::spawn(discovery::run(config, tx));
+    let mut discovering = discover(config, tx)?;
+    let fence = Fence::default();
+    fence.insert(discovery::own_netns()?);
     node.set_ready(true);
     info!(
         dirs = %settings.netns_dirs.iter().map(|d| d.display().to_string()).collect::<Vec<_>>().join(","),
@@ -87,18 +98,21 @@ pub async fn run(
             }
             ended = &mut discovering => {
                 break match ended {
-                    Ok(Ok(())) => Ok(()),
-                    Ok(Err(e)) => Err(e),
-                    Err(e) => Err(std::io::Error::other(e.to_string())),
+                    Ok(result) => result,
+                    Err(_) => Err(std::io::Error::other("the discovery thread died")),
                 };
             }
             Some(found) = rx.recv() => match found {
-                Found::Appeared { id, file, label, seen } => {
-                    let pod = start(&settings, &registry, &node, file, label, seen);
+                Found::Appeared { id, file, name, seen } => {
+                    let label = unique_label(&name, id, &pods);
+                    fence.insert(id);
+                    let ns = NsFile { file, id, label };
+                    let pod = start(&settings, &registry, &node, &fence, ns, seen);
                     pods.insert(id, pod);
                     node.set_watched(pods.len());
                 }
                 Found::Gone { id } => {
+                    fence.remove(id);
                     if let Some(pod) = pods.remove(&id) {
                         // The namespace is gone: nothing to clean up in it,
                         // and everything that refers to it must go now.
@@ -113,7 +127,7 @@ pub async fn run(
         }
     };
     node.set_ready(false);
-    discovering.abort();
+    drop(rx);
     // A clean stop: each enforcer removes its MSS rules.
     for pod in pods.values() {
         let _ = pod.stop.send(true);
@@ -127,21 +141,52 @@ pub async fn run(
     result
 }
 
+/// Discovery on a thread of its own, at ordinary priority (it reads
+/// directories and `/proc`, never on the clamping path); its end, with
+/// its error, arrives on the returned channel.
+fn discover(
+    config: discovery::Config,
+    tx: mpsc::Sender<Found>,
+) -> std::io::Result<tokio::sync::oneshot::Receiver<std::io::Result<()>>> {
+    let (done, ended) = tokio::sync::oneshot::channel();
+    std::thread::Builder::new()
+        .name("discovery".into())
+        .spawn(move || {
+            let result = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .and_then(|rt| rt.block_on(discovery::run(config, tx)));
+            let _ = done.send(result);
+        })?;
+    Ok(ended)
+}
+
+/// A name that can be a label value and a log field, and that no other
+/// pod's series has: the Kubernetes name characters (a file in a netns
+/// directory can be named anything), at most 128 of them, and the inode
+/// appended when another namespace already has it.
+fn unique_label(name: &str, id: NsId, pods: &HashMap<NsId, Pod>) -> String {
+    let clean = crate::metrics::label_safe(name);
+    if pods.values().any(|p| p.label == clean) {
+        format!("{clean}-{}", id.ino)
+    } else {
+        clean
+    }
+}
+
 fn start(
     settings: &Settings,
     registry: &Arc<Registry>,
     node: &Arc<NodeMetrics>,
-    file: std::fs::File,
-    label: String,
+    fence: &Fence,
+    ns: NsFile,
     seen: tokio::time::Instant,
 ) -> Pod {
+    let label = ns.label.clone();
     let (ready, ready_rx) = watch::channel(false);
     let metrics = registry.add(&[("netns", &label)], ready_rx.clone());
     let (stop, mut stop_rx) = watch::channel(false);
-    let ns = Arc::new(NsFile {
-        file,
-        label: label.clone(),
-    });
+    let ns = Arc::new(ns);
     let setup = Setup {
         docker_socket: None,
         metrics: metrics.clone(),
@@ -149,6 +194,7 @@ fn start(
         dockerd: None,
         netns: Some(ns),
         mss_when_docker: true,
+        fence: fence.clone(),
     };
     let (settings, node, task_label) = (settings.clone(), node.clone(), label.clone());
     // Every line the pod's enforcer logs ("set MTU", MSS rules, failures)
@@ -161,6 +207,7 @@ fn start(
             // there is no outer MTU, and preparing is tried again.
             let mut backoff = Backoff::new(PREPARE_FIRST, PREPARE_MAX, PREPARE_MAX);
             let mut failing = RepeatedFailure::default();
+            let mut said_waiting = false;
             let began = tokio::time::Instant::now();
             let mut setup = Some(setup);
             let prepared = loop {
@@ -169,7 +216,14 @@ fn start(
                     Ok(p) => break p,
                     Err((e, back)) => {
                         setup = Some(back);
-                        if began.elapsed() >= PREPARE_QUIET {
+                        if matches!(e, Error::Detect(DetectError::NoDefaultRoute)) {
+                            // Not a fault: a pod whose network is being set
+                            // up, or a namespace with no network at all.
+                            if began.elapsed() >= PREPARE_QUIET && !said_waiting {
+                                said_waiting = true;
+                                info!("no default route in this namespace after 10 s; still waiting for one");
+                            }
+                        } else if began.elapsed() >= PREPARE_QUIET {
                             failing.failed(
                                 &format!("cannot enforce in network namespace {task_label} yet"),
                                 &e,
