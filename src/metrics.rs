@@ -134,9 +134,12 @@ pub fn label_safe(name: &str) -> String {
 /// A request must arrive whole within this, and the answer leave within
 /// it, or the connection is dropped.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
-/// Connections served at once; more are closed at once (the port is on the
-/// node's IP under `node`, reachable by every pod).
-const MAX_CONNECTIONS: usize = 16;
+/// Connections served at once, and from one address; more are closed at
+/// once. Under `node` the port is on the node's IP, reachable by every
+/// pod: one pod holding connections open must not keep the kubelet's
+/// probes or Prometheus out.
+const MAX_CONNECTIONS: usize = 64;
+const MAX_CONNECTIONS_PER_PEER: usize = 4;
 const MAX_REQUEST_BYTES: usize = 8192;
 /// After a failed accept (out of file descriptors): wait this long.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
@@ -276,7 +279,7 @@ const SCALARS: &str = "\
 mtuvisor_target_mtu gauge MTU that managed links are kept at or below.
 mtuvisor_ready gauge 1 once the first sweep is done and link notifications flow.
 mtuvisor_managed_links gauge Managed links (bridges and ports) found by the last sweep.
-mtuvisor_links_left_out gauge Links past the per-namespace limit (2048), neither followed nor managed.
+mtuvisor_links_left_out gauge Links past the per-namespace limit (4096), neither followed nor managed.
 mtuvisor_mtu_changes_total counter MTUs set on managed links, far ends in containers included.
 mtuvisor_mtu_change_failures_total counter MTU checks or changes that failed (retried at the next sweep).
 mtuvisor_sweeps_total counter Full passes over every managed link.
@@ -542,20 +545,23 @@ async fn serve(listener: std::net::TcpListener, registry: Arc<Registry>) {
         info!(%addr, "serving metrics at /metrics and health at /healthz");
     }
     let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+    let peers = Arc::new(Mutex::new(std::collections::HashMap::new()));
     loop {
         match listener.accept().await {
             Ok((stream, peer)) => {
-                let Ok(slot) = slots.clone().try_acquire_owned() else {
+                let Some(slot) = PeerSlot::take(&peers, peer.ip()) else {
+                    debug!(%peer, "too many metrics connections from this address; closed this one");
+                    continue;
+                };
+                let Ok(total) = slots.clone().try_acquire_owned() else {
                     debug!(%peer, "too many metrics connections; closed this one");
                     continue;
                 };
+                let slot = (slot, total);
                 let registry = registry.clone();
                 tokio::spawn(async move {
-                    let answered = tokio::time::timeout(
-                        REQUEST_TIMEOUT * 2,
-                        answer(stream, &registry),
-                    )
-                    .await;
+                    let answered =
+                        tokio::time::timeout(REQUEST_TIMEOUT * 2, answer(stream, &registry)).await;
                     match answered {
                         Ok(Ok(())) => {}
                         Ok(Err(e)) => debug!(%peer, error = %e, "metrics request failed"),
@@ -568,6 +574,42 @@ async fn serve(listener: std::net::TcpListener, registry: Arc<Registry>) {
             Err(e) => {
                 debug!(error = %e, "cannot accept a metrics connection");
                 tokio::time::sleep(ACCEPT_BACKOFF).await;
+            }
+        }
+    }
+}
+
+/// One connection's place among those of its address; given back on drop.
+struct PeerSlot {
+    peers: Arc<Mutex<std::collections::HashMap<std::net::IpAddr, usize>>>,
+    ip: std::net::IpAddr,
+}
+
+impl PeerSlot {
+    fn take(
+        peers: &Arc<Mutex<std::collections::HashMap<std::net::IpAddr, usize>>>,
+        ip: std::net::IpAddr,
+    ) -> Option<PeerSlot> {
+        let mut all = peers.lock().unwrap_or_else(|e| e.into_inner());
+        let n = all.entry(ip).or_insert(0);
+        if *n >= MAX_CONNECTIONS_PER_PEER {
+            return None;
+        }
+        *n += 1;
+        Some(PeerSlot {
+            peers: peers.clone(),
+            ip,
+        })
+    }
+}
+
+impl Drop for PeerSlot {
+    fn drop(&mut self) {
+        let mut all = self.peers.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = all.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                all.remove(&self.ip);
             }
         }
     }
@@ -791,7 +833,10 @@ mod tests {
             .collect();
         assert_eq!(ready.len(), 1, "no line injected: {text}");
         assert!(ready[0].starts_with("mtuvisor_ready{netns="), "{text}");
-        assert!(text.contains(r#"netns="evil\"}\nmtuvisor_ready 1\n#""#), "{text}");
+        assert!(
+            text.contains(r#"netns="evil\"}\nmtuvisor_ready 1\n#""#),
+            "{text}"
+        );
     }
 
     #[test]

@@ -26,9 +26,14 @@ use crate::netlink::{NetEvent, NetOps, NetlinkError};
 /// Where the target MTU comes from. Either way the outer MTU's last
 /// reading is kept: its interfaces are the pod's uplink, never managed.
 pub(crate) enum TargetSource {
-    Fixed { mtu: u32, outer: Option<OuterMtu> },
+    Fixed {
+        mtu: u32,
+        outer: Option<OuterMtu>,
+    },
     /// Follows the outer MTU, bounded below by [`floor`].
-    Outer { last: OuterMtu },
+    Outer {
+        last: OuterMtu,
+    },
 }
 
 /// The lowest target the outer MTU may give: what IPv6 needs where it is
@@ -763,9 +768,7 @@ mod tests {
         assert!(!enforcer.engine.has_managed_bridge());
         let docker0 = link(3, "docker0", LinkKind::Bridge, 1500);
         enforcer.engine.net().add(docker0.clone());
-        enforcer
-            .on_net_event(NetEvent::LinkChanged(docker0))
-            .await;
+        enforcer.on_net_event(NetEvent::LinkChanged(docker0)).await;
         assert!(enforcer.engine.has_managed_bridge(), "Docker is seen");
         assert_eq!(enforcer.engine.net().mtu(3), 1500, "and not changed");
         assert!(enforcer.engine.net().sets().is_empty());
@@ -775,7 +778,12 @@ mod tests {
     async fn links_past_the_limit_are_counted_and_left_alone() {
         let net = pod();
         for i in 0..MAX_LINKS as u32 {
-            net.add(link(100 + i, &format!("dummy{i}"), LinkKind::Other("dummy".into()), 1500));
+            net.add(link(
+                100 + i,
+                &format!("dummy{i}"),
+                LinkKind::Other("dummy".into()),
+                1500,
+            ));
         }
         let mut l = Loop::start(net).await;
         // pod() has 3 links, so 3 dummies are past the limit.

@@ -20,7 +20,7 @@ const IN_FLIGHT: usize = 8;
 /// agent, and what it holds past this is left alone (one warning, and a
 /// gauge), so that one pod cannot make the agent hold or sweep without
 /// bound.
-pub const MAX_LINKS: usize = 2048;
+pub const MAX_LINKS: usize = 4096;
 
 /// A far end that cannot be found (no namespace has its nsid) is normal for
 /// a moment: a container's namespace goes before its host veth does. Only
@@ -109,6 +109,8 @@ pub struct Engine<N> {
     /// Ports whose far end could not be found, since when, and whether a
     /// warning was given.
     unresolved: HashMap<u32, (Instant, bool)>,
+    /// Uplinks already warned about.
+    warned_uplinks: HashSet<u32>,
 }
 
 impl<N: NetOps> Engine<N> {
@@ -126,6 +128,7 @@ impl<N: NetOps> Engine<N> {
             left_out: 0,
             fenced: HashMap::new(),
             unresolved: HashMap::new(),
+            warned_uplinks: HashSet::new(),
         }
     }
 
@@ -141,18 +144,24 @@ impl<N: NetOps> Engine<N> {
         if uplinks == self.uplinks {
             return PassReport::default();
         }
-        for index in uplinks.difference(&self.uplinks) {
-            if let Some(l) = self
-                .links
-                .get(index)
-                .filter(|l| l.is_bridge() && self.bridges.matches(&l.name))
+        self.uplinks = uplinks;
+        self.recount_managed_bridges();
+        self.note_uplink_bridges();
+        self.enforce_all().await
+    }
+
+    /// One warning per uplink that is a bridge named like Docker's (a pod
+    /// that routes through its own eth0 enslaved to a "docker0").
+    fn note_uplink_bridges(&mut self) {
+        for index in &self.uplinks {
+            let Some(l) = self.links.get(index) else {
+                continue;
+            };
+            if l.is_bridge() && self.bridges.matches(&l.name) && self.warned_uplinks.insert(*index)
             {
                 warn!(link = %l.name, ifindex = l.index, "this namespace's default route leaves by a bridge named like Docker's; it and its ports are left alone");
             }
         }
-        self.uplinks = uplinks;
-        self.recount_managed_bridges();
-        self.enforce_all().await
     }
 
     pub fn target(&self) -> u32 {
@@ -197,6 +206,7 @@ impl<N: NetOps> Engine<N> {
         self.left_out = listed.left_out;
         self.links = listed.links.into_iter().map(|l| (l.index, l)).collect();
         self.recount_managed_bridges();
+        self.note_uplink_bridges();
         Ok(())
     }
 
@@ -307,6 +317,9 @@ impl<N: NetOps> Engine<N> {
         let Ok(previous) = self.remember(link.clone()) else {
             return PassReport::default();
         };
+        if self.uplinks.contains(&link.index) {
+            self.note_uplink_bridges();
+        }
         let mut report = PassReport::default();
         if self.is_managed_bridge(&link) {
             report.add(self.enforce_link(&link).await);
@@ -339,6 +352,7 @@ impl<N: NetOps> Engine<N> {
         self.pending.remove(&ifindex);
         self.fenced.remove(&ifindex);
         self.unresolved.remove(&ifindex);
+        self.warned_uplinks.remove(&ifindex);
     }
 
     async fn enforce_all(&mut self) -> PassReport {
@@ -614,8 +628,8 @@ impl<N: NetOps> Engine<N> {
         !self.uplinks.contains(&link.index)
             && link
                 .master
-            .and_then(|m| self.links.get(&m))
-            .is_some_and(|bridge| self.is_managed_bridge(bridge))
+                .and_then(|m| self.links.get(&m))
+                .is_some_and(|bridge| self.is_managed_bridge(bridge))
     }
 
     fn ports_of(&self, bridge: u32) -> Vec<Link> {

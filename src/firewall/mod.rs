@@ -280,9 +280,8 @@ impl MssClamp {
         reports: mpsc::UnboundedSender<EnsureReport>,
         netns: Arc<NsFile>,
     ) -> Option<MssClamp> {
-        (mode != MssMode::Off).then(|| {
-            MssClamp::with(None, mode, choice, keep_on_exit, reports, Some(netns))
-        })
+        (mode != MssMode::Off)
+            .then(|| MssClamp::with(None, mode, choice, keep_on_exit, reports, Some(netns)))
     }
 
     fn with(

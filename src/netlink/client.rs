@@ -5,6 +5,7 @@ use std::os::fd::{AsRawFd, BorrowedFd};
 use futures::TryStreamExt;
 use netlink_packet_core::{NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_REQUEST};
 use netlink_packet_route::{
+    link::{LinkAttribute, LinkExtentMask, LinkMessage},
     nsid::{NsidAttribute, NsidMessage},
     route::RouteMessage,
     AddressFamily, RouteNetlinkMessage,
@@ -12,6 +13,7 @@ use netlink_packet_route::{
 use rtnetlink::{Handle, LinkUnspec};
 use tokio::sync::Mutex;
 
+use super::dump::Dumper;
 use super::{
     in_netns, Link, LinkKind, Listed, MtuSetter, NetOps, NetlinkError, Netns, NetnsResolver,
     PeerChange,
@@ -25,6 +27,7 @@ use futures::StreamExt;
 pub struct Rtnl {
     handle: Handle,
     _conn: std::sync::Arc<crate::AbortOnDrop>,
+    dumper: std::sync::Arc<Mutex<Dumper>>,
 }
 
 impl Rtnl {
@@ -41,6 +44,7 @@ impl Rtnl {
         Ok(Rtnl {
             handle,
             _conn: conn,
+            dumper: std::sync::Arc::new(Mutex::new(Dumper::open()?)),
         })
     }
 
@@ -58,23 +62,29 @@ impl Rtnl {
     /// messages.
     pub async fn links_at_most(&self, max: usize) -> Result<Listed, NetlinkError> {
         let mut listed = Listed::default();
-        let mut dump = self.handle.link().get().execute();
-        loop {
-            match dump.try_next().await {
-                Ok(Some(msg)) => match Link::from_message(&msg) {
-                    Some(link) if listed.links.len() < max => listed.links.push(link),
-                    Some(_) => listed.left_out += 1,
-                    None => {}
+        let mut request = LinkMessage::default();
+        request
+            .attributes
+            .push(LinkAttribute::ExtMask(vec![LinkExtentMask::SkipStats]));
+        self.dumper
+            .lock()
+            .await
+            .dump(
+                RouteNetlinkMessage::GetLink(request),
+                "listing links",
+                |m| {
+                    let RouteNetlinkMessage::NewLink(msg) = m else {
+                        return;
+                    };
+                    match Link::from_message(&msg) {
+                        Some(link) if listed.links.len() < max => listed.links.push(link),
+                        Some(_) => listed.left_out += 1,
+                        None => {}
+                    }
                 },
-                Ok(None) => return Ok(listed),
-                Err(source) => {
-                    return Err(NetlinkError::Request {
-                        op: "listing links".into(),
-                        source,
-                    })
-                }
-            }
-        }
+            )
+            .await?;
+        Ok(listed)
     }
 
     /// One link by index; `None` when it does not exist.
@@ -112,23 +122,23 @@ impl Rtnl {
     ) -> Result<Vec<RouteMessage>, NetlinkError> {
         let mut query = RouteMessage::default();
         query.header.address_family = family;
-        let mut dump = self.handle.route().get(query).execute();
         let mut defaults = Vec::new();
-        loop {
-            match dump.try_next().await {
-                Ok(Some(route)) if route.header.destination_prefix_length == 0 => {
-                    defaults.push(route)
-                }
-                Ok(Some(_)) => {}
-                Ok(None) => return Ok(defaults),
-                Err(source) => {
-                    return Err(NetlinkError::Request {
-                        op: format!("listing {family:?} routes"),
-                        source,
-                    })
-                }
-            }
-        }
+        self.dumper
+            .lock()
+            .await
+            .dump(
+                RouteNetlinkMessage::GetRoute(query),
+                &format!("listing {family:?} routes"),
+                |m| {
+                    if let RouteNetlinkMessage::NewRoute(route) = m {
+                        if route.header.destination_prefix_length == 0 {
+                            defaults.push(route);
+                        }
+                    }
+                },
+            )
+            .await?;
+        Ok(defaults)
     }
 
     /// The nsid this namespace knows the namespace `fd` by (RTM_GETNSID with
@@ -218,7 +228,6 @@ impl RtnlClient {
             resolver: Mutex::new(resolver),
         }
     }
-
 }
 
 impl NetOps for RtnlClient {

@@ -8,9 +8,7 @@ use std::sync::Mutex;
 
 use crate::detect::{Bound, DetectError, FamilyMtu, OuterMtu};
 
-use super::{
-    Link, LinkKind, Listed, NetOps, NetlinkError, Netns, PeerChange, PeerRef, PeerState,
-};
+use super::{Link, LinkKind, Listed, NetOps, NetlinkError, Netns, PeerChange, PeerRef, PeerState};
 
 /// Links in "our" namespace plus far ends elsewhere, keyed by the
 /// ifindex of their end here. Records every MTU set.

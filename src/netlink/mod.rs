@@ -2,6 +2,7 @@
 //! namespace resolution and the link/route monitor.
 
 mod client;
+mod dump;
 #[cfg(test)]
 pub(crate) mod fake;
 mod link;

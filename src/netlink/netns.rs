@@ -111,7 +111,10 @@ impl Fence {
     }
 
     pub fn remove(&self, id: NsId) {
-        self.0.write().unwrap_or_else(|e| e.into_inner()).remove(&id);
+        self.0
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&id);
     }
 
     pub fn contains(&self, id: NsId) -> bool {
@@ -188,7 +191,8 @@ impl NetnsResolver {
             // containers costs one scan rather than one scan each.
             self.scanned = Some(now);
             self.known.clear();
-            self.missed.retain(|_, at| now.duration_since(*at) < MISS_REMEMBERED);
+            self.missed
+                .retain(|_, at| now.duration_since(*at) < MISS_REMEMBERED);
             let dirs = self.dirs.clone();
             let candidates = tokio::task::spawn_blocking(move || candidates(&dirs))
                 .await
@@ -211,12 +215,7 @@ impl NetnsResolver {
         })
     }
 
-    fn fenced(
-        &self,
-        file: File,
-        id: NsId,
-        path: PathBuf,
-    ) -> Result<(File, PathBuf), NetlinkError> {
+    fn fenced(&self, file: File, id: NsId, path: PathBuf) -> Result<(File, PathBuf), NetlinkError> {
         if self.fence.contains(id) {
             return Err(NetlinkError::Fenced {
                 path: path.display().to_string(),
@@ -278,7 +277,11 @@ fn candidates(dirs: &[PathBuf]) -> Vec<(File, PathBuf)> {
         return out;
     };
     for entry in procs.flatten() {
-        let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<u32>().ok())
+        else {
             continue;
         };
         // Cheap identity first: most processes share a few namespaces.

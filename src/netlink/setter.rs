@@ -234,7 +234,10 @@ fn work(shared: &Shared) {
                     }
                     continue;
                 }
-                schedule = shared.work.wait(schedule).unwrap_or_else(|e| e.into_inner());
+                schedule = shared
+                    .work
+                    .wait(schedule)
+                    .unwrap_or_else(|e| e.into_inner());
             }
         };
         let seq = seq.wrapping_add(1);

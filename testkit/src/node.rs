@@ -42,9 +42,15 @@ impl NodeLab {
     /// A pod whose `eth0` has MTU `mtu`; returns its namespace's name,
     /// `<prefix>-p<name>`.
     pub fn pod(&mut self, name: &str, mtu: u32) -> String {
+        self.pod_as(&format!("p{name}"), mtu)
+    }
+
+    /// A pod like [`NodeLab::pod`] whose namespace is `<prefix>-<name>`
+    /// (outside [`NodeLab::include`] unless `name` starts with `p`).
+    pub fn pod_as(&mut self, name: &str, mtu: u32) -> String {
         self.pods += 1;
         let n = self.pods;
-        let pod = self.lab.netns(&format!("p{name}"));
+        let pod = self.lab.netns(name);
         let host = format!("vp{n}");
         let mtu = mtu.to_string();
         ip(
