@@ -439,29 +439,34 @@ fn sh_in(netns: &str, args: &[&str]) {
     common::sh(&all);
 }
 
+/// Scratch paths for one in-pod test: a netns directory, a lock file.
+struct InPodScratch {
+    scratch: Scratch,
+    extra: PathBuf,
+    lock: PathBuf,
+}
+
+impl InPodScratch {
+    fn new(prefix: &str) -> InPodScratch {
+        let scratch = Scratch::new(prefix);
+        let extra = scratch.0.join("netns");
+        std::fs::create_dir_all(&extra).unwrap();
+        let lock = scratch.0.join("xtables.lock");
+        std::fs::write(&lock, "").unwrap();
+        InPodScratch {
+            scratch,
+            extra,
+            lock,
+        }
+    }
+}
+
 /// The cases that apply to an enforcer inside the pod: a process with a
-/// FIFO as `/etc/hostname`, a FIFO in `netns_dirs`, 2,000 veth pairs on a
-/// Docker bridge beside the canary's, the xtables lock held for ever.
-fn in_pod_cases(
-    mode: &str,
-    pod: &str,
-    log: &Path,
-    health: (&str, &str),
-    pid: i32,
-    canary: &Canary,
-    extra: &Path,
-    lock: &Path,
-    scratch: &Path,
-) {
-    let start = held(pid);
-    let mut j = Judge {
-        log,
-        node: None,
-        health,
-        pid,
-        canary,
-        figures: Vec::new(),
-    };
+/// FIFO as `/etc/hostname`, a FIFO in `netns_dirs`, 2,000 veth pairs on
+/// Docker bridges beside the canary's, the xtables lock held for ever.
+fn in_pod_cases(mode: &str, pod: &str, mut j: Judge, paths: &InPodScratch) {
+    let start = held(j.pid);
+    let (log, scratch) = (j.log, &paths.scratch.0);
     j.case(
         "hostname a FIFO",
         || hostile::hostname_fifo(&InPod, pod, scratch),
@@ -470,7 +475,7 @@ fn in_pod_cases(
     let fifo = format!("{mode}-fifo");
     j.case(
         "a FIFO in netns_dirs",
-        || hostile::fifo_in(extra, &fifo),
+        || hostile::fifo_in(&paths.extra, &fifo),
         |_| {},
     );
     j.case(
@@ -496,7 +501,7 @@ fn in_pod_cases(
     j.case(
         "the xtables lock held for ever",
         || {
-            let a = hostile::hold_lock(lock);
+            let a = hostile::hold_lock(&paths.lock);
             let said = eventually(Duration::from_secs(30), || {
                 std::fs::read_to_string(log)
                     .unwrap_or_default()
@@ -512,16 +517,6 @@ fn in_pod_cases(
     }
 }
 
-/// Scratch paths for one in-pod test: a netns directory, a lock file.
-fn in_pod_scratch(prefix: &str) -> (Scratch, PathBuf, PathBuf) {
-    let scratch = Scratch::new(prefix);
-    let extra = scratch.0.join("netns");
-    std::fs::create_dir_all(&extra).unwrap();
-    let lock = scratch.0.join("xtables.lock");
-    std::fs::write(&lock, "").unwrap();
-    (scratch, extra, lock)
-}
-
 #[test]
 fn no_pod_process_stalls_or_slows_watch() {
     if !privileged("no_pod_process_stalls_or_slows_watch") {
@@ -530,10 +525,10 @@ fn no_pod_process_stalls_or_slows_watch() {
     const ADDR: &str = "127.0.0.1:9465";
     let mut lab = common::Lab::new("hwatch");
     let (pod, _) = lab.pod(1450);
-    let (scratch, extra, lock) = in_pod_scratch(lab.prefix());
+    let paths = InPodScratch::new(lab.prefix());
     let c = canary(&mut lab, &pod, "docker0");
-    let log = scratch.0.join("watch.log");
-    let dirs = format!("/run/netns,{}", extra.display());
+    let log = paths.scratch.0.join("watch.log");
+    let dirs = format!("/run/netns,{}", paths.extra.display());
     let mut cmd = common::mtuvisor_in(&pod);
     cmd.args([
         "watch",
@@ -545,23 +540,20 @@ fn no_pod_process_stalls_or_slows_watch() {
     .env("MTUVISOR_LOG", "debug")
     .env("MTUVISOR_NETNS_DIRS", &dirs)
     .env("MTUVISOR_MSS_BACKEND", "iptables-legacy")
-    .env("XTABLES_LOCKFILE", &lock)
+    .env("XTABLES_LOCKFILE", &paths.lock)
     .stdout(std::process::Stdio::null())
     .stderr(std::fs::File::create(&log).unwrap());
     let w = lab.spawn(cmd);
     assert!(eventually(Duration::from_secs(10), || mtu(&pod, "docker0") == 1450));
-    let pid = lab.pid(w);
-    in_pod_cases(
-        "watch",
-        &pod,
-        &log,
-        (&pod, ADDR),
-        pid,
-        &c,
-        &extra,
-        &lock,
-        &scratch.0,
-    );
+    let j = Judge {
+        log: &log,
+        node: None,
+        health: (&pod, ADDR),
+        pid: lab.pid(w),
+        canary: &c,
+        figures: Vec::new(),
+    };
+    in_pod_cases("watch", &pod, j, &paths);
     assert!(lab.exited(w).is_none(), "watch runs");
 }
 
@@ -572,14 +564,14 @@ fn no_pod_process_stalls_or_slows_supervise() {
     }
     const ADDR: &str = "127.0.0.1:9466";
     let mut d = common::dockerd::DockerLab::new("hsuper");
-    let (scratch, extra, lock) = in_pod_scratch(d.lab.prefix());
-    let dirs = format!("/run/netns,{}", extra.display());
+    let paths = InPodScratch::new(d.lab.prefix());
+    let dirs = format!("/run/netns,{}", paths.extra.display());
     d.start_supervised_env(
         &["--metrics-addr", ADDR, "--reconcile-interval", "2s"],
         &[
             ("MTUVISOR_NETNS_DIRS", &dirs),
             ("MTUVISOR_MSS_BACKEND", "iptables-legacy"),
-            ("XTABLES_LOCKFILE", lock.to_str().unwrap()),
+            ("XTABLES_LOCKFILE", paths.lock.to_str().unwrap()),
         ],
     );
     d.ready();
@@ -590,19 +582,16 @@ fn no_pod_process_stalls_or_slows_supervise() {
         &pod,
         "br-00000000ca11"
     ) == 1450));
-    let pid = d.lab.pid(d.main.unwrap());
     let log = d.log.clone();
-    in_pod_cases(
-        "supervise",
-        &pod,
-        &log,
-        (&pod, ADDR),
-        pid,
-        &c,
-        &extra,
-        &lock,
-        &scratch.0,
-    );
+    let j = Judge {
+        log: &log,
+        node: None,
+        health: (&pod, ADDR),
+        pid: d.lab.pid(d.main.unwrap()),
+        canary: &c,
+        figures: Vec::new(),
+    };
+    in_pod_cases("supervise", &pod, j, &paths);
     assert_eq!(
         d.stop_main(Duration::from_secs(30)).and_then(|s| s.code()),
         Some(0),

@@ -7,11 +7,12 @@ use testkit as common;
 
 use std::time::{Duration, Instant};
 
+use common::hostile::{children_of, held, Held};
 use common::node::{mangle_rules, snapshot, NodeLab};
 use common::{docker_style_veth, eventually, ip, mtu, privileged};
 
-/// One test at a time: the churn test counts the kernel's network
-/// namespaces, which a test beside it would change.
+/// One test at a time: the churn test measures the agent's memory and
+/// threads, which a test beside it would disturb.
 static ONE: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 fn one() -> std::sync::MutexGuard<'static, ()> {
@@ -174,49 +175,6 @@ fn agent_after_pods_with_running_containers() {
     eprintln!("agent started after the pods: every link at target {took:?} after its start");
 }
 
-/// What the agent holds, from /proc.
-struct Held {
-    fds: usize,
-    /// Anonymous memory (heap, stacks), kB: what a leak grows. The
-    /// binary's own pages, read in as code first runs, are file-backed,
-    /// shared and reclaimable: `rss_kb` has everything.
-    anon_kb: u64,
-    rss_kb: u64,
-    threads: usize,
-}
-
-fn held(pid: i32) -> Held {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let kb = |field: &str| {
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix(field))
-            .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
-            .unwrap()
-    };
-    let count = |dir: &str| {
-        std::fs::read_dir(format!("/proc/{pid}/{dir}"))
-            .unwrap()
-            .count()
-    };
-    Held {
-        fds: count("fd"),
-        anon_kb: kb("RssAnon:"),
-        rss_kb: kb("VmRSS:"),
-        threads: count("task"),
-    }
-}
-
-impl std::fmt::Display for Held {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "{} fds, {} kB anonymous ({} kB RSS), {} threads",
-            self.fds, self.anon_kb, self.rss_kb, self.threads
-        )
-    }
-}
-
 /// 200 pods (a Docker-named bridge and three veths each, no dockerd)
 /// created, enforced in, and deleted, three times: fds and threads back
 /// where they were each time, no thread left in a pod's namespace, and
@@ -229,7 +187,7 @@ fn deleted_pods_leave_nothing_behind() {
     }
     let _one = one();
     const PODS: usize = 200;
-    const MAX_THREADS: usize = 11;
+    const MAX_THREADS: usize = 20;
     const ROUNDS: usize = 3;
     let mut n = NodeLab::new("nchurn");
     let agent = n.agent(&[]);
@@ -274,8 +232,9 @@ fn deleted_pods_leave_nothing_behind() {
             "round {round}: before {before}; at {PODS} pods {full}; \
              after deleting them (all dropped {dropped:?} after the last deletion) {after}"
         );
-        // The main thread, the reaper, 4 MTU-setter workers, at most 4
-        // for the firewall tools, and a short-lived one opening sockets.
+        // The main thread, the reaper, 4 MTU-setter workers, discovery,
+        // the metrics server, at most 4 for the firewall tools and at most
+        // 8 short-lived ones entering pods: 20 whatever the pod count.
         assert!(
             full.threads <= MAX_THREADS,
             "threads do not grow with pods: {before} before, {full} at {PODS}"
@@ -287,6 +246,10 @@ fn deleted_pods_leave_nothing_behind() {
         afters.push(after);
     }
     eprintln!("from the start ({start}) to the end: {}", held(pid));
+    // 600 pods deleted (each route gone a moment before its file): not a
+    // word above INFO.
+    let warned = common::hostile::warnings_since(&n.log, 0);
+    assert!(warned.is_empty(), "pods deleted quietly: {warned:#?}");
     // A leak makes every round end higher than the one before; the heap's
     // fragmentation moves the figure up and down by up to about 1 MB here
     // (measured: 2.3 to 3.5 MB after a round). So: some later round ends
@@ -379,6 +342,31 @@ fn a_dockerd_in_a_pod_under_the_agent() {
     assert!(
         common::node::mangle_rules(&pod).contains("MTUVISOR-MSS"),
         "MSS rules in the DinD pod"
+    );
+    // Normal churn says nothing: 60 `docker run --rm`, six at a time (an
+    // exited container's namespace goes a moment before its host veth).
+    let from = common::hostile::log_len(&log);
+    std::thread::scope(|s| {
+        for _ in 0..6 {
+            s.spawn(|| {
+                for _ in 0..10 {
+                    d.docker_ok(&[
+                        "run",
+                        "--rm",
+                        "--network",
+                        "ci",
+                        common::dockerd::IMAGE,
+                        "true",
+                    ]);
+                }
+            });
+        }
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    let warned = common::hostile::warnings_since(&log, from);
+    assert!(
+        warned.is_empty(),
+        "60 containers came and went without a warning: {warned:#?}"
     );
 }
 
@@ -721,15 +709,6 @@ fn build_step_mtu(d: &common::dockerd::DockerLab) -> String {
     d.docker_ok(&["run", "--rm", "nodeprobe:build", "cat", "/mtu"])
 }
 
-/// The children of `pid` (its main thread's).
-fn children_of(pid: i32) -> Vec<i32> {
-    std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
-        .unwrap_or_default()
-        .split_whitespace()
-        .filter_map(|c| c.parse().ok())
-        .collect()
-}
-
 /// Discovery through `/proc` alone, for runtimes that make no namespace
 /// file. The agent runs in a PID namespace of its own, so its `/proc`
 /// shows only this test's processes (and never another test's
@@ -884,4 +863,41 @@ fn without_cap_sys_nice_the_agent_warns_once_and_clamps() {
     // Several reconciles later: still one line about it.
     std::thread::sleep(Duration::from_millis(600));
     common::assert_one_realtime_warning(&std::fs::read_to_string(&n.log).unwrap());
+}
+
+/// The agent holds a pod's namespace open through a file of its own, not
+/// through the runtime's bind mount: an unmount without `MNT_DETACH` (as a
+/// runtime may do it) succeeds while the agent enforces there, and the
+/// pod is then let go.
+#[test]
+fn a_pods_namespace_file_is_never_kept_busy() {
+    if !privileged("a_pods_namespace_file_is_never_kept_busy") {
+        return;
+    }
+    let _one = one();
+    let mut n = NodeLab::new("npin");
+    n.agent(&[]);
+    let (pod, bridge) = n.docker_pod("x", 0x919);
+    assert!(
+        eventually(Duration::from_secs(10), || mtu(&pod, &bridge) == 1450),
+        "enforced in; log:\n{}",
+        n.tail()
+    );
+    let file = format!("/run/netns/{pod}");
+    let out = std::process::Command::new("umount")
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "umount without MNT_DETACH: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    std::fs::remove_file(&file).unwrap();
+    let watched = r#"mtuvisor_node_namespaces{state="watched"}"#;
+    assert!(
+        eventually(Duration::from_secs(5), || n.sample(watched) == Some(0.0)),
+        "let go; log:\n{}",
+        n.tail()
+    );
 }

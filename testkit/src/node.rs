@@ -106,13 +106,19 @@ impl NodeLab {
 
     /// `mtuvisor node` for the namespace files matching `include`.
     pub fn agent_including(&mut self, include: &str, extra: &[&str]) -> usize {
+        self.agent_with(include, extra, &[])
+    }
+
+    /// [`NodeLab::agent_including`] with `env` added.
+    pub fn agent_with(&mut self, include: &str, extra: &[&str], env: &[(&str, &str)]) -> usize {
         let mut cmd: Command = mtuvisor_in(&self.node);
         cmd.arg("node")
             .args(["--proc-scan", "off", "--netns-include", include])
             .args(["--metrics-addr", METRICS])
             .args(extra)
             .env("MTUVISOR_NETNS_DIRS", "/run/netns")
-            .env("MTUVISOR_LOG", "debug");
+            .env("MTUVISOR_LOG", "debug")
+            .envs(env.iter().copied());
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
