@@ -289,14 +289,19 @@ impl Discovery {
             debug!(%name, ino = id.ino, "network namespace found");
             let seen = Instant::now();
             // Kept open through its own nsfs file, not the runtime's bind
-            // mount: the runtime's unmount never finds it busy.
-            let file = match unpinned(file, name.clone()).await {
-                Ok(f) => f,
-                Err(e) => {
-                    debug!(%name, error = %e, "cannot enter it; it is gone or going");
-                    self.entries.remove(&id);
-                    return true;
-                }
+            // mount: the runtime's unmount never finds it busy. Should the
+            // namespace not be entered (it is going, or the agent lacks
+            // SYS_ADMIN), the file found is kept, and the enforcer says
+            // what failed when it tries to enter in turn.
+            let file = match file.try_clone() {
+                Ok(spare) => match unpinned(spare, name.clone()).await {
+                    Ok(f) => f,
+                    Err(e) => {
+                        debug!(%name, error = %e, "cannot reopen it from inside; keeping the file found");
+                        file
+                    }
+                },
+                Err(_) => file,
             };
             let _ = self
                 .tx

@@ -259,6 +259,40 @@ pub fn veth_flood(pod: &str, bridges: &[&str], pairs: usize, scratch: &Path) -> 
     a
 }
 
+/// A pod that creates `pairs` veth pairs on `bridge` and deletes them,
+/// over and over, for as long as the attack lasts.
+pub fn veth_churn(pod: &str, bridge: &str, pairs: usize, scratch: &Path) -> Attack {
+    ip(pod, &["link", "add", bridge, "type", "bridge"]);
+    ip(pod, &["link", "set", bridge, "up"]);
+    let (add, del) = (
+        scratch.join(format!("churn-add-{pod}")),
+        scratch.join(format!("churn-del-{pod}")),
+    );
+    let (mut a_text, mut d_text) = (String::new(), String::new());
+    for i in 0..pairs {
+        a_text.push_str(&format!(
+            "link add ch{i} type veth peer name cp{i}\nlink set ch{i} master {bridge}\n"
+        ));
+        d_text.push_str(&format!("link del ch{i}\n"));
+    }
+    std::fs::write(&add, a_text).unwrap();
+    std::fs::write(&del, d_text).unwrap();
+    let script = format!(
+        "while true; do ip -n {pod} -force -batch {a}; ip -n {pod} -force -batch {d}; done",
+        a = add.display(),
+        d = del.display()
+    );
+    let mut cmd = Command::new("sh");
+    cmd.args(["-c", &script]);
+    let mut attack = Attack::default();
+    attack.process(cmd);
+    attack.undo(move || {
+        let _ = std::fs::remove_file(&add);
+        let _ = std::fs::remove_file(&del);
+    });
+    attack
+}
+
 /// The xtables lock at `lock` held for as long as the attack lasts.
 pub fn hold_lock(lock: &Path) -> Attack {
     let mut cmd = Command::new("flock");
@@ -416,7 +450,7 @@ impl Arena for Agent {
 
 /// Starts the agent for `n`'s pods: files in /run/netns and `extra_dirs`
 /// matching `<prefix>-p*`, and pods found through `/proc` (every half
-/// second), with `env` added.
+/// second, unless `args` say otherwise), with `env` added.
 pub fn start_agent(
     n: &mut NodeLab,
     extra_dirs: &[&Path],
@@ -433,7 +467,12 @@ pub fn start_agent(
         .args(["unshare", "--pid", "--fork", "--kill-child", "--mount-proc"])
         .args(["--propagation", "slave"])
         .arg(bin())
-        .args(["node", "--proc-scan", "500ms"])
+        .arg("node")
+        .args(if args.contains(&"--proc-scan") {
+            &[][..]
+        } else {
+            &["--proc-scan", "500ms"][..]
+        })
         .args(["--netns-include", &format!("{},netns-*", n.include())])
         // On every address of the node, as the DaemonSet serves it: the
         // pods reach it at their gateway.
