@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
 # Offline checks of everything users copy: Kubernetes manifests against the
-# Kubernetes schemas, every YAML file with yamllint, the GitHub workflows
+# Kubernetes schemas, the examples and the release workflow against the
+# rules of the systems they go into (scripts/check-examples.py, with a
+# self-test that each rule catches its broken form), every YAML file with
+# yamllint, the GitHub workflows
 # with actionlint, the Dockerfiles with hadolint, every shell script with
 # ShellCheck, the systemd unit with
 # systemd-analyze, and the release binary step for the host target. Exits
@@ -14,6 +17,11 @@ echo "== kubernetes-validate (Kubernetes 1.29 and 1.33, strict)"
 for version in 1.29.0 1.33.0; do
     "$bin/kubernetes-validate" --strict --quiet -k "$version" examples/kubernetes/*.yaml
 done
+
+echo "== check-examples (the rules of the systems the examples go into)"
+"$bin/python" scripts/check-examples.py
+# Each rule fails on the broken form it exists for.
+"$bin/python" scripts/check-examples.py --self-test
 
 echo "== yamllint"
 "$bin/yamllint" --strict -c .yamllint.yml examples .github .yamllint.yml
@@ -42,5 +50,6 @@ docker-compose -f examples/compose/docker-compose.yml config -q
 echo "== release binary step (host target)"
 host=$(rustc -vV | sed -n 's/^host: //p')
 bash scripts/release-binary.sh "$host" "$scratch/dist/mtuvisor-host"
-(cd "$scratch/dist" && sha256sum -c mtuvisor-host.sha256)
+bash scripts/checksums.sh "$scratch/dist"
+(cd "$scratch/dist" && sha256sum -c SHA256SUMS)
 echo "examples: all checks passed"

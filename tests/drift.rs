@@ -215,7 +215,12 @@ fn every_example_names_the_same_image() {
     let want = format!("{IMAGE}:{VERSION}");
     let (seen, wrong) = references(
         |token| {
-            token.contains("/mtuvisor:") && !token.contains("${{") && !token.starts_with("$IMAGE")
+            // Not a YAML key such as the AppArmor annotation
+            // `container.apparmor.security.beta.kubernetes.io/mtuvisor:`.
+            token.contains("/mtuvisor:")
+                && !token.ends_with(':')
+                && !token.contains("${{")
+                && !token.starts_with("$IMAGE")
         },
         &want,
     );

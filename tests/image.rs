@@ -561,6 +561,13 @@ fn release_dockerfile_wraps_dockerd_entrypoint() {
     ]);
 
     let ctx = context(&d, "release-context");
+    // As the release workflow's artifacts deliver it: actions/upload-artifact
+    // and download-artifact do not keep file modes.
+    common::sh(&[
+        "chmod",
+        "0644",
+        ctx.join("image/mtuvisor-local").to_str().unwrap(),
+    ]);
     d.docker_ok(&[
         "build",
         "-q",
@@ -587,6 +594,17 @@ fn release_dockerfile_wraps_dockerd_entrypoint() {
         entrypoint,
         r#"["mtuvisor","supervise","--","dockerd-entrypoint.sh"] []"#
     );
+    // The binary runs (the release workflow's smoke step does the same
+    // with the pushed image, per platform).
+    let version = d.docker_ok(&[
+        "run",
+        "--rm",
+        "--entrypoint",
+        "mtuvisor",
+        "mtuvisor-test/release:latest",
+        "--version",
+    ]);
+    assert_eq!(version, format!("mtuvisor {}", env!("CARGO_PKG_VERSION")));
 
     let engine24 = "--default-network-opt=bridge=com.docker.network.driver.mtu=1450";
     for (i, (command, expected)) in [
