@@ -439,7 +439,6 @@ fn hostile() {
         }),
         ("the xtables lock held", |h, _| {
             let pod = h.n.pod("lock", 1450);
-            ip(&pod, &["link", "add", "docker0", "type", "bridge"]);
             sh(&[
                 "nsenter",
                 &format!("--net=/run/netns/{pod}"),
@@ -449,6 +448,7 @@ fn hostile() {
                 "-j",
                 "ACCEPT",
             ]);
+            ip(&pod, &["link", "add", "docker0", "type", "bridge"]);
             (hostile::hold_lock(&h.lock), Some(pod))
         }),
         ("a huge nftables ruleset", |h, s| {

@@ -2,13 +2,10 @@
 
 use std::fmt;
 
-use netlink_packet_route::route::{
-    RouteAttribute, RouteHeader, RouteMessage, RouteMetric, RouteType,
-};
-use netlink_packet_route::AddressFamily;
 use serde::Serialize;
 
-use crate::netlink::{NetlinkError, Rtnl};
+pub use crate::netlink::Family;
+use crate::netlink::{DefaultRoute, NetlinkError, RouteTable, MAIN_TABLE};
 
 #[derive(Debug, thiserror::Error)]
 pub enum DetectError {
@@ -19,22 +16,6 @@ pub enum DetectError {
     NoDefaultRoute,
     #[error(transparent)]
     Netlink(#[from] NetlinkError),
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Family {
-    Ipv4,
-    Ipv6,
-}
-
-impl fmt::Display for Family {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Family::Ipv4 => "IPv4",
-            Family::Ipv6 => "IPv6",
-        })
-    }
 }
 
 /// Which number bounded the MTU of one family.
@@ -138,29 +119,28 @@ impl fmt::Display for OuterMtu {
     }
 }
 
-/// Detects the outer MTU of the calling thread's namespace.
-pub async fn detect_outer_mtu(rtnl: &Rtnl) -> Result<OuterMtu, DetectError> {
-    let ipv4 = family_mtu(rtnl, Family::Ipv4).await?;
-    let ipv6 = family_mtu(rtnl, Family::Ipv6).await?;
+/// The outer MTU of the namespace `net` reads: the default route each
+/// family would use, bounded by its interface's MTU and its own `mtu`.
+pub async fn outer_mtu(net: &impl RouteTable) -> Result<OuterMtu, DetectError> {
+    let ipv4 = family_mtu(net, Family::Ipv4).await?;
+    let ipv6 = family_mtu(net, Family::Ipv6).await?;
     OuterMtu::from_families(ipv4, ipv6).ok_or(DetectError::NoDefaultRoute)
 }
 
-async fn family_mtu(rtnl: &Rtnl, family: Family) -> Result<Option<FamilyMtu>, NetlinkError> {
-    let af = match family {
-        Family::Ipv4 => AddressFamily::Inet,
-        Family::Ipv6 => AddressFamily::Inet6,
-    };
-    let routes = rtnl.default_routes(af).await?;
+async fn family_mtu(
+    net: &impl RouteTable,
+    family: Family,
+) -> Result<Option<FamilyMtu>, NetlinkError> {
+    let routes = net.default_routes(family).await?;
     let Some(route) = pick_default_route(&routes) else {
         return Ok(None);
     };
     let mut best: Option<FamilyMtu> = None;
-    for oif in route_oifs(route) {
-        let Some(link) = rtnl.link(oif).await? else {
+    for &oif in &route.oifs {
+        let Some(link) = net.link(oif).await? else {
             continue;
         };
-        let route_mtu = route_mtu(route);
-        let (mtu, bound) = match route_mtu {
+        let (mtu, bound) = match route.mtu {
             Some(r) if r < link.mtu => (r, Bound::RouteMtu),
             _ => (link.mtu, Bound::LinkMtu),
         };
@@ -169,7 +149,7 @@ async fn family_mtu(rtnl: &Rtnl, family: Family) -> Result<Option<FamilyMtu>, Ne
             interface: link.name,
             ifindex: link.index,
             link_mtu: link.mtu,
-            route_mtu,
+            route_mtu: route.mtu,
             mtu,
             bound,
         };
@@ -180,60 +160,13 @@ async fn family_mtu(rtnl: &Rtnl, family: Family) -> Result<Option<FamilyMtu>, Ne
     Ok(best)
 }
 
-/// The default route the kernel would use: main table, unicast, prefix
-/// length 0, lowest metric.
-pub fn pick_default_route(routes: &[RouteMessage]) -> Option<&RouteMessage> {
+/// The default route the kernel would use: main table, unicast, leaving
+/// by some interface, lowest metric.
+pub fn pick_default_route(routes: &[DefaultRoute]) -> Option<&DefaultRoute> {
     routes
         .iter()
-        .filter(|r| {
-            r.header.destination_prefix_length == 0
-                && r.header.kind == RouteType::Unicast
-                && route_table(r) == u32::from(RouteHeader::RT_TABLE_MAIN)
-                && !route_oifs(r).is_empty()
-        })
-        .min_by_key(|r| route_priority(r))
-}
-
-fn route_table(r: &RouteMessage) -> u32 {
-    r.attributes
-        .iter()
-        .find_map(|a| match a {
-            RouteAttribute::Table(t) => Some(*t),
-            _ => None,
-        })
-        .unwrap_or(u32::from(r.header.table))
-}
-
-fn route_priority(r: &RouteMessage) -> u32 {
-    r.attributes
-        .iter()
-        .find_map(|a| match a {
-            RouteAttribute::Priority(p) => Some(*p),
-            _ => None,
-        })
-        .unwrap_or(0)
-}
-
-fn route_oifs(r: &RouteMessage) -> Vec<u32> {
-    let mut oifs = Vec::new();
-    for attr in &r.attributes {
-        match attr {
-            RouteAttribute::Oif(i) => oifs.push(*i),
-            RouteAttribute::MultiPath(hops) => oifs.extend(hops.iter().map(|h| h.interface_index)),
-            _ => {}
-        }
-    }
-    oifs
-}
-
-fn route_mtu(r: &RouteMessage) -> Option<u32> {
-    r.attributes.iter().find_map(|a| match a {
-        RouteAttribute::Metrics(metrics) => metrics.iter().find_map(|m| match m {
-            RouteMetric::Mtu(mtu) if *mtu > 0 => Some(*mtu),
-            _ => None,
-        }),
-        _ => None,
-    })
+        .filter(|r| r.unicast && r.table == MAIN_TABLE && !r.oifs.is_empty())
+        .min_by_key(|r| r.priority)
 }
 
 #[cfg(test)]
@@ -268,30 +201,30 @@ mod tests {
         assert_eq!(OuterMtu::from_families(None, None), None);
     }
 
-    fn route(prefix: u8, table: u8, oif: u32, metric: u32, mtu: Option<u32>) -> RouteMessage {
-        let mut r = RouteMessage::default();
-        r.header.destination_prefix_length = prefix;
-        r.header.table = table;
-        r.header.kind = RouteType::Unicast;
-        r.attributes.push(RouteAttribute::Oif(oif));
-        r.attributes.push(RouteAttribute::Priority(metric));
-        if let Some(m) = mtu {
-            r.attributes
-                .push(RouteAttribute::Metrics(vec![RouteMetric::Mtu(m)]));
+    fn route(table: u32, oif: u32, metric: u32, mtu: Option<u32>) -> DefaultRoute {
+        DefaultRoute {
+            table,
+            unicast: true,
+            priority: metric,
+            oifs: vec![oif],
+            mtu,
         }
-        r
     }
 
     #[test]
     fn picks_lowest_metric_default_in_main_table() {
+        let blackhole = DefaultRoute {
+            unicast: false,
+            ..route(254, 4, 0, None)
+        };
         let routes = vec![
-            route(24, 254, 5, 0, None),
-            route(0, 100, 6, 0, None),
-            route(0, 254, 7, 200, None),
-            route(0, 254, 8, 100, Some(1400)),
+            blackhole,
+            route(100, 6, 0, None),
+            route(254, 7, 200, None),
+            route(254, 8, 100, Some(1400)),
         ];
         let picked = pick_default_route(&routes).unwrap();
-        assert_eq!(route_oifs(picked), vec![8]);
-        assert_eq!(route_mtu(picked), Some(1400));
+        assert_eq!(picked.oifs, vec![8]);
+        assert_eq!(picked.mtu, Some(1400));
     }
 }

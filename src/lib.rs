@@ -2,6 +2,7 @@
 //! veths and the containers' `eth0`) at or below the pod's outer MTU.
 
 pub mod backoff;
+pub mod caps;
 pub mod cli;
 pub mod config;
 pub mod detect;

@@ -228,7 +228,7 @@ pub struct Limits {
 impl Limits {
     /// For `iptables`, `nft` and version probes: generous for a healthy
     /// system (they take milliseconds; `iptables -w` gives up on the
-    /// lock after [`crate::firewall`]'s wait, well inside this).
+    /// lock after its own bounded wait, well inside this).
     pub const TOOL: Limits = Limits {
         timeout: std::time::Duration::from_secs(15),
         max_output: 8 << 20,

@@ -36,7 +36,7 @@ pub fn enter(priority: Option<u8>) -> io::Result<()> {
         return Ok(());
     };
     set_this_thread(i32::from(priority)).map_err(|e| {
-        let why = match (e.raw_os_error(), has_cap_sys_nice()) {
+        let why = match (e.raw_os_error(), crate::caps::has(crate::caps::SYS_NICE)) {
             (Some(nix::libc::EPERM), Some(false)) => {
                 "no CAP_SYS_NICE: grant it (Kubernetes: capabilities add SYS_NICE)"
             }
@@ -52,16 +52,6 @@ pub fn enter(priority: Option<u8>) -> io::Result<()> {
     Ok(())
 }
 
-/// Whether this process's effective capabilities include CAP_SYS_NICE
-/// (`None`: cannot tell).
-fn has_cap_sys_nice() -> Option<bool> {
-    const CAP_SYS_NICE: u32 = 23;
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let hex = status.lines().find_map(|l| l.strip_prefix("CapEff:"))?;
-    let caps = u64::from_str_radix(hex.trim(), 16).ok()?;
-    Some(caps & (1 << CAP_SYS_NICE) != 0)
-}
-
 /// Gives a thread on the clamping path (an MTU worker, a thread that
 /// enters a container's namespace) the priority [`enter`] chose. Threads
 /// start ordinary (`SCHED_RESET_ON_FORK`), so each asks for itself; when
@@ -73,19 +63,6 @@ pub fn join() {
         // this cannot fail for want of permission; if it did, the thread
         // just stays ordinary.
         let _ = set_this_thread(priority);
-    }
-}
-
-/// The calling thread's policy and real-time priority.
-#[cfg(test)]
-fn this_thread() -> (i32, i32) {
-    // SAFETY: both calls only read the calling thread's scheduling
-    // attributes into a local.
-    unsafe {
-        let mut param = nix::libc::sched_param { sched_priority: 0 };
-        let policy = nix::libc::sched_getscheduler(0);
-        nix::libc::sched_getparam(0, &mut param);
-        (policy, param.sched_priority)
     }
 }
 
@@ -105,22 +82,5 @@ fn set_this_thread(priority: i32) -> io::Result<()> {
         Ok(())
     } else {
         Err(io::Error::last_os_error())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn nothing_asked_changes_nothing() {
-        let before = std::thread::spawn(this_thread).join().unwrap();
-        std::thread::spawn(move || {
-            enter(None).unwrap();
-            join();
-            assert_eq!(this_thread(), before);
-        })
-        .join()
-        .unwrap();
     }
 }

@@ -230,7 +230,6 @@ fn the_json_document_matches_its_schema() {
         "target",
         "outcome",
         "black_hole",
-        "resolution",
         "sizes_tried",
         "took_ms",
         "note",

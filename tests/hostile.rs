@@ -337,8 +337,10 @@ fn no_pod_stalls_steers_or_slows_the_node_agent() {
     // A pod whose xtables lock is held for ever (iptables-legacy in use
     // there): its MSS rules wait 5 s and fail, once said; no one else waits.
     let pod = n.pod("lock", 1450);
-    ip(&pod, &["link", "add", "docker0", "type", "bridge"]);
+    // Legacy iptables in use there before Docker's bridge appears: the
+    // agent picks the backend (legacy) when the bridge does.
     sh_in(&pod, &["iptables-legacy", "-A", "INPUT", "-j", "ACCEPT"]);
+    ip(&pod, &["link", "add", "docker0", "type", "bridge"]);
     let lock_held = hostile::hold_lock(&lock);
     settle(&n, 2.0, "lock");
     j.case(

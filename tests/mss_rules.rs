@@ -83,8 +83,8 @@ fn backend_lifecycle(tag: &str, backend: BackendChoice, name: &str) {
     let (first, second) = in_netns(&pod, move || {
         let b = select_backend(backend).unwrap();
         (
-            b.ensure(MssMode::Pmtu).overall().unwrap(),
-            b.ensure(MssMode::Pmtu).overall().unwrap(),
+            testkit::firewall::overall(b.ensure(MssMode::Pmtu)).unwrap(),
+            testkit::firewall::overall(b.ensure(MssMode::Pmtu)).unwrap(),
         )
     });
     assert_eq!((first, second), (Ensured::Installed, Ensured::Unchanged));
@@ -324,8 +324,8 @@ fn converges_from(tag: &str, backend: BackendChoice, setup: &[&[&str]]) {
     let (first, second) = in_netns(&pod, move || {
         let b = select_backend(backend).unwrap();
         (
-            b.ensure(MssMode::Pmtu).overall().unwrap(),
-            b.ensure(MssMode::Pmtu).overall().unwrap(),
+            testkit::firewall::overall(b.ensure(MssMode::Pmtu)).unwrap(),
+            testkit::firewall::overall(b.ensure(MssMode::Pmtu)).unwrap(),
         )
     });
     assert_eq!(first, Ensured::Installed, "{tag}: the first ensure repairs");

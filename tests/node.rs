@@ -7,17 +7,9 @@ use testkit as common;
 
 use std::time::{Duration, Instant};
 
-use common::hostile::{children_of, held, Held};
+use common::hostile::{children_of, namespaces_of_threads};
 use common::node::{mangle_rules, snapshot, NodeLab};
 use common::{docker_style_veth, eventually, ip, mtu, privileged};
-
-/// One test at a time: the churn test measures the agent's memory and
-/// threads, which a test beside it would disturb.
-static ONE: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
-fn one() -> std::sync::MutexGuard<'static, ()> {
-    ONE.lock().unwrap_or_else(|e| e.into_inner())
-}
 
 /// What Docker makes in a pod: a bridge with `containers` veths whose far
 /// ends are the `eth0` of container namespaces (`<prefix>-c<pod><n>`).
@@ -53,7 +45,6 @@ fn agent_first_then_pods_each_at_its_own_mtu() {
     if !privileged("agent_first_then_pods_each_at_its_own_mtu") {
         return;
     }
-    let _one = one();
     let mut n = NodeLab::new("nfirst");
     let node_before = snapshot(&n.node);
     let agent = n.agent(&[]);
@@ -157,7 +148,6 @@ fn agent_after_pods_with_running_containers() {
     if !privileged("agent_after_pods_with_running_containers") {
         return;
     }
-    let _one = one();
     let mut n = NodeLab::new("nafter");
     let a = n.pod("a", 1450);
     let b = n.pod("b", 1420);
@@ -173,117 +163,6 @@ fn agent_after_pods_with_running_containers() {
     let took = t.elapsed();
     assert!(settled, "existing links at target; log:\n{}", n.tail());
     eprintln!("agent started after the pods: every link at target {took:?} after its start");
-}
-
-/// 200 pods (a Docker-named bridge and three veths each, no dockerd)
-/// created, enforced in, and deleted, three times: fds and threads back
-/// where they were each time, no thread left in a pod's namespace, and
-/// memory that does not grow from round to round (the first round sets
-/// the allocator's high-water mark).
-#[test]
-fn deleted_pods_leave_nothing_behind() {
-    if !privileged("deleted_pods_leave_nothing_behind") {
-        return;
-    }
-    let _one = one();
-    const PODS: usize = 200;
-    const MAX_THREADS: usize = 20;
-    const ROUNDS: usize = 3;
-    let mut n = NodeLab::new("nchurn");
-    let agent = n.agent(&[]);
-    let pid = n.lab.pid(agent);
-    let watched = "mtuvisor_node_namespaces{state=\"watched\"}";
-    let start = held(pid);
-    let mut afters: Vec<Held> = Vec::new();
-    for round in 1..=ROUNDS {
-        let before = held(pid);
-        let mut pods = Vec::new();
-        for i in 0..PODS {
-            let (p, bridge) = n.docker_pod(&format!("{round}x{i}"), i);
-            pods.push((p, bridge));
-        }
-        assert!(
-            eventually(Duration::from_secs(30), || n.sample(watched)
-                == Some(PODS as f64)),
-            "all {PODS} pods watched; log:\n{}",
-            n.tail()
-        );
-        assert!(
-            eventually(Duration::from_secs(30), || pods
-                .iter()
-                .all(|(p, br)| mtu(p, br) == 1450)),
-            "every pod's bridge clamped"
-        );
-        let full = held(pid);
-        for (p, _) in &pods {
-            n.lab.delete_netns(p);
-        }
-        let t = Instant::now();
-        assert!(
-            eventually(Duration::from_secs(10), || n.sample(watched) == Some(0.0)),
-            "every deleted pod dropped; log:\n{}",
-            n.tail()
-        );
-        let dropped = t.elapsed();
-        // Free heap pages go back a second after the last deletion.
-        std::thread::sleep(Duration::from_secs(2));
-        let after = held(pid);
-        eprintln!(
-            "round {round}: before {before}; at {PODS} pods {full}; \
-             after deleting them (all dropped {dropped:?} after the last deletion) {after}"
-        );
-        // The main thread, the reaper, 4 MTU-setter workers, discovery,
-        // the metrics server, at most 4 for the firewall tools and at most
-        // 8 short-lived ones entering pods: 20 whatever the pod count.
-        assert!(
-            full.threads <= MAX_THREADS,
-            "threads do not grow with pods: {before} before, {full} at {PODS}"
-        );
-        assert!(
-            after.fds <= before.fds + before.fds / 10,
-            "fds back within 10 %: {before} before, {after} after"
-        );
-        afters.push(after);
-    }
-    eprintln!("from the start ({start}) to the end: {}", held(pid));
-    // 600 pods deleted (each route gone a moment before its file): not a
-    // word above INFO.
-    let warned = common::hostile::warnings_since(&n.log, 0);
-    assert!(warned.is_empty(), "pods deleted quietly: {warned:#?}");
-    // A leak makes every round end higher than the one before; the heap's
-    // fragmentation moves the figure up and down by up to about 1 MB here
-    // (measured: 2.3 to 3.5 MB after a round). So: some later round ends
-    // within 10 % or 1 MB, whichever is more, of where the first ended.
-    let first = &afters[0];
-    let best = afters[1..].iter().map(|h| h.anon_kb).min().unwrap();
-    assert!(
-        best <= first.anon_kb + (first.anon_kb / 10).max(1024),
-        "anonymous memory grows round after round: {} kB after round 1, then {:?} kB",
-        first.anon_kb,
-        afters[1..].iter().map(|h| h.anon_kb).collect::<Vec<_>>()
-    );
-    // What keeps a namespace alive from a process is an open file or
-    // socket (the fds above) or a thread inside it. (The kernel's own
-    // count, the net_namespace slab, is not exact under SLUB.)
-    let own = std::fs::read_link(format!("/proc/{pid}/ns/net"))
-        .unwrap()
-        .display()
-        .to_string();
-    assert_eq!(
-        namespaces_of_threads(pid),
-        std::collections::BTreeSet::from([own]),
-        "every thread of the agent in the node's namespace"
-    );
-}
-
-/// The network namespaces a process's threads are in.
-fn namespaces_of_threads(pid: i32) -> std::collections::BTreeSet<String> {
-    std::fs::read_dir(format!("/proc/{pid}/task"))
-        .unwrap()
-        .flatten()
-        .filter_map(|t| std::fs::read_link(t.path().join("ns/net")).ok())
-        .map(|l| l.display().to_string())
-        .collect()
 }
 
 /// `mtuvisor node` in `node` (the namespace at the far end of the pod's
@@ -411,7 +290,6 @@ fn bad_node_settings_are_refused_before_anything_is_touched() {
     if !privileged("bad_node_settings_are_refused_before_anything_is_touched") {
         return;
     }
-    let _one = one();
     let mut n = NodeLab::new("nbad");
     let a = n.pod("a", 1450);
     ip(&a, &["link", "add", "docker0", "type", "bridge"]);
@@ -723,7 +601,6 @@ fn the_proc_scan_finds_a_pod_no_file_names_and_lets_it_go_with_its_process() {
     if !privileged("the_proc_scan_finds_a_pod_no_file_names_and_lets_it_go_with_its_process") {
         return;
     }
-    let _one = one();
     let mut n = NodeLab::new("nproc");
     let (pod, bridge) = n.docker_pod("x", 0x5ca);
     let script = format!(
@@ -836,7 +713,6 @@ fn without_cap_sys_nice_the_agent_warns_once_and_clamps() {
     if !privileged("without_cap_sys_nice_the_agent_warns_once_and_clamps") {
         return;
     }
-    let _one = one();
     let mut n = NodeLab::new("nnice");
     let (pod, bridge) = n.docker_pod("x", 0x9ce);
     let mut cmd = common::mtuvisor_in_without_sys_nice(&n.node);
@@ -874,7 +750,6 @@ fn a_pods_namespace_file_is_never_kept_busy() {
     if !privileged("a_pods_namespace_file_is_never_kept_busy") {
         return;
     }
-    let _one = one();
     let mut n = NodeLab::new("npin");
     n.agent(&[]);
     let (pod, bridge) = n.docker_pod("x", 0x919);

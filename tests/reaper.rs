@@ -105,7 +105,7 @@ fn storm_in_a_process_of_its_own() {
                         failures.push(format!("cycle {cycle} remove: {e}"));
                     }
                 }
-                match backend.ensure(MssMode::Pmtu).overall() {
+                match testkit::firewall::overall(backend.ensure(MssMode::Pmtu)) {
                     Ok(Ensured::Installed) | Ok(Ensured::Unchanged) => {}
                     Err(e) => failures.push(format!("cycle {cycle}: {e}")),
                 }

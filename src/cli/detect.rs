@@ -2,8 +2,7 @@
 
 use clap::Args;
 
-use crate::config::Settings;
-use crate::detect::detect_outer_mtu;
+use crate::detect::outer_mtu;
 use crate::error::Error;
 use crate::netlink::Rtnl;
 
@@ -14,10 +13,10 @@ pub struct DetectArgs {
     json: bool,
 }
 
-pub fn run(_settings: &Settings, args: &DetectArgs) -> Result<(), Error> {
+pub fn run(args: &DetectArgs) -> Result<(), Error> {
     let outer = super::runtime()?.block_on(async {
         let rtnl = Rtnl::connect()?;
-        Ok::<_, Error>(detect_outer_mtu(&rtnl).await?)
+        Ok::<_, Error>(outer_mtu(&rtnl).await?)
     })?;
     if args.json {
         let json = serde_json::to_string(&outer).expect("OuterMtu serializes");

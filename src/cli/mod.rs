@@ -15,6 +15,7 @@ use clap::{Parser, Subcommand};
 use tokio::sync::watch::{self as signal, Receiver, Sender};
 
 use crate::config::{Flags, Settings};
+use crate::enforce::Setup;
 use crate::error::{Error, EXIT_BAD_INPUT};
 use crate::metrics::{self, Metrics, Registry};
 
@@ -61,9 +62,9 @@ pub fn main() -> i32 {
         values: cli.global.values,
     };
     let result = match cli.command {
-        Command::Detect(args) => load(&flags)
-            .and_then(|s| detect::run(&s, &args))
-            .map(|()| 0),
+        // The settings are loaded all the same: a bad configuration is
+        // refused by every command, and they set up logging.
+        Command::Detect(args) => load(&flags).and_then(|_| detect::run(&args)).map(|()| 0),
         Command::Doctor(args) => load(&flags).and_then(|s| doctor::run(&s, args)),
         Command::Watch(args) => {
             flags.values.extend(args.settings.values);
@@ -133,6 +134,19 @@ struct OneEnforcer {
 }
 
 impl OneEnforcer {
+    /// The enforcer's wiring: this namespace, its series and readiness,
+    /// the Docker API at `docker_socket` if any.
+    fn setup(&self, docker_socket: Option<PathBuf>) -> Setup {
+        Setup {
+            docker_socket,
+            metrics: self.metrics.clone(),
+            ready: self.ready.clone(),
+            netns: None,
+            mss_when_docker: false,
+            fence: Default::default(),
+        }
+    }
+
     /// The server, when there is a listener, runs on a thread of its own.
     fn new(listener: Option<std::net::TcpListener>) -> Result<OneEnforcer, Error> {
         let registry = Arc::new(Registry::default());
@@ -140,7 +154,8 @@ impl OneEnforcer {
         let metrics = registry.add(&[], ready_rx.clone());
         let _server = listener
             .map(|l| metrics::spawn_server(l, registry))
-            .transpose()?;
+            .transpose()
+            .map_err(Error::Metrics)?;
         Ok(OneEnforcer {
             _server,
             metrics,
@@ -170,6 +185,24 @@ fn shutdown_on_signal() -> Result<
         }
     };
     Ok((shutdown, handle))
+}
+
+/// What every enforcing command does first, in this order: the metrics
+/// address bound (a port in use is bad input, before anything is started),
+/// then the reaper (before anything is spawned), a child subreaper when
+/// `subreaper`.
+fn listen_then_reap(
+    settings: &Settings,
+    subreaper: bool,
+) -> Result<Option<std::net::TcpListener>, Error> {
+    let listener = settings
+        .metrics_addr
+        .map(metrics::bind)
+        .transpose()
+        .map_err(Error::Metrics)?;
+    crate::process::start_reaper(subreaper)
+        .map_err(|e| Error::Startup(format!("cannot start the child reaper: {e}")))?;
+    Ok(listener)
 }
 
 /// Threads for blocking work (iptables, nft): enough for one enforcer's

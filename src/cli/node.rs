@@ -12,7 +12,6 @@ use crate::error::Error;
 use crate::firewall::{self, MssMode};
 use crate::metrics::{self, NodeMetrics, Registry};
 use crate::node;
-use crate::process;
 
 #[derive(Debug, Args)]
 pub struct NodeArgs {
@@ -22,16 +21,13 @@ pub struct NodeArgs {
 
 pub fn run(settings: Settings) -> Result<(), Error> {
     few_arenas();
-    let listener = settings.metrics_addr.map(metrics::bind).transpose()?;
     // iptables and nft are spawned per pod; their exits go to one owner.
-    process::start_reaper(false)
-        .map_err(|e| Error::Startup(format!("cannot start the child reaper: {e}")))?;
+    let listener = super::listen_then_reap(&settings, false)?;
     // The firewall tools, checked once, here: each pod's backend is only
     // chosen once it has Docker (in that pod), and a tool missing from the
     // agent's image is bad input for the whole node, not a pod's failure.
     if settings.mss != MssMode::Off {
-        firewall::select_backend(settings.mss_backend)
-            .map_err(|e| Error::BadInput(e.to_string()))?;
+        firewall::select_backend(settings.mss_backend).map_err(Error::Firewall)?;
     }
     let own = node::discovery::own_netns().map_err(|e| {
         Error::Startup(format!(
@@ -43,7 +39,8 @@ pub fn run(settings: Settings) -> Result<(), Error> {
         let registry = Arc::new(Registry::for_node(node_metrics.clone()));
         let _server = listener
             .map(|l| metrics::spawn_server(l, registry.clone()))
-            .transpose()?;
+            .transpose()
+            .map_err(Error::Metrics)?;
         let (shutdown, handle) = super::shutdown_on_signal()?;
         info!(node_netns_inode = own.ino, "node agent starting");
         let result = node::run(settings, registry, node_metrics, shutdown).await;

@@ -5,17 +5,15 @@
 use std::time::Duration;
 
 use clap::Args;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 use tracing::{info, warn};
 
 use super::flags::{self, SettingFlags};
 use crate::config::Settings;
 use crate::docker::supervisor::{self, SupervisorConfig};
 use crate::docker::DockerdPlan;
-use crate::enforce::{self, Setup};
+use crate::enforce::{self, Retry};
 use crate::error::Error;
-use crate::metrics;
-use crate::process;
 
 /// What enforcement gets to clean up (the MSS rules) once dockerd is gone.
 const ENFORCEMENT_STOP: Duration = Duration::from_secs(10);
@@ -31,12 +29,10 @@ pub struct SuperviseArgs {
 }
 
 pub fn run(mut settings: Settings, args: SuperviseArgs) -> Result<i32, Error> {
-    let listener = settings.metrics_addr.map(metrics::bind).transpose()?;
     // Before anything is spawned (the version probe, iptables, dockerd):
     // from here on the reaper owns every exit status, orphans' included.
-    process::start_reaper(true)
-        .map_err(|e| Error::Startup(format!("cannot start the child reaper: {e}")))?;
-    let plan = DockerdPlan::new(args.command)?;
+    let listener = super::listen_then_reap(&settings, true)?;
+    let plan = DockerdPlan::new(args.command).map_err(Error::Docker)?;
     // Sandboxes of this dockerd live under its exec-root.
     settings.netns_dirs.insert(0, plan.sandbox_dir.clone());
     let rt = super::enforcing_runtime(&settings)?;
@@ -46,21 +42,12 @@ pub fn run(mut settings: Settings, args: SuperviseArgs) -> Result<i32, Error> {
         .map_err(|e| Error::Startup(format!("cannot install signal handlers: {e}")))?;
     rt.block_on(async move {
         let one = super::OneEnforcer::new(listener)?;
-        let (dockerd_tx, dockerd_rx) = mpsc::unbounded_channel();
         let (stop_config, enforce_mtu) = (settings.stop_timeout, settings.enforce_mtu);
         let max_restarts = settings.max_restarts;
-        let setup = Setup {
-            docker_socket: Some(plan.socket.clone()),
-            metrics: one.metrics.clone(),
-            ready: one.ready.clone(),
-            dockerd: Some(dockerd_rx),
-            netns: None,
-            mss_when_docker: false,
-            fence: Default::default(),
-        };
+        let setup = one.setup(Some(plan.socket.clone()));
         // Bad input found here (on the system) ends mtuvisor before dockerd
         // is ever started.
-        let prepared = enforce::prepare(settings, setup).await?;
+        let prepared = enforce::prepare(settings, setup, Retry::Never).await?;
         let mtu = prepared.target();
         let config = SupervisorConfig {
             command: plan.argv(mtu, enforce_mtu),
@@ -80,7 +67,7 @@ pub fn run(mut settings: Settings, args: SuperviseArgs) -> Result<i32, Error> {
             let _ = ready_rx.wait_for(|r| *r).await;
             info!(target_mtu = mtu, %socket, "supervising dockerd");
         };
-        let supervision = supervisor::supervise(config, signals, gate, dockerd_tx);
+        let supervision = supervisor::supervise(config, signals, gate, one.metrics.clone());
         tokio::pin!(enforcement);
         let code = tokio::select! {
             code = supervision => code,

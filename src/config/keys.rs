@@ -55,7 +55,9 @@ impl Raw {
     }
 }
 
-type Apply = fn(&mut Settings, Raw, &Origin) -> Result<(), ConfigError>;
+/// Parses a value of the row's key into [`Settings`]; the row is given so
+/// that messages name its key.
+type Apply = fn(&Key, &mut Settings, Raw, &Origin) -> Result<(), ConfigError>;
 
 pub struct Key {
     /// The TOML key, and the name used in messages and `origin()`.
@@ -95,8 +97,8 @@ pub static KEYS: &[Key] = &[
         value_name: "auto|N",
         default: "auto",
         meaning: "`auto` or 576–65535 (≥ 1280 where IPv6 is routed)",
-        apply: |s, v, o| {
-            s.mtu = parse_mtu(&v.text("mtu", o)?, o.clone())?;
+        apply: |k, s, v, o| {
+            s.mtu = parse_mtu(&v.text(k.name, o)?, o.clone())?;
             Ok(())
         },
     },
@@ -108,10 +110,10 @@ pub static KEYS: &[Key] = &[
         value_name: "DURATION",
         default: "30s",
         meaning: "full sweep period, 100ms–24h",
-        apply: |s, v, o| {
-            let text = v.text("reconcile_interval", o)?;
+        apply: |k, s, v, o| {
+            let text = v.text(k.name, o)?;
             s.reconcile_interval =
-                parse_duration(&text, "reconcile_interval", INTERVAL_RANGE, o.clone())?;
+                parse_duration(&text, k.name, INTERVAL_RANGE, o.clone())?;
             Ok(())
         },
     },
@@ -123,7 +125,7 @@ pub static KEYS: &[Key] = &[
         value_name: "GLOB,...",
         default: "",
         meaning: "extra bridge names to manage, globs (`cni*`); comma-separated in the environment",
-        apply: |s, v, _| {
+        apply: |_, s, v, _| {
             s.bridge_patterns = v.list();
             Ok(())
         },
@@ -136,7 +138,7 @@ pub static KEYS: &[Key] = &[
         value_name: "DIR,...",
         default: "/run/netns,/var/run/docker/netns",
         meaning: "where namespace files are: the pods `node` enforces in, and the namespaces veth peers live in (before `/proc/*/ns/net`); comma-separated in the environment",
-        apply: |s, v, _| {
+        apply: |_, s, v, _| {
             s.netns_dirs = v.list().into_iter().map(PathBuf::from).collect();
             Ok(())
         },
@@ -149,8 +151,8 @@ pub static KEYS: &[Key] = &[
         value_name: "GLOB,...",
         default: "*",
         meaning: "`node`: names of the pod namespaces to enforce in, globs (`cni-*`): a file's name in `netns_dirs`, `netns-<inode>` for one found through `/proc`; comma-separated in the environment",
-        apply: |s, v, o| {
-            let globs = parse_globs(v.list(), "netns_include", o.clone())?;
+        apply: |k, s, v, o| {
+            let globs = parse_globs(v.list(), k.name, o.clone())?;
             s.netns_include = globs;
             Ok(())
         },
@@ -163,11 +165,11 @@ pub static KEYS: &[Key] = &[
         value_name: "off|DURATION",
         default: "off",
         meaning: "`node`: how often to look for pods in `/proc` as well (runtimes that make no namespace file; a namespace counts when the first process of a PID namespace one level below the agent's holds it), 100ms–24h, or `off`",
-        apply: |s, v, o| {
-            let text = v.text("proc_scan", o)?;
+        apply: |k, s, v, o| {
+            let text = v.text(k.name, o)?;
             s.proc_scan = match text.trim() {
                 "off" | "false" => None,
-                _ => Some(parse_duration(&text, "proc_scan", INTERVAL_RANGE, o.clone())?),
+                _ => Some(parse_duration(&text, k.name, INTERVAL_RANGE, o.clone())?),
             };
             Ok(())
         },
@@ -180,8 +182,8 @@ pub static KEYS: &[Key] = &[
         value_name: "BOOL",
         default: "false",
         meaning: "`node`: enforce in the node's own namespace too (a Docker engine on the host)",
-        apply: |s, v, o| {
-            s.include_host = parse_bool(&v.text("include_host", o)?, "include_host", o.clone())?;
+        apply: |k, s, v, o| {
+            s.include_host = parse_bool(&v.text(k.name, o)?, k.name, o.clone())?;
             Ok(())
         },
     },
@@ -193,8 +195,8 @@ pub static KEYS: &[Key] = &[
         value_name: "text|json",
         default: "text",
         meaning: "`text` or `json`",
-        apply: |s, v, o| {
-            s.log_format = parse_log_format(&v.text("log_format", o)?, o.clone())?;
+        apply: |k, s, v, o| {
+            s.log_format = parse_log_format(&v.text(k.name, o)?, o.clone())?;
             Ok(())
         },
     },
@@ -206,8 +208,8 @@ pub static KEYS: &[Key] = &[
         value_name: "unix:///PATH",
         default: "",
         meaning: "`unix:///path` of the dockerd to follow (a socket that does not exist yet is waited for)",
-        apply: |s, v, o| {
-            s.docker_host = parse_docker_host(&v.text("docker_host", o)?, o.clone())?;
+        apply: |k, s, v, o| {
+            s.docker_host = parse_docker_host(&v.text(k.name, o)?, o.clone())?;
             Ok(())
         },
     },
@@ -219,9 +221,9 @@ pub static KEYS: &[Key] = &[
         value_name: "DURATION",
         default: "25s",
         meaning: "time dockerd gets to stop before SIGKILL, 1s–1h",
-        apply: |s, v, o| {
-            let text = v.text("stop_timeout", o)?;
-            s.stop_timeout = parse_duration(&text, "stop_timeout", STOP_TIMEOUT_RANGE, o.clone())?;
+        apply: |k, s, v, o| {
+            let text = v.text(k.name, o)?;
+            s.stop_timeout = parse_duration(&text, k.name, STOP_TIMEOUT_RANGE, o.clone())?;
             Ok(())
         },
     },
@@ -233,8 +235,8 @@ pub static KEYS: &[Key] = &[
         value_name: "N|unlimited",
         default: "unlimited",
         meaning: "restarts of dockerd before giving up",
-        apply: |s, v, o| {
-            s.max_restarts = parse_max_restarts(&v.text("max_restarts", o)?, o.clone())?;
+        apply: |k, s, v, o| {
+            s.max_restarts = parse_max_restarts(&v.text(k.name, o)?, o.clone())?;
             Ok(())
         },
     },
@@ -246,8 +248,8 @@ pub static KEYS: &[Key] = &[
         value_name: "pmtu|off|N",
         default: "pmtu",
         meaning: "TCP MSS clamping: `pmtu`, `off` or a fixed MSS",
-        apply: |s, v, o| {
-            s.mss = parse_mss(&v.text("mss", o)?, o.clone())?;
+        apply: |k, s, v, o| {
+            s.mss = parse_mss(&v.text(k.name, o)?, o.clone())?;
             Ok(())
         },
     },
@@ -259,8 +261,8 @@ pub static KEYS: &[Key] = &[
         value_name: "BACKEND",
         default: "auto",
         meaning: "`auto`, `iptables`, `iptables-legacy`, `nftables`",
-        apply: |s, v, o| {
-            s.mss_backend = parse_backend(&v.text("mss_backend", o)?, o.clone())?;
+        apply: |k, s, v, o| {
+            s.mss_backend = parse_backend(&v.text(k.name, o)?, o.clone())?;
             Ok(())
         },
     },
@@ -272,9 +274,9 @@ pub static KEYS: &[Key] = &[
         value_name: "BOOL",
         default: "false",
         meaning: "leave the MSS rules on a clean stop",
-        apply: |s, v, o| {
+        apply: |k, s, v, o| {
             s.mss_keep_on_exit =
-                parse_bool(&v.text("mss_keep_on_exit", o)?, "mss_keep_on_exit", o.clone())?;
+                parse_bool(&v.text(k.name, o)?, k.name, o.clone())?;
             Ok(())
         },
     },
@@ -286,8 +288,8 @@ pub static KEYS: &[Key] = &[
         value_name: "BOOL",
         default: "true",
         meaning: "`false`: MSS clamping only",
-        apply: |s, v, o| {
-            s.enforce_mtu = parse_bool(&v.text("enforce_mtu", o)?, "enforce_mtu", o.clone())?;
+        apply: |k, s, v, o| {
+            s.enforce_mtu = parse_bool(&v.text(k.name, o)?, k.name, o.clone())?;
             Ok(())
         },
     },
@@ -299,9 +301,9 @@ pub static KEYS: &[Key] = &[
         value_name: "off|1-99",
         default: "1",
         meaning: "`SCHED_FIFO` priority of the threads that clamp, so that they win the race with a container's start on a busy node (needs CAP_SYS_NICE; without it, ordinary scheduling and one warning), or `off`",
-        apply: |s, v, o| {
+        apply: |k, s, v, o| {
             s.realtime_priority =
-                parse_realtime_priority(&v.text("realtime_priority", o)?, o.clone())?;
+                parse_realtime_priority(&v.text(k.name, o)?, o.clone())?;
             Ok(())
         },
     },
@@ -313,8 +315,8 @@ pub static KEYS: &[Key] = &[
         value_name: "IP:PORT",
         default: "off",
         meaning: "`IP:PORT` to serve `/metrics` and `/healthz` on, e.g. `0.0.0.0:9464`",
-        apply: |s, v, o| {
-            s.metrics_addr = parse_metrics_addr(&v.text("metrics_addr", o)?, o.clone())?;
+        apply: |k, s, v, o| {
+            s.metrics_addr = parse_metrics_addr(&v.text(k.name, o)?, o.clone())?;
             Ok(())
         },
     },

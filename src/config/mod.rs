@@ -44,8 +44,6 @@ pub enum ConfigError {
     },
     #[error("config file {path}: {message}")]
     File { path: String, message: String },
-    #[error("environment: {message}")]
-    Env { message: String },
 }
 
 /// Where a setting's value came from, for error messages.
@@ -145,7 +143,7 @@ impl Default for Settings {
             origins: BTreeMap::new(),
         };
         for key in KEYS {
-            (key.apply)(&mut s, Raw::Text(key.default.into()), &Origin::Default)
+            (key.apply)(key, &mut s, Raw::Text(key.default.into()), &Origin::Default)
                 .unwrap_or_else(|e| panic!("the default of {} does not parse: {e}", key.name));
         }
         s
@@ -192,7 +190,7 @@ impl Settings {
                 settings.set(key, raw, Origin::File(path.clone()))?;
             }
         }
-        for (key, raw) in read_env_layer(env)? {
+        for (key, raw) in read_env_layer(env) {
             settings.set(key, raw, Origin::Env(key.env))?;
         }
         for (name, value) in &flags.values {
@@ -204,7 +202,7 @@ impl Settings {
     }
 
     fn set(&mut self, key: &'static Key, raw: Raw, origin: Origin) -> Result<(), ConfigError> {
-        (key.apply)(self, raw, &origin)?;
+        (key.apply)(key, self, raw, &origin)?;
         self.origins.insert(key.name, origin);
         Ok(())
     }
@@ -315,25 +313,12 @@ fn flatten(
 }
 
 /// The `MTUVISOR_*` variables that are settings (others, such as the log
-/// filter `MTUVISOR_LOG`, are not), through the config crate's environment
-/// source.
-fn read_env_layer(env: &HashMap<String, String>) -> Result<Vec<(&'static Key, Raw)>, ConfigError> {
-    let env_error = |e: config::ConfigError| ConfigError::Env {
-        message: one_line(&e.to_string()),
-    };
-    let source = config::Environment::with_prefix("MTUVISOR")
-        .prefix_separator("_")
-        .source(Some(env.clone().into_iter().collect()));
-    let values = config::Config::builder()
-        .add_source(source)
-        .build()
-        .map_err(env_error)?
-        .try_deserialize::<HashMap<String, String>>()
-        .map_err(env_error)?;
-    Ok(KEYS
-        .iter()
-        .filter_map(|key| Some((key, Raw::Text(values.get(key.name)?.clone()))))
-        .collect())
+/// filter `MTUVISOR_LOG`, are not): one lookup per row of the table, by the
+/// variable it names.
+fn read_env_layer(env: &HashMap<String, String>) -> Vec<(&'static Key, Raw)> {
+    KEYS.iter()
+        .filter_map(|key| Some((key, Raw::Text(env.get(key.env)?.clone()))))
+        .collect()
 }
 
 fn one_line(s: &str) -> String {

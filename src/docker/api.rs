@@ -3,7 +3,6 @@
 use std::collections::HashSet;
 use std::path::Path;
 
-use crate::error::Error;
 use bollard::models::Network;
 use bollard::{Docker, API_DEFAULT_VERSION};
 
@@ -24,6 +23,8 @@ pub enum DockerError {
     NotDocker { socket: String, why: String },
     #[error("the enforcement loop has stopped")]
     Closed,
+    #[error("command not found: {program} (give the path of dockerd or of its wrapper after --)")]
+    CommandNotFound { program: String },
 }
 
 impl DockerError {
@@ -85,18 +86,17 @@ const DOCKER_CHECK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs
 /// A socket that exists must answer as Docker: a wrong path is bad input,
 /// better refused now than waited on for ever. One that does not exist yet
 /// is fine (dockerd starting beside us).
-pub async fn check_socket(socket: &Path) -> Result<(), Error> {
+pub async fn check_socket(socket: &Path) -> Result<(), DockerError> {
     if !socket.exists() {
         return Ok(());
     }
     match tokio::time::timeout(DOCKER_CHECK_TIMEOUT, connect(socket)).await {
         Ok(Ok(_)) => Ok(()),
-        Ok(Err(e)) => Err(Error::BadInput(e.to_string())),
-        Err(_) => Err(Error::BadInput(format!(
-            "{} does not answer as a Docker API within {}s; check --docker-host / MTUVISOR_DOCKER_HOST",
-            socket.display(),
-            DOCKER_CHECK_TIMEOUT.as_secs()
-        ))),
+        Ok(Err(e)) => Err(e),
+        Err(_) => Err(DockerError::NotDocker {
+            socket: socket.display().to_string(),
+            why: format!("no answer within {}s", DOCKER_CHECK_TIMEOUT.as_secs()),
+        }),
     }
 }
 

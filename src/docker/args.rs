@@ -44,7 +44,8 @@ pub fn user_mtu(args: &[String]) -> Option<String> {
         .map(|v| v.to_string())
 }
 
-fn is_dockerd(program: &str) -> bool {
+/// Whether `program` (a name or a path) is dockerd itself.
+pub fn is_dockerd(program: &str) -> bool {
     std::path::Path::new(program)
         .file_name()
         .is_some_and(|n| n == "dockerd")

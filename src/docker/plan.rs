@@ -9,7 +9,7 @@ use tracing::{info, warn};
 
 use super::args::{docker_socket, dockerd_args, exec_root, reaches_dockerd, user_mtu};
 use super::probe_dockerd_version;
-use crate::error::Error;
+use super::DockerError;
 use crate::process::find_program;
 
 pub struct DockerdPlan {
@@ -27,17 +27,14 @@ pub struct DockerdPlan {
 impl DockerdPlan {
     /// `command` as given after `--` (empty: `dockerd`). A program that is
     /// not there is bad input. Probes the version: the reaper must run.
-    pub fn new(command: Vec<String>) -> Result<DockerdPlan, Error> {
+    pub fn new(command: Vec<String>) -> Result<DockerdPlan, DockerError> {
         let command = if command.is_empty() {
             vec!["dockerd".to_string()]
         } else {
             command
         };
-        let program = find_program(&command[0]).ok_or_else(|| {
-            Error::BadInput(format!(
-                "command not found: {} (give the path of dockerd or of its wrapper after --)",
-                command[0]
-            ))
+        let program = find_program(&command[0]).ok_or_else(|| DockerError::CommandNotFound {
+            program: command[0].clone(),
         })?;
         let docker_host = std::env::var("DOCKER_HOST").ok();
         let dockerd = reaches_dockerd(&command);

@@ -16,13 +16,15 @@ use std::pin::Pin;
 use std::process::{Command, ExitStatus, Stdio};
 use std::time::Duration;
 
+use std::sync::Arc;
+
 use crate::backoff::Backoff;
+use crate::metrics::Metrics;
 use crate::process::{self, Spawned};
 use futures::{Stream, StreamExt};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use signal_hook::consts::{SIGINT, SIGQUIT, SIGTERM};
-use tokio::sync::mpsc;
 use tokio::time::{sleep_until, Instant};
 use tracing::{error, info, warn};
 
@@ -32,14 +34,6 @@ const RESTART_MAX: Duration = Duration::from_secs(30);
 const STABLE_RUN: Duration = Duration::from_secs(60);
 /// Stands for "no deadline" in the select below.
 const NEVER: Duration = Duration::from_secs(86400 * 365);
-
-/// What the supervisor tells the enforcement loop, which owns the metrics
-/// and decides what a (re)start means for the rules.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum DockerdEvent {
-    /// dockerd was started; `restart` after it had died.
-    Started { pid: u32, restart: bool },
-}
 
 #[derive(Debug, Clone)]
 pub struct SupervisorConfig {
@@ -99,24 +93,20 @@ fn spawn(command: &[String], once: bool) -> std::io::Result<(Running, Exit)> {
 /// `gate` completes when enforcement is watching, so that the links dockerd
 /// creates first are already seen. `signals` must include SIGTERM, SIGINT
 /// and SIGQUIT, registered before this is called; the reaper
-/// (`process::start_reaper`) must run.
+/// (`process::start_reaper`) must run. The supervisor is the one writer of
+/// `metrics`' restart count (what a restart means for the rules, the loop
+/// learns from the Docker API's reconnect).
 pub async fn supervise(
     config: SupervisorConfig,
     mut signals: impl Stream<Item = i32> + Unpin,
     gate: impl Future<Output = ()>,
-    events: mpsc::UnboundedSender<DockerdEvent>,
+    metrics: Arc<Metrics>,
 ) -> i32 {
     gate.await;
     let mut backoff = Backoff::new(RESTART_FIRST, RESTART_MAX, STABLE_RUN);
     let mut restarts = 0u32;
     let (mut child, mut exit) = match spawn(&config.command, config.once) {
-        Ok((c, exit)) => {
-            let _ = events.send(DockerdEvent::Started {
-                pid: c.pid.as_raw() as u32,
-                restart: false,
-            });
-            (Some(c), Some(exit))
-        }
+        Ok((c, exit)) => (Some(c), Some(exit)),
         Err(e) => {
             error!(command = %config.command[0], error = %e, "cannot start dockerd");
             return 127;
@@ -180,10 +170,7 @@ pub async fn supervise(
                 restart_at = None;
                 match spawn(&config.command, config.once) {
                     Ok((c, e)) => {
-                        let _ = events.send(DockerdEvent::Started {
-                            pid: c.pid.as_raw() as u32,
-                            restart: true,
-                        });
+                        metrics.dockerd_restarted();
                         child = Some(c);
                         exit = Some(e);
                     }

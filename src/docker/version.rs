@@ -10,10 +10,7 @@ use crate::process::{self, find_program};
 /// runs: the command itself when it is dockerd, else (a wrapper such as
 /// `dockerd-entrypoint.sh`) the dockerd on PATH.
 pub fn probe_dockerd_version(program: &Path, command_name: &str) -> Option<(u32, u32)> {
-    let is_dockerd = Path::new(command_name)
-        .file_name()
-        .is_some_and(|n| n == "dockerd");
-    if is_dockerd {
+    if super::args::is_dockerd(command_name) {
         dockerd_version(program)
     } else {
         dockerd_version(&find_program("dockerd")?)

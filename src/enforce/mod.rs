@@ -19,20 +19,21 @@ use std::time::Duration;
 
 use tokio::sync::{mpsc, watch};
 use tokio::time::{interval_at, Instant, MissedTickBehavior};
-use tracing::error;
+use tracing::{error, info};
 
 pub use engine::{Engine, PassReport};
 pub use policy::{is_docker_bridge_name, BridgeMatcher, MtuRule};
 
 use crate::backoff::Backoff;
 use crate::config::{MtuSetting, Settings};
-use crate::docker::supervisor::DockerdEvent;
+use crate::detect::{self, DetectError};
 use crate::docker::{self, DockerUpdate};
 use crate::error::Error;
 use crate::firewall::{EnsureReport, MssClamp};
+use crate::logging::RepeatedFailure;
 use crate::metrics::Metrics;
 use crate::netlink::{
-    Fence, MtuSetter, NetMonitor, NetOps, NetlinkError, NetnsResolver, NsFile, Rtnl, RtnlClient,
+    Fence, MtuSetter, NetMonitor, NetlinkError, NetnsResolver, NsFile, Rtnl, RtnlClient,
     RECV_BUFFER_OWN, RECV_BUFFER_POD,
 };
 use crate::AbortOnDrop;
@@ -54,8 +55,6 @@ pub struct Setup {
     /// flow, false whenever the loop is not running. `/healthz` and
     /// `supervise` read it.
     pub ready: watch::Sender<bool>,
-    /// `supervise`: dockerd's (re)starts, from the supervisor.
-    pub dockerd: Option<mpsc::UnboundedReceiver<DockerdEvent>>,
     /// `node`: the pod namespace to enforce in; `None`: the calling
     /// thread's.
     pub netns: Option<Arc<NsFile>>,
@@ -83,23 +82,67 @@ pub struct Prepared {
     opened: Opened,
 }
 
-/// Opens the sockets and makes every check that can fail (the outer MTU,
-/// an MTU too small for IPv6, an MSS too large for the MTU, a missing
-/// firewall tool) before anything is touched.
-pub async fn prepare(settings: Settings, setup: Setup) -> Result<Prepared, Error> {
-    prepare_again(settings, setup).await.map_err(|(e, _)| e)
+/// How [`prepare`] meets a failure to open.
+pub enum Retry {
+    /// Return it: under `watch` and `supervise` a failure at start is bad
+    /// input or a broken system, and ends the command.
+    Never,
+    /// Try again, 10 ms doubling to 2 s, until it works or the receiver
+    /// turns true (then [`Error::Stopped`]): under `node` a pod's namespace
+    /// is found before its CNI plugin has given it a default route. A
+    /// namespace still without one after 10 s says so once (INFO); any
+    /// other failure lasting that long is a warning, once per message.
+    Until(watch::Receiver<bool>),
 }
 
-/// [`prepare`], handing the setup back on failure so that the caller can
-/// try again (`node`: a namespace that has no default route yet).
-pub async fn prepare_again(settings: Settings, setup: Setup) -> Result<Prepared, (Error, Setup)> {
-    match open(&settings, &setup).await {
-        Ok(opened) => Ok(Prepared {
-            settings,
-            setup,
-            opened,
-        }),
-        Err(e) => Err((e, setup)),
+const RETRY_FIRST: Duration = Duration::from_millis(10);
+const RETRY_MAX: Duration = Duration::from_secs(2);
+const RETRY_QUIET: Duration = Duration::from_secs(10);
+
+/// Opens the sockets and makes every check that can fail (the outer MTU,
+/// an MTU too small for IPv6, an MSS too large for the MTU, a missing
+/// firewall tool) before anything is touched; the one way to an enforcer.
+pub async fn prepare(settings: Settings, setup: Setup, retry: Retry) -> Result<Prepared, Error> {
+    let mut stop = match retry {
+        Retry::Never => {
+            let opened = open(&settings, &setup).await?;
+            return Ok(Prepared {
+                settings,
+                setup,
+                opened,
+            });
+        }
+        Retry::Until(stop) => stop,
+    };
+    let mut backoff = Backoff::new(RETRY_FIRST, RETRY_MAX, RETRY_MAX);
+    let mut failing = RepeatedFailure::default();
+    let mut said_waiting = false;
+    let began = Instant::now();
+    loop {
+        let e = match open(&settings, &setup).await {
+            Ok(opened) => {
+                return Ok(Prepared {
+                    settings,
+                    setup,
+                    opened,
+                })
+            }
+            Err(e) => e,
+        };
+        if matches!(e, Error::Detect(DetectError::NoDefaultRoute)) {
+            // Not a fault: a pod whose network is being set up, or a
+            // namespace with no network at all.
+            if began.elapsed() >= RETRY_QUIET && !said_waiting {
+                said_waiting = true;
+                info!("no default route in this namespace after 10 s; still waiting for one");
+            }
+        } else if began.elapsed() >= RETRY_QUIET {
+            failing.failed("cannot enforce in this network namespace yet", &e);
+        }
+        tokio::select! {
+            () = tokio::time::sleep(backoff.next_delay()) => {}
+            _ = stop.wait_for(|s| *s) => return Err(Error::Stopped),
+        }
     }
 }
 
@@ -142,12 +185,12 @@ async fn open(settings: &Settings, setup: &Setup) -> Result<Opened, Error> {
     );
     let source = match settings.mtu {
         MtuSetting::Fixed(mtu) => {
-            let outer = client.outer_mtu().await.ok();
+            let outer = detect::outer_mtu(&client).await.ok();
             settings.check_mtu_for_ipv6(outer.as_ref().is_some_and(|o| o.ipv6.is_some()))?;
             TargetSource::Fixed { mtu, outer }
         }
         MtuSetting::Auto => TargetSource::Outer {
-            last: client.outer_mtu().await?,
+            last: detect::outer_mtu(&client).await?,
         },
     };
     settings.check_mss_for_mtu(source.target())?;
@@ -159,7 +202,7 @@ async fn open(settings: &Settings, setup: &Setup) -> Result<Opened, Error> {
             settings.mss_keep_on_exit,
             reports,
         )
-        .map_err(|e| Error::BadInput(e.to_string()))?,
+        .map_err(Error::Firewall)?,
         Some(ns) => MssClamp::in_pod(
             settings.mss,
             settings.mss_backend,
@@ -276,7 +319,6 @@ async fn run_once(
             () = sleep_until_due(enforcer.next_due()) => enforcer.on_due().await,
             Some(report) = mss_reports.recv() => enforcer.on_mss_report(report),
             Some(update) = docker_rx.recv() => enforcer.on_docker_update(update).await,
-            Some(event) = next_of(&mut setup.dockerd) => enforcer.on_dockerd(event),
             _ = reconcile.tick() => enforcer.on_tick().await,
         }
     }
@@ -286,14 +328,6 @@ async fn run_once(
 async fn sleep_until_due(due: Option<std::time::Instant>) {
     match due {
         Some(at) => tokio::time::sleep_until(at.into()).await,
-        None => std::future::pending().await,
-    }
-}
-
-/// The next message of an optional channel; never, without one.
-async fn next_of<T>(rx: &mut Option<mpsc::UnboundedReceiver<T>>) -> Option<T> {
-    match rx {
-        Some(rx) => rx.recv().await,
         None => std::future::pending().await,
     }
 }

@@ -91,20 +91,6 @@ pub struct EnsureReport {
     pub switched: Option<(String, String)>,
 }
 
-impl EnsureReport {
-    /// One result for all families: the first error, else `Installed` if
-    /// any family changed.
-    pub fn overall(self) -> Result<Ensured, FirewallError> {
-        let mut result = Ensured::Unchanged;
-        for (_, r) in self.families {
-            if r? == Ensured::Installed {
-                result = Ensured::Installed;
-            }
-        }
-        Ok(result)
-    }
-}
-
 /// One way of installing the MSS rules.
 pub trait MssBackend: Send + Sync {
     /// Brings the rules for `mode` to exactly one complete copy, from

@@ -8,15 +8,15 @@ use netlink_packet_route::{
     link::{LinkAttribute, LinkExtentMask, LinkMessage},
     nsid::{NsidAttribute, NsidMessage},
     route::RouteMessage,
-    AddressFamily, RouteNetlinkMessage,
+    RouteNetlinkMessage,
 };
 use rtnetlink::{Handle, LinkUnspec};
 use tokio::sync::Mutex;
 
 use super::dump::Dumper;
 use super::{
-    in_netns, Link, LinkKind, Listed, MtuSetter, NetOps, NetlinkError, Netns, NetnsResolver,
-    PeerChange,
+    in_netns, DefaultRoute, Family, Link, LinkKind, Listed, MtuSetter, NetOps, NetlinkError, Netns,
+    NetnsResolver, PeerChange, RouteTable,
 };
 use futures::StreamExt;
 
@@ -116,24 +116,19 @@ impl Rtnl {
     /// The default routes (prefix length 0) of one family in every table,
     /// read as the dump streams in: a namespace with routes by the
     /// thousand costs their count, not their messages.
-    pub async fn default_routes(
-        &self,
-        family: AddressFamily,
-    ) -> Result<Vec<RouteMessage>, NetlinkError> {
+    pub async fn default_routes(&self, family: Family) -> Result<Vec<DefaultRoute>, NetlinkError> {
         let mut query = RouteMessage::default();
-        query.header.address_family = family;
+        query.header.address_family = family.address_family();
         let mut defaults = Vec::new();
         self.dumper
             .lock()
             .await
             .dump(
                 RouteNetlinkMessage::GetRoute(query),
-                &format!("listing {family:?} routes"),
+                &format!("listing {family} routes"),
                 |m| {
                     if let RouteNetlinkMessage::NewRoute(route) = m {
-                        if route.header.destination_prefix_length == 0 {
-                            defaults.push(route);
-                        }
+                        defaults.extend(DefaultRoute::from_message(&route));
                     }
                 },
             )
@@ -230,45 +225,54 @@ impl RtnlClient {
     }
 }
 
-impl NetOps for RtnlClient {
-    async fn links(&self, max: usize) -> Result<Listed, NetlinkError> {
-        self.rtnl.links_at_most(max).await
+impl RouteTable for Rtnl {
+    async fn default_routes(&self, family: Family) -> Result<Vec<DefaultRoute>, NetlinkError> {
+        Rtnl::default_routes(self, family).await
+    }
+
+    async fn link(&self, ifindex: u32) -> Result<Option<Link>, NetlinkError> {
+        Rtnl::link(self, ifindex).await
+    }
+}
+
+impl RouteTable for RtnlClient {
+    async fn default_routes(&self, family: Family) -> Result<Vec<DefaultRoute>, NetlinkError> {
+        self.rtnl.default_routes(family).await
     }
 
     async fn link(&self, ifindex: u32) -> Result<Option<Link>, NetlinkError> {
         self.rtnl.link(ifindex).await
+    }
+}
+
+impl NetOps for RtnlClient {
+    async fn links(&self, max: usize) -> Result<Listed, NetlinkError> {
+        self.rtnl.links_at_most(max).await
     }
 
     async fn set_mtu(&self, link: &Link, mtu: u32) -> Result<(), NetlinkError> {
         self.setter.set(link.index, &link.name, mtu).await
     }
 
-    async fn adjust_peer<F>(&self, host: &Link, desired: F) -> Result<PeerChange, NetlinkError>
+    async fn far_end_here(&self, host: &Link, peer_ifindex: u32) -> Result<Link, NetlinkError> {
+        self.rtnl.far_end_here(host, peer_ifindex, "self").await
+    }
+
+    async fn adjust_far_end_in<F>(
+        &self,
+        nsid: i32,
+        host: &Link,
+        peer_ifindex: u32,
+        desired: F,
+    ) -> Result<PeerChange, NetlinkError>
     where
         F: Fn(u32) -> Option<u32> + Copy + Send + Sync + 'static,
     {
-        let Some(peer) = host.peer else {
-            return Err(NetlinkError::PeerMismatch {
-                host: host.name.clone(),
-                ifindex: host.index,
-                why: "it has no peer (not a veth)".into(),
-            });
-        };
-        let Some(nsid) = peer.netnsid else {
-            // Here in our namespace: set through the setter, like every
-            // other MTU change here.
-            let far = self.rtnl.far_end_here(host, peer.ifindex, "self").await?;
-            let set_to = desired(far.mtu);
-            if let Some(mtu) = set_to {
-                self.set_mtu(&far, mtu).await?;
-            }
-            return Ok(PeerChange::new(far, Netns::Own, set_to));
-        };
         let (file, path) = self.resolver.lock().await.open(nsid, &self.rtnl).await?;
         let host = host.clone();
         let label = path.display().to_string();
         in_netns(file, label.clone(), move |rtnl| async move {
-            let far = rtnl.far_end_here(&host, peer.ifindex, &label).await?;
+            let far = rtnl.far_end_here(&host, peer_ifindex, &label).await?;
             let set_to = desired(far.mtu);
             if let Some(mtu) = set_to {
                 rtnl.set_mtu(&far, mtu).await?;
@@ -276,10 +280,6 @@ impl NetOps for RtnlClient {
             Ok(PeerChange::new(far, Netns::Path(label), set_to))
         })
         .await
-    }
-
-    async fn outer_mtu(&self) -> Result<crate::detect::OuterMtu, crate::detect::DetectError> {
-        crate::detect::detect_outer_mtu(&self.rtnl).await
     }
 
     async fn learn_netns(&self, path: &std::path::Path) -> Result<Option<i32>, NetlinkError> {

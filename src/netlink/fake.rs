@@ -6,9 +6,10 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::Mutex;
 
-use crate::detect::{Bound, DetectError, FamilyMtu, OuterMtu};
-
-use super::{Link, LinkKind, Listed, NetOps, NetlinkError, Netns, PeerChange, PeerRef, PeerState};
+use super::{
+    DefaultRoute, Family, Link, LinkKind, Listed, NetOps, NetlinkError, Netns, PeerChange, PeerRef,
+    PeerState, RouteTable, MAIN_TABLE,
+};
 
 /// Links in "our" namespace plus far ends elsewhere, keyed by the
 /// ifindex of their end here. Records every MTU set.
@@ -46,6 +47,35 @@ impl FakeNet {
     }
 }
 
+/// The default route is `outer`'s: through its interface, with its MTU as
+/// the route's `mtu` (an interface not among the links is made up at that
+/// MTU).
+impl RouteTable for FakeNet {
+    async fn default_routes(&self, family: Family) -> Result<Vec<DefaultRoute>, NetlinkError> {
+        let outer = self.outer.lock().unwrap().clone();
+        Ok(match (family, outer) {
+            (Family::Ipv4, Some((_, ifindex, mtu))) => vec![DefaultRoute {
+                table: MAIN_TABLE,
+                unicast: true,
+                priority: 0,
+                oifs: vec![ifindex],
+                mtu: Some(mtu),
+            }],
+            _ => Vec::new(),
+        })
+    }
+
+    async fn link(&self, ifindex: u32) -> Result<Option<Link>, NetlinkError> {
+        if let Some(link) = self.links.lock().unwrap().get(&ifindex) {
+            return Ok(Some(link.clone()));
+        }
+        let outer = self.outer.lock().unwrap().clone();
+        Ok(outer
+            .filter(|(_, i, _)| *i == ifindex)
+            .map(|(name, i, mtu)| link(i, &name, LinkKind::Other("veth".into()), mtu)))
+    }
+}
+
 impl NetOps for FakeNet {
     async fn links(&self, max: usize) -> Result<Listed, NetlinkError> {
         let all: Vec<Link> = self.links.lock().unwrap().values().cloned().collect();
@@ -54,9 +84,6 @@ impl NetOps for FakeNet {
             links: all.into_iter().take(max).collect(),
             left_out,
         })
-    }
-    async fn link(&self, ifindex: u32) -> Result<Option<Link>, NetlinkError> {
-        Ok(self.links.lock().unwrap().get(&ifindex).cloned())
     }
     async fn set_mtu(&self, link: &Link, mtu: u32) -> Result<(), NetlinkError> {
         let mut links = self.links.lock().unwrap();
@@ -70,28 +97,30 @@ impl NetOps for FakeNet {
         self.sets.lock().unwrap().push((link.name.clone(), mtu));
         Ok(())
     }
-    async fn adjust_peer<F>(&self, host: &Link, desired: F) -> Result<PeerChange, NetlinkError>
+    async fn far_end_here(&self, host: &Link, peer_ifindex: u32) -> Result<Link, NetlinkError> {
+        *self.peer_lookups.lock().unwrap() += 1;
+        self.links
+            .lock()
+            .unwrap()
+            .get(&peer_ifindex)
+            .cloned()
+            .ok_or_else(|| NetlinkError::NoSuchLink {
+                name: format!("peer of {}", host.name),
+                ifindex: peer_ifindex,
+            })
+    }
+
+    async fn adjust_far_end_in<F>(
+        &self,
+        nsid: i32,
+        host: &Link,
+        _peer_ifindex: u32,
+        desired: F,
+    ) -> Result<PeerChange, NetlinkError>
     where
         F: Fn(u32) -> Option<u32> + Copy + Send + Sync + 'static,
     {
         *self.peer_lookups.lock().unwrap() += 1;
-        let peer = host.peer.expect("veth");
-        if peer.netnsid.is_none() {
-            let far = self.links.lock().unwrap()[&peer.ifindex].clone();
-            let set_to = desired(far.mtu);
-            if let Some(m) = set_to {
-                self.set_mtu(&far, m).await?;
-            }
-            return Ok(PeerChange {
-                peer: PeerState {
-                    name: far.name,
-                    ifindex: far.index,
-                    mtu: far.mtu,
-                    netns: Netns::Own,
-                },
-                set_to,
-            });
-        }
         if self.fenced.lock().unwrap().contains(&host.index) {
             return Err(NetlinkError::Fenced {
                 path: "/proc/1/ns/net".into(),
@@ -99,7 +128,7 @@ impl NetOps for FakeNet {
         }
         if self.unresolved.lock().unwrap().contains(&host.index) {
             return Err(NetlinkError::NsidNotFound {
-                nsid: peer.netnsid.unwrap_or_default(),
+                nsid,
                 searched: "/run/netns".into(),
             });
         }
@@ -123,21 +152,6 @@ impl NetOps for FakeNet {
             },
             set_to,
         })
-    }
-
-    async fn outer_mtu(&self) -> Result<OuterMtu, DetectError> {
-        let outer = self.outer.lock().unwrap().clone();
-        let (interface, ifindex, mtu) = outer.ok_or(DetectError::NoDefaultRoute)?;
-        let v4 = FamilyMtu {
-            family: crate::detect::Family::Ipv4,
-            interface,
-            ifindex,
-            link_mtu: mtu,
-            route_mtu: None,
-            mtu,
-            bound: Bound::LinkMtu,
-        };
-        OuterMtu::from_families(Some(v4), None).ok_or(DetectError::NoDefaultRoute)
     }
 
     async fn learn_netns(&self, path: &std::path::Path) -> Result<Option<i32>, NetlinkError> {

@@ -8,6 +8,7 @@ pub(crate) mod fake;
 mod link;
 mod monitor;
 mod netns;
+mod route;
 mod setter;
 
 use std::future::Future;
@@ -18,6 +19,7 @@ pub use monitor::{NetEvent, NetMonitor, RECV_BUFFER_OWN, RECV_BUFFER_POD};
 pub use netns::{
     in_netns, open_ns_file, open_proc_ns, unpinned, Fence, NetnsResolver, NsFile, NsId,
 };
+pub use route::{DefaultRoute, Family, MAIN_TABLE};
 pub use setter::MtuSetter;
 
 /// Errors of netlink requests, each naming the object it concerns.
@@ -150,17 +152,27 @@ impl PeerChange {
     }
 }
 
-/// The narrow set of operations the enforcement engine needs. The real
-/// implementation is [`RtnlClient`]; unit tests use the in-memory fake in
-/// `fake.rs`. Which MTU a link should have is the caller's business: it
-/// passes a plain function of the current MTU.
-pub trait NetOps: Send + Sync {
-    /// Every link in this namespace, the first `max` of them kept.
-    fn links(&self, max: usize) -> impl Future<Output = Result<Listed, NetlinkError>> + Send;
+/// What reading the outer MTU needs: the default routes and the links
+/// they leave by. `detect` chooses; this only reads.
+pub trait RouteTable: Send + Sync {
+    /// The default routes (prefix length 0) of `family`, every table.
+    fn default_routes(
+        &self,
+        family: Family,
+    ) -> impl Future<Output = Result<Vec<DefaultRoute>, NetlinkError>> + Send;
 
     /// One link in this namespace, `None` when it does not exist.
     fn link(&self, ifindex: u32)
         -> impl Future<Output = Result<Option<Link>, NetlinkError>> + Send;
+}
+
+/// The narrow set of operations the enforcement engine needs. The real
+/// implementation is [`RtnlClient`]; unit tests use the in-memory fake in
+/// `fake.rs`. Which MTU a link should have is the caller's business: it
+/// passes a plain function of the current MTU.
+pub trait NetOps: RouteTable {
+    /// Every link in this namespace, the first `max` of them kept.
+    fn links(&self, max: usize) -> impl Future<Output = Result<Listed, NetlinkError>> + Send;
 
     /// Sets the MTU of a link in this namespace.
     fn set_mtu(
@@ -170,19 +182,58 @@ pub trait NetOps: Send + Sync {
     ) -> impl Future<Output = Result<(), NetlinkError>> + Send;
 
     /// Reads the far end of veth `host` wherever it lives and sets its MTU to
-    /// `desired(current)` when that returns a value.
+    /// `desired(current)` when that returns a value: here through
+    /// [`NetOps::set_mtu`], in another namespace through
+    /// [`NetOps::adjust_far_end_in`].
     fn adjust_peer<F>(
         &self,
         host: &Link,
         desired: F,
     ) -> impl Future<Output = Result<PeerChange, NetlinkError>> + Send
     where
-        F: Fn(u32) -> Option<u32> + Copy + Send + Sync + 'static;
+        F: Fn(u32) -> Option<u32> + Copy + Send + Sync + 'static,
+    {
+        async move {
+            let Some(peer) = host.peer else {
+                return Err(NetlinkError::PeerMismatch {
+                    host: host.name.clone(),
+                    ifindex: host.index,
+                    why: "it has no peer (not a veth)".into(),
+                });
+            };
+            let Some(nsid) = peer.netnsid else {
+                // Here in our namespace: set like every other MTU here.
+                let far = self.far_end_here(host, peer.ifindex).await?;
+                let set_to = desired(far.mtu);
+                if let Some(mtu) = set_to {
+                    self.set_mtu(&far, mtu).await?;
+                }
+                return Ok(PeerChange::new(far, Netns::Own, set_to));
+            };
+            self.adjust_far_end_in(nsid, host, peer.ifindex, desired)
+                .await
+        }
+    }
 
-    /// The outer MTU of this namespace, from its default routes.
-    fn outer_mtu(
+    /// The far end of veth `host`, link `peer_ifindex` in this namespace,
+    /// checked to be a veth that points back at `host`.
+    fn far_end_here(
         &self,
-    ) -> impl Future<Output = Result<crate::detect::OuterMtu, crate::detect::DetectError>> + Send;
+        host: &Link,
+        peer_ifindex: u32,
+    ) -> impl Future<Output = Result<Link, NetlinkError>> + Send;
+
+    /// [`NetOps::adjust_peer`] for a far end in the namespace this one
+    /// calls `nsid`.
+    fn adjust_far_end_in<F>(
+        &self,
+        nsid: i32,
+        host: &Link,
+        peer_ifindex: u32,
+        desired: F,
+    ) -> impl Future<Output = Result<PeerChange, NetlinkError>> + Send
+    where
+        F: Fn(u32) -> Option<u32> + Copy + Send + Sync + 'static;
 
     /// The nsid our namespace has for the namespace file at `path`,
     /// remembered for later look-ups of far ends there; `None` when it has

@@ -36,6 +36,7 @@ use tokio::sync::mpsc;
 use tokio::time::{sleep_until, Instant};
 use tracing::{debug, warn};
 
+use super::tracker::{Change, Tracker};
 use crate::config::glob_match;
 use crate::netlink::{open_ns_file, open_proc_ns, unpinned, NsId};
 
@@ -110,21 +111,11 @@ impl AsRawFd for InotifyFd {
     }
 }
 
-/// Where a namespace was seen.
-#[derive(Default)]
-struct Entry {
-    files: HashSet<PathBuf>,
-    in_proc: bool,
-}
-
 struct Discovery {
     config: Config,
-    own: NsId,
     inotify: AsyncFd<InotifyFd>,
     watches: HashMap<WatchDescriptor, PathBuf>,
-    entries: HashMap<NsId, Entry>,
-    /// Which namespace each known file is (the files of `entries`).
-    by_path: HashMap<PathBuf, NsId>,
+    tracker: Tracker,
     /// Files created but not (yet) namespaces, with the time to give up.
     pending: Vec<(PathBuf, Instant)>,
     /// `/proc` verdicts by (pid, namespace): a process is looked at once
@@ -143,12 +134,10 @@ pub async fn run(config: Config, tx: mpsc::Sender<Found>) -> std::io::Result<()>
     // and so keeps open, unchanged, for as long as it is registered.
     let inotify = unsafe { AsyncFd::register(inotify) }.map_err(|e| e.into_parts().1)?;
     let mut d = Discovery {
+        tracker: Tracker::new(own, config.include_host),
         config,
-        own,
         inotify,
         watches: HashMap::new(),
-        entries: HashMap::new(),
-        by_path: HashMap::new(),
         pending: Vec::new(),
         verdicts: HashMap::new(),
         tx,
@@ -234,7 +223,8 @@ impl Discovery {
             .intersects(AddWatchFlags::IN_DELETE | AddWatchFlags::IN_MOVED_FROM)
         {
             self.pending.retain(|(p, _)| *p != path);
-            self.file_gone(&path).await;
+            let changes = self.tracker.file_gone(&path);
+            self.report(changes, None).await;
         }
     }
 
@@ -244,7 +234,7 @@ impl Discovery {
         }
     }
 
-    /// A file that is (now) a namespace: recorded, and reported when new.
+    /// A file that is (now) a namespace: tracked, and reported when new.
     async fn try_file(&mut self, path: &Path) -> bool {
         let Some((file, id)) = open_ns_file(path) else {
             return false;
@@ -253,90 +243,32 @@ impl Discovery {
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_else(|| proc_name(id));
-        if !self
-            .seen(id, file, name, |e| {
-                e.files.insert(path.to_path_buf());
-            })
-            .await
-        {
-            return true; // the node's own, left out
-        }
-        if let Some(old) = self.by_path.insert(path.to_path_buf(), id) {
-            if old != id {
-                // The name now holds another namespace (a pod deleted and
-                // one created under its name between two looks).
-                self.drop_file(old, path).await;
-            }
-        }
+        let changes = self.tracker.file_is(path, id);
+        self.report(changes, Some((file, name))).await;
         true
     }
 
-    /// Records where `id` was seen and reports it when new; false for the
-    /// node's own namespace when it is left out.
-    async fn seen(
-        &mut self,
-        id: NsId,
-        file: File,
-        name: String,
-        mark: impl FnOnce(&mut Entry),
-    ) -> bool {
-        if id == self.own && !self.config.include_host {
-            return false;
-        }
-        let new = !self.entries.contains_key(&id);
-        mark(self.entries.entry(id).or_default());
-        if new {
-            debug!(%name, ino = id.ino, "network namespace found");
-            let seen = Instant::now();
-            // Kept open through its own nsfs file, not the runtime's bind
-            // mount: the runtime's unmount never finds it busy. Should the
-            // namespace not be entered (it is going, or the agent lacks
-            // SYS_ADMIN), the file found is kept, and the enforcer says
-            // what failed when it tries to enter in turn.
-            let file = match file.try_clone() {
-                Ok(spare) => match unpinned(spare, name.clone()).await {
-                    Ok(f) => f,
-                    Err(e) => {
-                        debug!(%name, error = %e, "cannot reopen it from inside; keeping the file found");
-                        file
+    /// Tells the node loop; an appearance carries the file and name it was
+    /// found by.
+    async fn report(&mut self, changes: Vec<Change>, mut found: Option<(File, String)>) {
+        for change in changes {
+            let message = match change {
+                Change::Gone(id) => Found::Gone { id },
+                Change::Appeared(id) => {
+                    let Some((file, name)) = found.take() else {
+                        continue;
+                    };
+                    debug!(%name, ino = id.ino, "network namespace found");
+                    let seen = Instant::now();
+                    Found::Appeared {
+                        id,
+                        file: keep_open(file, &name).await,
+                        name,
+                        seen,
                     }
-                },
-                Err(_) => file,
+                }
             };
-            let _ = self
-                .tx
-                .send(Found::Appeared {
-                    id,
-                    file,
-                    name,
-                    seen,
-                })
-                .await;
-        }
-        true
-    }
-
-    async fn file_gone(&mut self, path: &Path) {
-        if let Some(id) = self.by_path.remove(path) {
-            self.drop_file(id, path).await;
-        }
-    }
-
-    /// `path` no longer names `id`: gone when nothing else holds it.
-    async fn drop_file(&mut self, id: NsId, path: &Path) {
-        let gone = self
-            .entries
-            .get_mut(&id)
-            .is_some_and(|e| e.files.remove(path) && e.files.is_empty() && !e.in_proc);
-        if gone {
-            self.forget(vec![id]).await;
-        }
-    }
-
-    async fn forget(&mut self, gone: Vec<NsId>) {
-        for id in gone {
-            self.entries.remove(&id);
-            let _ = self.tx.send(Found::Gone { id }).await;
+            let _ = self.tx.send(message).await;
         }
     }
 
@@ -383,21 +315,13 @@ impl Discovery {
                 }
                 let path = entry.path();
                 present.insert(path.clone());
-                let known = self.by_path.contains_key(&path);
-                if !known && !self.try_file(&path).await {
+                if !self.tracker.knows(&path) && !self.try_file(&path).await {
                     self.wait_for(path);
                 }
             }
         }
-        let vanished: Vec<PathBuf> = self
-            .by_path
-            .keys()
-            .filter(|p| !present.contains(*p))
-            .cloned()
-            .collect();
-        for path in vanished {
-            self.file_gone(&path).await;
-        }
+        let changes = self.tracker.files_present(&present);
+        self.report(changes, None).await;
     }
 
     /// Every runtime-started process's namespace: new ones appear, ones
@@ -406,7 +330,7 @@ impl Discovery {
         let Ok(procs) = std::fs::read_dir("/proc") else {
             return;
         };
-        let mut found: HashMap<NsId, u32> = HashMap::new();
+        let mut holders: HashMap<NsId, u32> = HashMap::new();
         let mut verdicts = HashMap::with_capacity(self.verdicts.len());
         for p in procs.flatten() {
             let Some(pid) = p.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
@@ -425,40 +349,45 @@ impl Discovery {
             };
             verdicts.insert((pid, id), qualifies);
             if qualifies {
-                found.entry(id).or_insert(pid);
+                holders.entry(id).or_insert(pid);
             }
         }
         self.verdicts = verdicts;
-        for (id, pid) in &found {
-            if let Some(e) = self.entries.get_mut(id) {
-                e.in_proc = true;
-                continue;
-            }
-            if *id == self.own && !self.config.include_host {
-                continue;
-            }
-            let name = proc_name(*id);
+        let held: HashSet<NsId> = holders.keys().copied().collect();
+        let (candidates, gone) = self.tracker.proc_snapshot(&held);
+        self.report(gone, None).await;
+        for id in candidates {
+            let name = proc_name(id);
             if !self.included(&name) {
                 continue;
             }
-            let Some((file, opened)) = open_proc_ns(*pid) else {
+            let Some((file, opened)) = open_proc_ns(holders[&id]) else {
                 continue;
             };
-            if opened != *id {
+            if opened != id {
                 continue; // the process exited and its pid was reused
             }
-            self.seen(*id, file, name, |e| e.in_proc = true).await;
+            let changes = self.tracker.adopt(id).into_iter().collect();
+            self.report(changes, Some((file, name))).await;
         }
-        let mut gone = Vec::new();
-        for (id, e) in &mut self.entries {
-            if e.in_proc && !found.contains_key(id) {
-                e.in_proc = false;
-                if e.files.is_empty() {
-                    gone.push(*id);
-                }
-            }
+    }
+}
+
+/// The namespace kept open through its own nsfs file, not the runtime's
+/// bind mount: the runtime's unmount never finds it busy. Should the
+/// namespace not be entered (it is going, or the agent lacks SYS_ADMIN),
+/// the file found is kept, and the enforcer says what failed when it tries
+/// to enter in turn.
+async fn keep_open(file: File, name: &str) -> File {
+    let Ok(spare) = file.try_clone() else {
+        return file;
+    };
+    match unpinned(spare, name.to_string()).await {
+        Ok(f) => f,
+        Err(e) => {
+            debug!(%name, error = %e, "cannot reopen it from inside; keeping the file found");
+            file
         }
-        self.forget(gone).await;
     }
 }
 

@@ -17,6 +17,7 @@
 //! agent do is bounded (`enforce`, `netlink`).
 
 pub mod discovery;
+mod tracker;
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -26,12 +27,8 @@ use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 use tracing::{info, info_span, warn, Instrument};
 
-use crate::backoff::Backoff;
 use crate::config::Settings;
-use crate::detect::DetectError;
-use crate::enforce::{self, Setup};
-use crate::error::Error;
-use crate::logging::RepeatedFailure;
+use crate::enforce::{self, Retry, Setup};
 use crate::metrics::{Metrics, NodeMetrics, Registry};
 use crate::netlink::{Fence, NsFile, NsId};
 use discovery::Found;
@@ -39,11 +36,6 @@ use discovery::Found;
 /// On the agent's clean stop, each enforcer gets this long to remove its
 /// MSS rules.
 const STOP_WAIT: Duration = Duration::from_secs(10);
-/// Preparing in a namespace that has no default route yet: tried again
-/// after 10 ms, doubling to 2 s; a failure is logged only when it lasts.
-const PREPARE_FIRST: Duration = Duration::from_millis(10);
-const PREPARE_MAX: Duration = Duration::from_secs(2);
-const PREPARE_QUIET: Duration = Duration::from_secs(10);
 /// After pods go, the allocator's free memory is given back this much
 /// later (once per burst of deletions).
 const TRIM_AFTER: Duration = Duration::from_secs(1);
@@ -191,12 +183,11 @@ fn start(
         docker_socket: None,
         metrics: metrics.clone(),
         ready,
-        dockerd: None,
         netns: Some(ns),
         mss_when_docker: true,
         fence: fence.clone(),
     };
-    let (settings, node, task_label) = (settings.clone(), node.clone(), label.clone());
+    let (settings, node) = (settings.clone(), node.clone());
     // Every line the pod's enforcer logs ("set MTU", MSS rules, failures)
     // names the pod's namespace.
     let span = info_span!("pod", netns = %label);
@@ -205,36 +196,9 @@ fn start(
             // A namespace is found as soon as its file exists, before the CNI
             // plugin has given it an eth0 and a default route: until then
             // there is no outer MTU, and preparing is tried again.
-            let mut backoff = Backoff::new(PREPARE_FIRST, PREPARE_MAX, PREPARE_MAX);
-            let mut failing = RepeatedFailure::default();
-            let mut said_waiting = false;
-            let began = tokio::time::Instant::now();
-            let mut setup = Some(setup);
-            let prepared = loop {
-                let attempt = setup.take().expect("set before each attempt");
-                match enforce::prepare_again(settings.clone(), attempt).await {
-                    Ok(p) => break p,
-                    Err((e, back)) => {
-                        setup = Some(back);
-                        if matches!(e, Error::Detect(DetectError::NoDefaultRoute)) {
-                            // Not a fault: a pod whose network is being set
-                            // up, or a namespace with no network at all.
-                            if began.elapsed() >= PREPARE_QUIET && !said_waiting {
-                                said_waiting = true;
-                                info!("no default route in this namespace after 10 s; still waiting for one");
-                            }
-                        } else if began.elapsed() >= PREPARE_QUIET {
-                            failing.failed(
-                                &format!("cannot enforce in network namespace {task_label} yet"),
-                                &e,
-                            );
-                        }
-                        tokio::select! {
-                            () = tokio::time::sleep(backoff.next_delay()) => {}
-                            _ = stop_rx.wait_for(|s| *s) => return,
-                        }
-                    }
-                }
+            let retry = Retry::Until(stop_rx.clone());
+            let Ok(prepared) = enforce::prepare(settings, setup, retry).await else {
+                return;
             };
             node.observe_discovery(seen.elapsed());
             info!(

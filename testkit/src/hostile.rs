@@ -61,6 +61,16 @@ impl std::fmt::Display for Held {
     }
 }
 
+/// The network namespaces a process's threads are in.
+pub fn namespaces_of_threads(pid: i32) -> std::collections::BTreeSet<String> {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .flatten()
+        .filter_map(|t| std::fs::read_link(t.path().join("ns/net")).ok())
+        .map(|l| l.display().to_string())
+        .collect()
+}
+
 /// The children of `pid` (its main thread's).
 pub fn children_of(pid: i32) -> Vec<i32> {
     std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))

@@ -7,6 +7,7 @@
 
 pub mod blackhole;
 pub mod dockerd;
+pub mod firewall;
 pub mod hostile;
 pub mod http;
 pub mod lab;

@@ -8,7 +8,7 @@ use tracing::{debug, info, warn};
 use super::policy::{BridgeMatcher, MtuRule};
 use futures::StreamExt;
 
-use crate::netlink::{Link, LinkKind, NetOps, NetlinkError, Netns, PeerChange, PeerRef};
+use crate::netlink::{Link, NetOps, NetlinkError, Netns, PeerChange, PeerRef};
 
 /// How many requests a sweep keeps in flight: MTU sets in our namespace,
 /// or checks of far ends in other namespaces.
@@ -266,45 +266,6 @@ impl<N: NetOps> Engine<N> {
         self.enforce_all().await
     }
 
-    /// A container started or connected (Docker told us its sandbox): learns
-    /// the nsid our namespace has for it and checks the far ends there.
-    pub async fn on_sandbox(&mut self, container: &str, netns: &std::path::Path) -> PassReport {
-        match self.net.learn_netns(netns).await {
-            Ok(Some(nsid)) => self.enforce_peers_in(nsid).await,
-            Ok(None) => {
-                debug!(%container, netns = %netns.display(), "no veth of ours in this sandbox");
-                PassReport::default()
-            }
-            Err(e) => {
-                debug!(%container, error = %e, "cannot look into the sandbox");
-                PassReport::default()
-            }
-        }
-    }
-
-    /// Checks the far ends of managed veths that live in the namespace our
-    /// namespace calls `nsid` (a container that just started or connected),
-    /// unless they were already checked there.
-    pub async fn enforce_peers_in(&mut self, nsid: i32) -> PassReport {
-        let mut ports: Vec<Link> = self
-            .links
-            .values()
-            .filter(|l| {
-                // Already checked where it is now: the netlink path got there first.
-                l.peer.is_some_and(|p| {
-                    p.netnsid == Some(nsid) && self.peer_checked.get(&l.index) != Some(&p)
-                }) && self.is_managed_port(l)
-            })
-            .cloned()
-            .collect();
-        ports.sort_by_key(|l| l.index);
-        let mut report = PassReport::default();
-        for port in &ports {
-            report.add(self.enforce_peer(port).await);
-        }
-        report
-    }
-
     /// Reacts to RTM_NEWLINK.
     pub async fn on_link_changed(&mut self, mut link: Link) -> PassReport {
         if let Some(&set) = self.pending.get(&link.index) {
@@ -468,23 +429,6 @@ impl<N: NetOps> Engine<N> {
         }
     }
 
-    /// The far end of veth `host` when it is in our namespace and known.
-    ///
-    /// The kernel announces the first end of a new pair before the second
-    /// exists, so that first notification names no peer (`ip monitor` shows
-    /// `@NONE`). dockerd's container end is that first end, and nothing
-    /// announces it again before the move: a far end that names no peer is
-    /// taken on our end's word.
-    fn local_peer(&self, host: &Link) -> Option<Link> {
-        let peer = host.peer.filter(|p| p.netnsid.is_none())?;
-        let far = self.links.get(&peer.ifindex)?;
-        let points_back = far.kind == LinkKind::Veth
-            && far
-                .peer
-                .is_none_or(|p| p.ifindex == host.index && p.netnsid.is_none());
-        points_back.then(|| far.clone())
-    }
-
     fn rule(&self, owned: Owned) -> MtuRule {
         MtuRule {
             target: self.target,
@@ -528,90 +472,6 @@ impl<N: NetOps> Engine<N> {
         self.finish_link(link, result)
     }
 
-    async fn enforce_peer(&mut self, host: &Link) -> Outcome {
-        let Some(peer_ref) = host.peer else {
-            return Outcome::Unchanged;
-        };
-        if self.is_fenced(host) {
-            return Outcome::Unchanged;
-        }
-        let rule = self.rule(Owned::PeerOf(host.index));
-        let desired = move |mtu| rule.desired(mtu);
-        let mut result = self.net.adjust_peer(host, desired).await;
-        if peer_ref.netnsid.is_none() && result.as_ref().is_err_and(NetlinkError::is_gone) {
-            // dockerd moved the far end into the container while we were
-            // reaching for it here: look again at where our end says it is.
-            if let Ok(Some(fresh)) = self.net.link(host.index).await {
-                if fresh.peer.is_some_and(|p| p.netnsid.is_some()) {
-                    let _ = self.remember(fresh.clone());
-                    result = self.net.adjust_peer(&fresh, desired).await;
-                }
-            }
-        }
-        self.finish_adjust_peer(host, result)
-    }
-
-    fn finish_adjust_peer(
-        &mut self,
-        host: &Link,
-        result: Result<PeerChange, NetlinkError>,
-    ) -> Outcome {
-        match result {
-            Ok(change) => {
-                if let Some(peer_ref) = host.peer {
-                    self.peer_checked.insert(host.index, peer_ref);
-                }
-                self.unresolved.remove(&host.index);
-                let Some(mtu) = change.set_to else {
-                    return Outcome::Unchanged;
-                };
-                info!(
-                    link = %change.peer.name,
-                    ifindex = change.peer.ifindex,
-                    netns = %change.peer.netns,
-                    peer_of = %host.name,
-                    from_mtu = change.peer.mtu,
-                    to_mtu = mtu,
-                    "set MTU"
-                );
-                let owned = Owned::PeerOf(host.index);
-                if change.peer.netns == Netns::Own {
-                    self.note_set(owned, change.peer.ifindex, change.peer.mtu, mtu);
-                } else {
-                    self.record(owned, change.peer.mtu, mtu);
-                }
-                Outcome::Changed
-            }
-            Err(e @ NetlinkError::Fenced { .. }) => {
-                if let Some(peer) = host.peer {
-                    if self.fenced.insert(host.index, peer).is_none() {
-                        warn!(link = %host.name, ifindex = host.index, error = %e, "not a Docker veth; left alone");
-                    }
-                }
-                Outcome::Unchanged
-            }
-            Err(e @ NetlinkError::NsidNotFound { .. }) => {
-                let now = Instant::now();
-                let (since, warned) = self.unresolved.entry(host.index).or_insert((now, false));
-                if !*warned && now.duration_since(*since) >= UNRESOLVED_QUIET {
-                    *warned = true;
-                    warn!(link = %host.name, ifindex = host.index, error = %e, "cannot reach the far end of this veth; will retry on the next sweep");
-                    Outcome::Failed
-                } else {
-                    // Its container just exited (its namespace goes before
-                    // the host end), or was already reported.
-                    debug!(link = %host.name, ifindex = host.index, error = %e, "far end not found");
-                    Outcome::Unchanged
-                }
-            }
-            Err(e) => report_failure(&e, &format!("peer of {}", host.name), host.index),
-        }
-    }
-
-    fn is_fenced(&self, host: &Link) -> bool {
-        host.peer.is_some() && self.fenced.get(&host.index) == host.peer.as_ref()
-    }
-
     fn record(&mut self, owned: Owned, from: u32, to: u32) {
         if to < from {
             self.original.entry(owned).or_insert(from);
@@ -638,16 +498,6 @@ impl<N: NetOps> Engine<N> {
             .filter(|l| l.master == Some(bridge))
             .cloned()
             .collect()
-    }
-
-    fn managed_port_whose_peer_is(&self, link: &Link) -> Option<Link> {
-        let host = self
-            .links
-            .get(&link.peer.filter(|p| p.netnsid.is_none())?.ifindex)?;
-        let points_back = self
-            .local_peer(host)
-            .is_some_and(|far| far.index == link.index);
-        (points_back && self.is_managed_port(host)).then(|| host.clone())
     }
 }
 
@@ -681,237 +531,6 @@ fn report_failure(e: &NetlinkError, what: &str, ifindex: u32) -> Outcome {
     }
 }
 
+mod peers;
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::netlink::fake::{link, veth, FakeNet};
-
-    /// eth0 (outer), docker0 with a remote-peer port, lxcbr0 with a port.
-    fn pod() -> FakeNet {
-        let net = FakeNet::default();
-        net.add(link(1, "lo", LinkKind::Other("".into()), 65536));
-        net.add(veth(2, "eth0", 1450, None, 9, Some(0)));
-        net.add(link(3, "docker0", LinkKind::Bridge, 1500));
-        net.add(veth(4, "vethA", 1500, Some(3), 2, Some(1)));
-        net.remote.lock().unwrap().insert(4, 1500);
-        net.add(link(5, "lxcbr0", LinkKind::Bridge, 1500));
-        net.add(veth(6, "lxcport", 1500, Some(5), 7, None));
-        net.add(veth(7, "lxcpeer", 1500, None, 6, None));
-        net
-    }
-
-    #[tokio::test]
-    async fn sweep_lowers_managed_links_only() {
-        let mut engine = Engine::new(pod(), BridgeMatcher::default(), 1450);
-        let report = engine.sweep().await.unwrap();
-        assert_eq!(report.changed, 3);
-        let net = engine.net();
-        assert_eq!(net.mtu(3), 1450);
-        assert_eq!(net.mtu(4), 1450);
-        assert_eq!(net.remote_mtu(4), 1450);
-        assert_eq!(
-            (net.mtu(1), net.mtu(2), net.mtu(5), net.mtu(6), net.mtu(7)),
-            (65536, 1450, 1500, 1500, 1500)
-        );
-        assert_eq!(
-            engine.sweep().await.unwrap().changed,
-            0,
-            "a second sweep changes nothing"
-        );
-    }
-
-    #[tokio::test]
-    async fn target_moves_down_and_back_up_only_for_what_it_lowered() {
-        let net = pod();
-        net.add(link(8, "br-0123456789ab", LinkKind::Bridge, 1400));
-        let mut engine = Engine::new(net, BridgeMatcher::default(), 1450);
-        engine.sweep().await.unwrap();
-        engine.net().sets();
-
-        engine.set_target(1380).await;
-        let net = engine.net();
-        assert_eq!(
-            (net.mtu(3), net.mtu(4), net.remote_mtu(4), net.mtu(8)),
-            (1380, 1380, 1380, 1380)
-        );
-
-        engine.set_target(9000).await;
-        let net = engine.net();
-        // Back to where each started, never above, and br- (1400 at start,
-        // lowered to 1380 by us) back to 1400.
-        assert_eq!(
-            (net.mtu(3), net.mtu(4), net.remote_mtu(4), net.mtu(8)),
-            (1500, 1500, 1500, 1400)
-        );
-        assert_eq!(net.mtu(6), 1500, "unmanaged port never touched");
-    }
-
-    #[tokio::test]
-    async fn enslaved_veth_gets_both_ends_and_stale_notifications_are_ignored() {
-        let mut engine = Engine::new(pod(), BridgeMatcher::default(), 1450);
-        engine.sweep().await.unwrap();
-        engine.net().sets();
-        // dockerd: create the pair, then attach one end to the bridge.
-        let host = veth(10, "vethB", 1500, None, 11, None);
-        let far = veth(11, "vethC", 1500, None, 10, None);
-        engine.net().add(host.clone());
-        engine.net().add(far.clone());
-        engine.on_link_changed(host.clone()).await;
-        engine.on_link_changed(far.clone()).await;
-        assert!(
-            engine.net().sets().is_empty(),
-            "not managed before it joins a managed bridge"
-        );
-
-        let attached = Link {
-            master: Some(3),
-            ..host.clone()
-        };
-        engine.net().add(attached.clone());
-        engine.on_link_changed(attached.clone()).await;
-        let mut sets = engine.net().sets();
-        sets.sort();
-        assert_eq!(sets, vec![("vethB".into(), 1450), ("vethC".into(), 1450)]);
-
-        // A notification queued before our change still says 1500.
-        engine.on_link_changed(attached.clone()).await;
-        engine.on_link_changed(far.clone()).await;
-        assert!(
-            engine.net().sets().is_empty(),
-            "stale notifications cause no second set"
-        );
-
-        // Our own notifications arrive; someone then raises it for real.
-        engine
-            .on_link_changed(Link {
-                mtu: 1450,
-                ..attached.clone()
-            })
-            .await;
-        engine
-            .on_link_changed(Link {
-                mtu: 1500,
-                ..attached
-            })
-            .await;
-        assert_eq!(engine.net().sets(), vec![("vethB".into(), 1450)]);
-    }
-
-    #[tokio::test]
-    async fn far_end_announced_without_a_peer_is_set_together_with_the_host_end() {
-        let mut engine = Engine::new(pod(), BridgeMatcher::default(), 1450);
-        engine.sweep().await.unwrap();
-        engine.net().sets();
-        // The kernel announces the first end of a new pair before the
-        // second exists: that notification names no peer.
-        let far = Link {
-            peer: None,
-            ..veth(11, "vethC", 1500, None, 0, None)
-        };
-        let host = veth(12, "vethB", 1500, None, 11, None);
-        engine.net().add(veth(11, "vethC", 1500, None, 12, None));
-        engine.net().add(host.clone());
-        engine.on_link_changed(far).await;
-        engine.on_link_changed(host.clone()).await;
-        let lookups_before = *engine.net().peer_lookups.lock().unwrap();
-
-        let attached = Link {
-            master: Some(3),
-            ..host
-        };
-        engine.net().add(attached.clone());
-        engine.on_link_changed(attached).await;
-        let mut sets = engine.net().sets();
-        sets.sort();
-        assert_eq!(sets, vec![("vethB".into(), 1450), ("vethC".into(), 1450)]);
-        assert_eq!(
-            *engine.net().peer_lookups.lock().unwrap(),
-            lookups_before,
-            "both ends set at once, without reading the far end first"
-        );
-    }
-
-    #[tokio::test]
-    async fn a_far_end_checked_here_is_not_checked_again_when_it_moves() {
-        let mut engine = Engine::new(pod(), BridgeMatcher::default(), 1450);
-        engine.sweep().await.unwrap();
-        let host = veth(10, "vethB", 1500, Some(3), 11, None);
-        engine.net().add(veth(11, "vethC", 1500, None, 10, None));
-        engine.net().add(host.clone());
-        engine
-            .on_link_changed(veth(11, "vethC", 1500, None, 10, None))
-            .await;
-        engine.on_link_changed(host.clone()).await;
-        engine.net().sets();
-        // Moved: the far end now sits in nsid 4, which FakeNet does not
-        // know; a look there would panic.
-        let moved = veth(10, "vethB", 1450, Some(3), 2, Some(4));
-        engine.net().add(moved.clone());
-        engine.on_link_removed(11);
-        engine.on_link_changed(moved).await;
-        assert!(engine.net().sets().is_empty());
-    }
-
-    #[tokio::test]
-    async fn whether_a_managed_bridge_exists_follows_links_and_names() {
-        let net = FakeNet::default();
-        net.add(veth(2, "eth0", 1450, None, 9, Some(0)));
-        net.add(link(5, "lxcbr0", LinkKind::Bridge, 1500));
-        let mut engine = Engine::new(net, BridgeMatcher::default(), 1450);
-        engine.sweep().await.unwrap();
-        assert!(!engine.has_managed_bridge(), "lxcbr0 is not Docker's");
-        // dockerd creates docker0; later it is renamed out of management.
-        let docker0 = link(3, "docker0", LinkKind::Bridge, 1500);
-        engine.net().add(docker0.clone());
-        engine.on_link_changed(docker0).await;
-        assert!(engine.has_managed_bridge());
-        engine
-            .on_link_changed(link(3, "old0", LinkKind::Bridge, 1450))
-            .await;
-        assert!(!engine.has_managed_bridge(), "renamed out");
-        // A bridge Docker names (a network with its own bridge name).
-        engine
-            .set_docker_bridges(HashSet::from(["lxcbr0".to_string()]))
-            .await;
-        assert!(engine.has_managed_bridge(), "named by Docker");
-        engine.set_docker_bridges(HashSet::new()).await;
-        assert!(!engine.has_managed_bridge(), "no longer named");
-        // Created, then removed.
-        let br = link(8, "br-0123456789ab", LinkKind::Bridge, 1500);
-        engine.net().add(br.clone());
-        engine.on_link_changed(br).await;
-        assert!(engine.has_managed_bridge());
-        engine.on_link_removed(8);
-        assert!(!engine.has_managed_bridge(), "removed");
-    }
-
-    #[tokio::test]
-    async fn bridge_renamed_into_management_brings_its_ports() {
-        let mut engine = Engine::new(pod(), BridgeMatcher::new(vec!["cni*".into()]), 1450);
-        engine.sweep().await.unwrap();
-        engine.net().sets();
-        let renamed = link(5, "cni0", LinkKind::Bridge, 1500);
-        engine.net().add(renamed.clone());
-        engine.on_link_changed(renamed).await;
-        let mut sets = engine.net().sets();
-        sets.sort();
-        assert_eq!(
-            sets,
-            vec![
-                ("cni0".into(), 1450),
-                ("lxcpeer".into(), 1450),
-                ("lxcport".into(), 1450)
-            ]
-        );
-    }
-
-    #[tokio::test]
-    async fn removed_links_forget_what_was_lowered() {
-        let mut engine = Engine::new(pod(), BridgeMatcher::default(), 1450);
-        engine.sweep().await.unwrap();
-        engine.on_link_removed(4);
-        engine.net().links.lock().unwrap().remove(&4);
-        engine.set_target(1500).await;
-        assert_eq!(engine.net().mtu(3), 1500);
-    }
-}
+mod tests;

@@ -1,0 +1,414 @@
+//! Prometheus metrics, served as text at `/metrics` on `metrics_addr`, with
+//! `/healthz` for Kubernetes probes.
+//!
+//! A handful of counters and gauges that answer what an operator asks of
+//! mtuvisor: what is the target, is it working, how much does it change,
+//! how fast, and is anything failing. Each enforcer has a [`Metrics`]
+//! handle that its loop alone writes (labelled, so that several can live in
+//! one process); the server reads them all through the [`Registry`].
+
+mod histogram;
+mod http;
+mod render;
+
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::watch;
+
+use crate::firewall::Family;
+use histogram::{Histogram, CLAMP_BUCKETS_US, DISCOVERY_BUCKETS_US};
+
+pub use http::{bind, spawn_server, MetricsError, Server};
+pub use render::{escape_label_value, label_safe};
+
+/// One enforcer's series. Written only by its enforcement loop (one
+/// writer per fact), read by the server; several can live in one process,
+/// each with labels of its own.
+pub struct Metrics {
+    /// Rendered label pairs, e.g. `netns="pod-a"`; empty for none.
+    labels: String,
+    target_mtu: AtomicU64,
+    managed_links: AtomicU64,
+    links_left_out: AtomicU64,
+    mtu_changes: AtomicU64,
+    mtu_change_failures: AtomicU64,
+    sweeps: AtomicU64,
+    netlink_overruns: AtomicU64,
+    docker_resyncs: AtomicU64,
+    dockerd_restarts: AtomicU64,
+    clamp: Histogram<{ CLAMP_BUCKETS_US.len() }>,
+    /// Bit per family the MSS rules cover (IPv4 1, IPv6 2).
+    mss_families: AtomicU64,
+    /// Per family: 1 while the rules are in place.
+    mss_installed: [AtomicU64; 2],
+    mss_ensure_failures: AtomicU64,
+    /// A managed bridge exists in the enforcer's namespace (`node` counts
+    /// the namespaces that have one).
+    bridges_present: std::sync::atomic::AtomicBool,
+    /// The enforcer's readiness, as its loop publishes it.
+    ready: watch::Receiver<bool>,
+}
+
+fn family_index(family: Family) -> usize {
+    match family {
+        Family::Ipv4 => 0,
+        Family::Ipv6 => 1,
+    }
+}
+
+const FAMILIES: [Family; 2] = [Family::Ipv4, Family::Ipv6];
+
+impl Metrics {
+    fn new(labels: &[(&str, &str)], ready: watch::Receiver<bool>) -> Metrics {
+        let labels = labels
+            .iter()
+            .map(|(k, v)| format!("{k}=\"{}\"", escape_label_value(v)))
+            .collect::<Vec<_>>()
+            .join(",");
+        Metrics {
+            labels,
+            target_mtu: AtomicU64::new(0),
+            managed_links: AtomicU64::new(0),
+            links_left_out: AtomicU64::new(0),
+            mtu_changes: AtomicU64::new(0),
+            mtu_change_failures: AtomicU64::new(0),
+            sweeps: AtomicU64::new(0),
+            netlink_overruns: AtomicU64::new(0),
+            docker_resyncs: AtomicU64::new(0),
+            dockerd_restarts: AtomicU64::new(0),
+            clamp: Histogram::new(&CLAMP_BUCKETS_US),
+            mss_families: AtomicU64::new(0),
+            mss_installed: [const { AtomicU64::new(0) }; 2],
+            mss_ensure_failures: AtomicU64::new(0),
+            bridges_present: std::sync::atomic::AtomicBool::new(false),
+            ready,
+        }
+    }
+
+    pub fn set_bridges_present(&self, present: bool) {
+        self.bridges_present.store(present, Relaxed);
+    }
+
+    pub fn set_target_mtu(&self, mtu: u32) {
+        self.target_mtu.store(mtu.into(), Relaxed);
+    }
+
+    pub fn is_ready(&self) -> bool {
+        *self.ready.borrow()
+    }
+
+    /// MTUs set and checks that failed, from one pass of the engine.
+    pub fn add_changes(&self, changed: usize, failed: usize) {
+        self.mtu_changes.fetch_add(changed as u64, Relaxed);
+        self.mtu_change_failures.fetch_add(failed as u64, Relaxed);
+    }
+
+    pub fn swept(&self, managed: usize) {
+        self.sweeps.fetch_add(1, Relaxed);
+        self.managed_links.store(managed as u64, Relaxed);
+    }
+
+    /// Links past the per-namespace cap, not managed.
+    pub fn set_links_left_out(&self, n: usize) {
+        self.links_left_out.store(n as u64, Relaxed);
+    }
+
+    pub fn netlink_overrun(&self) {
+        self.netlink_overruns.fetch_add(1, Relaxed);
+    }
+
+    pub fn docker_resynced(&self) {
+        self.docker_resyncs.fetch_add(1, Relaxed);
+    }
+
+    pub fn dockerd_restarted(&self) {
+        self.dockerd_restarts.fetch_add(1, Relaxed);
+    }
+
+    /// The families the MSS rules cover; the others get no series.
+    pub fn set_mss_families(&self, families: &[Family]) {
+        let mask = families.iter().fold(0, |m, f| m | (1 << family_index(*f)));
+        self.mss_families.store(mask, Relaxed);
+    }
+
+    pub fn set_mss_installed(&self, family: Family, installed: bool) {
+        self.mss_installed[family_index(family)].store(installed.into(), Relaxed);
+    }
+
+    pub fn mss_ensure_failed(&self) {
+        self.mss_ensure_failures.fetch_add(1, Relaxed);
+    }
+
+    /// A new port clamped: from its notification to the last end set.
+    pub fn observe_clamp(&self, took: Duration) {
+        self.clamp.observe(took);
+    }
+
+    /// `{labels}` with `extra` appended, or nothing when both are empty.
+    fn braces(&self, extra: &str) -> String {
+        render::braces(&self.labels, extra)
+    }
+}
+
+/// The node agent's own series (`node`), written only by its loop.
+pub struct NodeMetrics {
+    ready: std::sync::atomic::AtomicBool,
+    watched: AtomicU64,
+    discovery: Histogram<{ DISCOVERY_BUCKETS_US.len() }>,
+}
+
+impl Default for NodeMetrics {
+    fn default() -> NodeMetrics {
+        NodeMetrics {
+            ready: std::sync::atomic::AtomicBool::new(false),
+            watched: AtomicU64::new(0),
+            discovery: Histogram::new(&DISCOVERY_BUCKETS_US),
+        }
+    }
+}
+
+impl NodeMetrics {
+    /// Discovery runs (the agent is ready even with no pod yet).
+    pub fn set_ready(&self, ready: bool) {
+        self.ready.store(ready, Relaxed);
+    }
+
+    pub fn set_watched(&self, n: usize) {
+        self.watched.store(n as u64, Relaxed);
+    }
+
+    /// From a namespace first seen to its enforcer's sockets open in it.
+    pub fn observe_discovery(&self, took: Duration) {
+        self.discovery.observe(took);
+    }
+}
+
+/// Every enforcer's series in the process: what `/metrics` renders and
+/// `/healthz` asks.
+#[derive(Default)]
+pub struct Registry {
+    enforcers: Mutex<Vec<Arc<Metrics>>>,
+    /// `node`: the agent's own series; its readiness is the process's.
+    node: Option<Arc<NodeMetrics>>,
+}
+
+impl Registry {
+    /// The node agent's registry: ready while discovery runs, whatever
+    /// its pods' enforcers do.
+    pub fn for_node(node: Arc<NodeMetrics>) -> Registry {
+        Registry {
+            enforcers: Mutex::new(Vec::new()),
+            node: Some(node),
+        }
+    }
+
+    /// Series for one more enforcer, labelled with `labels`, whose
+    /// readiness is `ready`.
+    pub fn add(&self, labels: &[(&str, &str)], ready: watch::Receiver<bool>) -> Arc<Metrics> {
+        let m = Arc::new(Metrics::new(labels, ready));
+        self.lock().push(m.clone());
+        m
+    }
+
+    /// Drops an enforcer's series (its namespace is gone).
+    pub fn remove(&self, metrics: &Arc<Metrics>) {
+        self.lock().retain(|m| !Arc::ptr_eq(m, metrics));
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Arc<Metrics>>> {
+        self.enforcers.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Ready when every enforcer is (and there is at least one).
+    pub fn is_ready(&self) -> bool {
+        if let Some(node) = &self.node {
+            return node.ready.load(Relaxed);
+        }
+        let all = self.lock();
+        !all.is_empty() && all.iter().all(|m| m.is_ready())
+    }
+
+    /// The text exposition format, version 0.0.4.
+    pub fn render(&self) -> String {
+        render::registry(self)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::http::route;
+    use super::*;
+
+    /// A registry with one unlabelled enforcer (as `watch` and `supervise`
+    /// have), its readiness sender, and its handle.
+    fn one() -> (Registry, watch::Sender<bool>, Arc<Metrics>) {
+        let r = Registry::default();
+        let (tx, rx) = watch::channel(false);
+        let m = r.add(&[], rx);
+        (r, tx, m)
+    }
+
+    #[test]
+    fn histogram_buckets_are_cumulative() {
+        let (r, _tx, m) = one();
+        m.observe_clamp(Duration::from_micros(300));
+        m.observe_clamp(Duration::from_millis(30));
+        m.observe_clamp(Duration::from_secs(2));
+        let text = r.render();
+        assert!(text.contains("mtuvisor_clamp_seconds_bucket{le=\"0.00025\"} 0\n"));
+        assert!(text.contains("mtuvisor_clamp_seconds_bucket{le=\"0.0005\"} 1\n"));
+        assert!(text.contains("mtuvisor_clamp_seconds_bucket{le=\"0.05\"} 2\n"));
+        assert!(text.contains("mtuvisor_clamp_seconds_bucket{le=\"0.25\"} 2\n"));
+        assert!(text.contains("mtuvisor_clamp_seconds_bucket{le=\"+Inf\"} 3\n"));
+        assert!(text.contains("mtuvisor_clamp_seconds_count 3\n"));
+        assert!(text.contains("mtuvisor_clamp_seconds_sum 2.0303\n"));
+    }
+
+    #[test]
+    fn the_node_agents_histogram_renders_like_the_clamp_one() {
+        let node = Arc::new(NodeMetrics::default());
+        let r = Registry::for_node(node.clone());
+        let (_tx, ready) = watch::channel(true);
+        let pod = r.add(&[("netns", "cni-1")], ready);
+        node.observe_discovery(Duration::from_millis(3));
+        node.observe_discovery(Duration::from_millis(40));
+        pod.observe_clamp(Duration::from_micros(300));
+        let text = r.render();
+        let name = "mtuvisor_node_discovery_seconds";
+        assert!(
+            text.contains(&format!("{name}_bucket{{le=\"0.0025\"}} 0\n")),
+            "{text}"
+        );
+        assert!(
+            text.contains(&format!("{name}_bucket{{le=\"0.005\"}} 1\n")),
+            "{text}"
+        );
+        assert!(
+            text.contains(&format!("{name}_bucket{{le=\"0.05\"}} 2\n")),
+            "{text}"
+        );
+        assert!(
+            text.contains(&format!("{name}_bucket{{le=\"+Inf\"}} 2\n")),
+            "{text}"
+        );
+        assert!(
+            text.contains(&format!("{name}_sum 0.043\n{name}_count 2\n")),
+            "{text}"
+        );
+        assert!(
+            text.contains("mtuvisor_clamp_seconds_bucket{netns=\"cni-1\",le=\"0.0005\"} 1\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("mtuvisor_clamp_seconds_count{netns=\"cni-1\"} 1\n"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn every_sample_has_help_and_type() {
+        let (r, _tx, _m) = one();
+        let text = r.render();
+        for line in text.lines().filter(|l| !l.starts_with('#')) {
+            let name = line.split(['{', ' ']).next().unwrap();
+            let family = ["_bucket", "_sum", "_count"]
+                .iter()
+                .find_map(|s| name.strip_suffix(s))
+                .unwrap_or(name);
+            assert!(
+                text.contains(&format!("# TYPE {family} ")),
+                "{name} has no TYPE line"
+            );
+        }
+    }
+
+    #[test]
+    fn mss_series_per_covered_family() {
+        let (r, _tx, m) = one();
+        assert!(!r.render().contains("mtuvisor_mss_rules_installed"));
+        assert!(r
+            .render()
+            .contains("mtuvisor_mss_ensure_failures_total 0\n"));
+        m.set_mss_families(&[Family::Ipv4]);
+        m.set_mss_installed(Family::Ipv4, true);
+        m.mss_ensure_failed();
+        let text = r.render();
+        assert!(text.contains("mtuvisor_mss_rules_installed{family=\"ipv4\"} 1\n"));
+        assert!(!text.contains("family=\"ipv6\""));
+        assert!(text.contains("mtuvisor_mss_ensure_failures_total 1\n"));
+    }
+
+    #[test]
+    fn several_enforcers_have_labelled_series_and_one_readiness() {
+        let r = Registry::default();
+        let (tx_a, rx_a) = watch::channel(false);
+        let (tx_b, rx_b) = watch::channel(false);
+        let a = r.add(&[("netns", "pod-a")], rx_a);
+        let b = r.add(&[("netns", "pod-b")], rx_b);
+        a.set_target_mtu(1450);
+        b.set_target_mtu(1400);
+        b.set_mss_families(&[Family::Ipv4]);
+        let text = r.render();
+        assert!(
+            text.contains("mtuvisor_target_mtu{netns=\"pod-a\"} 1450\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("mtuvisor_target_mtu{netns=\"pod-b\"} 1400\n"),
+            "{text}"
+        );
+        assert!(text.contains("mtuvisor_clamp_seconds_bucket{netns=\"pod-a\",le=\"+Inf\"} 0\n"));
+        assert!(text.contains("mtuvisor_mss_rules_installed{netns=\"pod-b\",family=\"ipv4\"} 0\n"));
+        assert_eq!(text.matches("# TYPE mtuvisor_target_mtu ").count(), 1);
+        assert!(!r.is_ready());
+        tx_a.send_replace(true);
+        assert!(!r.is_ready(), "every enforcer must be ready");
+        tx_b.send_replace(true);
+        assert!(r.is_ready());
+        assert_eq!(route("GET /healthz HTTP/1.1\r\n", &r).0, "200 OK");
+        r.remove(&b);
+        assert!(!r.render().contains("pod-b"));
+    }
+
+    #[test]
+    fn a_name_cannot_break_the_exposition_format() {
+        assert_eq!(escape_label_value("a\\b\"c\nd"), "a\\\\b\\\"c\\nd");
+        assert_eq!(label_safe("cni-0f3e.a_b"), "cni-0f3e.a_b");
+        assert_eq!(label_safe("pod\nmtuvisor_ready 1"), "pod_mtuvisor_ready_1");
+        assert_eq!(label_safe(""), "_");
+        assert_eq!(label_safe(&"x".repeat(300)).len(), 128);
+        let r = Registry::default();
+        let (_tx, rx) = watch::channel(true);
+        r.add(&[("netns", "evil\"}\nmtuvisor_ready 1\n#")], rx);
+        let text = r.render();
+        let ready: Vec<&str> = text
+            .lines()
+            .filter(|l| l.starts_with("mtuvisor_ready"))
+            .collect();
+        assert_eq!(ready.len(), 1, "no line injected: {text}");
+        assert!(ready[0].starts_with("mtuvisor_ready{netns="), "{text}");
+        assert!(
+            text.contains(r#"netns="evil\"}\nmtuvisor_ready 1\n#""#),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn routes() {
+        let (r, _tx, _m) = one();
+        assert_eq!(route("GET /metrics HTTP/1.1\r\n", &r).0, "200 OK");
+        assert_eq!(route("GET /metrics?x=1 HTTP/1.1\r\n", &r).0, "200 OK");
+        assert_eq!(
+            route("POST /metrics HTTP/1.1\r\n", &r).0,
+            "405 Method Not Allowed"
+        );
+        assert_eq!(route("GET / HTTP/1.1\r\n", &r).0, "404 Not Found");
+        assert_eq!(route("", &r).0, "405 Method Not Allowed");
+        assert_eq!(
+            route("GET /healthz HTTP/1.1\r\n", &r).0,
+            "503 Service Unavailable"
+        );
+    }
+}

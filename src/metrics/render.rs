@@ -1,0 +1,240 @@
+//! The text exposition format (version 0.0.4): one typed table of the
+//! scalar series, the histograms, the per-family MSS gauges, the node
+//! agent's own series, and label values made safe for it.
+
+use std::fmt::Write as _;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+
+use super::{family_index, Metrics, NodeMetrics, Registry, FAMILIES};
+
+/// `{labels}` with `extra` appended, or nothing when both are empty.
+pub(super) fn braces(labels: &str, extra: &str) -> String {
+    match (labels.is_empty(), extra.is_empty()) {
+        (true, true) => String::new(),
+        (true, false) => format!("{{{extra}}}"),
+        (false, true) => format!("{{{labels}}}"),
+        (false, false) => format!("{{{labels},{extra}}}"),
+    }
+}
+
+/// A label value as the text exposition format requires it: backslash,
+/// double quote and line feed escaped. Anything else may stay.
+pub fn escape_label_value(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    for c in value.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '"' => out.push_str("\\\""),
+            '\n' => out.push_str("\\n"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// Longest name kept by [`label_safe`].
+const MAX_LABEL_CHARS: usize = 128;
+
+/// `name` as a Kubernetes name could be (letters, digits, `-`, `.`, `_`;
+/// anything else `_`), at most 128 characters: what a pod's namespace is
+/// called in labels and log fields, whatever its file was named.
+pub fn label_safe(name: &str) -> String {
+    let clean: String = name
+        .chars()
+        .take(MAX_LABEL_CHARS)
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_') {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    if clean.is_empty() {
+        "_".into()
+    } else {
+        clean
+    }
+}
+
+#[derive(Clone, Copy)]
+enum Kind {
+    Gauge,
+    Counter,
+}
+
+impl Kind {
+    fn name(self) -> &'static str {
+        match self {
+            Kind::Gauge => "gauge",
+            Kind::Counter => "counter",
+        }
+    }
+}
+
+/// One scalar series of every enforcer: its name, kind, help, and where
+/// its value is read.
+struct Scalar {
+    name: &'static str,
+    kind: Kind,
+    help: &'static str,
+    value: fn(&Metrics) -> u64,
+}
+
+const SCALARS: &[Scalar] = &[
+    Scalar {
+        name: "mtuvisor_target_mtu",
+        kind: Kind::Gauge,
+        help: "MTU that managed links are kept at or below.",
+        value: |m| m.target_mtu.load(Relaxed),
+    },
+    Scalar {
+        name: "mtuvisor_ready",
+        kind: Kind::Gauge,
+        help: "1 once the first sweep is done and link notifications flow.",
+        value: |m| m.is_ready().into(),
+    },
+    Scalar {
+        name: "mtuvisor_managed_links",
+        kind: Kind::Gauge,
+        help: "Managed links (bridges and ports) found by the last sweep.",
+        value: |m| m.managed_links.load(Relaxed),
+    },
+    Scalar {
+        name: "mtuvisor_links_left_out",
+        kind: Kind::Gauge,
+        help: "Links past the per-namespace limit (4096), neither followed nor managed.",
+        value: |m| m.links_left_out.load(Relaxed),
+    },
+    Scalar {
+        name: "mtuvisor_mtu_changes_total",
+        kind: Kind::Counter,
+        help: "MTUs set on managed links, far ends in containers included.",
+        value: |m| m.mtu_changes.load(Relaxed),
+    },
+    Scalar {
+        name: "mtuvisor_mtu_change_failures_total",
+        kind: Kind::Counter,
+        help: "MTU checks or changes that failed (retried at the next sweep).",
+        value: |m| m.mtu_change_failures.load(Relaxed),
+    },
+    Scalar {
+        name: "mtuvisor_sweeps_total",
+        kind: Kind::Counter,
+        help: "Full passes over every managed link.",
+        value: |m| m.sweeps.load(Relaxed),
+    },
+    Scalar {
+        name: "mtuvisor_netlink_overruns_total",
+        kind: Kind::Counter,
+        help: "Times the kernel dropped link notifications (each followed by a sweep).",
+        value: |m| m.netlink_overruns.load(Relaxed),
+    },
+    Scalar {
+        name: "mtuvisor_docker_resyncs_total",
+        kind: Kind::Counter,
+        help: "Times the Docker API was (re)connected and its networks listed.",
+        value: |m| m.docker_resyncs.load(Relaxed),
+    },
+    Scalar {
+        name: "mtuvisor_dockerd_restarts_total",
+        kind: Kind::Counter,
+        help: "Times supervise restarted a dockerd that exited unexpectedly.",
+        value: |m| m.dockerd_restarts.load(Relaxed),
+    },
+    Scalar {
+        name: "mtuvisor_mss_ensure_failures_total",
+        kind: Kind::Counter,
+        help: "Times installing the MSS clamping rules failed (retried at the next reconcile).",
+        value: |m| m.mss_ensure_failures.load(Relaxed),
+    },
+];
+
+/// Every series of `registry`.
+pub(super) fn registry(registry: &Registry) -> String {
+    let all = registry.lock().clone();
+    let mut out = String::new();
+    for s in SCALARS {
+        let (name, kind) = (s.name, s.kind.name());
+        let _ = write!(out, "# HELP {name} {}\n# TYPE {name} {kind}\n", s.help);
+        for m in &all {
+            let _ = writeln!(out, "{name}{} {}", m.braces(""), (s.value)(m));
+        }
+    }
+    let name = "mtuvisor_clamp_seconds";
+    let _ = write!(
+        out,
+        "# HELP {name} From the notification of a new port on a managed bridge \
+         to both of its ends clamped.\n# TYPE {name} histogram\n"
+    );
+    for m in &all {
+        m.clamp.render(name, &m.labels, &mut out);
+    }
+    mss(&all, &mut out);
+    if let Some(node) = &registry.node {
+        node_series(node, &all, &mut out);
+    }
+    let _ = write!(
+        out,
+        "# HELP mtuvisor_build_info The running version.\n# TYPE mtuvisor_build_info gauge\n\
+         mtuvisor_build_info{{version=\"{}\"}} 1\n",
+        env!("CARGO_PKG_VERSION")
+    );
+    out
+}
+
+/// `mtuvisor_mss_rules_installed`, for the families each enforcer's rules
+/// cover (none: no series).
+fn mss(all: &[Arc<Metrics>], out: &mut String) {
+    let name = "mtuvisor_mss_rules_installed";
+    let covered: Vec<&Arc<Metrics>> = all
+        .iter()
+        .filter(|m| m.mss_families.load(Relaxed) != 0)
+        .collect();
+    if !covered.is_empty() {
+        let _ = write!(
+            out,
+            "# HELP {name} 1 while the TCP MSS clamping rules are in place, per address family.\n\
+             # TYPE {name} gauge\n"
+        );
+    }
+    for m in covered {
+        let mask = m.mss_families.load(Relaxed);
+        for family in FAMILIES {
+            let i = family_index(family);
+            if mask & (1 << i) != 0 {
+                let label = format!("family=\"{}\"", family.label());
+                let _ = writeln!(
+                    out,
+                    "{name}{} {}",
+                    m.braces(&label),
+                    m.mss_installed[i].load(Relaxed)
+                );
+            }
+        }
+    }
+}
+
+/// The node agent's own series.
+fn node_series(node: &NodeMetrics, enforcers: &[Arc<Metrics>], out: &mut String) {
+    let enforcing = enforcers
+        .iter()
+        .filter(|m| m.bridges_present.load(Relaxed))
+        .count();
+    let name = "mtuvisor_node_namespaces";
+    let _ = writeln!(
+        out,
+        "# HELP {name} Pod network namespaces the node agent watches, and those of them \
+         with Docker bridges to enforce on.\n# TYPE {name} gauge\n\
+         {name}{{state=\"watched\"}} {}\n{name}{{state=\"enforcing\"}} {enforcing}",
+        node.watched.load(Relaxed)
+    );
+    let name = "mtuvisor_node_discovery_seconds";
+    let _ = writeln!(
+        out,
+        "# HELP {name} From a network namespace first seen to its enforcer subscribed \
+         in it.\n# TYPE {name} histogram"
+    );
+    node.discovery.render(name, "", out);
+}
