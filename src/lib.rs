@@ -15,6 +15,7 @@ pub mod logging;
 pub mod metrics;
 pub mod netlink;
 pub mod node;
+pub mod pmtu;
 pub mod process;
 pub mod sched;
 

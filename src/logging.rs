@@ -39,12 +39,17 @@ pub struct RepeatedFailure {
 impl RepeatedFailure {
     /// Logs a failure of `what` (e.g. "cannot install MSS clamping rules").
     pub fn failed(&mut self, what: &str, error: &dyn Display) {
+        self.failed_then(what, error, "retrying at the next reconcile");
+    }
+
+    /// As [`RepeatedFailure::failed`], saying what happens next (`then`).
+    pub fn failed_then(&mut self, what: &str, error: &dyn Display, then: &str) {
         let message = error.to_string();
         self.failures += 1;
         if self.last.as_deref() == Some(message.as_str()) {
             debug!(error = %message, failures = self.failures, "{what} (still failing)");
         } else {
-            warn!(error = %message, "{what}; retrying at the next reconcile");
+            warn!(error = %message, "{what}; {then}");
             self.last = Some(message);
         }
     }

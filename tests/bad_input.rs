@@ -95,3 +95,57 @@ fn unknown_flag_is_one_line_exit_2() {
         .unwrap();
     assert_rejected(&out, &["--mtuu"]);
 }
+
+/// Flags, environment, and what the one line must mention.
+type Case<'a> = (&'a [&'a str], &'a [(&'a str, &'a str)], &'a [&'a str]);
+
+/// `path_probe`, `path_probe_interval` and `mtu_ceiling`: each bad form
+/// refused in one line under every enforcing command, nothing touched.
+#[test]
+fn path_probe_interval_and_ceiling_out_of_range() {
+    if !privileged("path_probe_interval_and_ceiling_out_of_range") {
+        return;
+    }
+    let (_lab, pod) = lab("bi8");
+    for cmd in ["watch", "supervise", "node"] {
+        let cases: [Case; 6] = [
+            (
+                &["--path-probe", "registry.example:http"],
+                &[],
+                &["path_probe", "registry.example:http", "HOST:PORT"],
+            ),
+            (
+                &["--path-probe", "[2001:db8::1"],
+                &[],
+                &["path_probe", "[2001:db8::1", "[IPv6]:PORT"],
+            ),
+            (
+                &[],
+                &[("MTUVISOR_PATH_PROBE", "a.example, b.example:0")],
+                &["path_probe", "b.example:0", "MTUVISOR_PATH_PROBE"],
+            ),
+            (
+                &["--path-probe-interval", "100ms"],
+                &[],
+                &["path_probe_interval", "100ms", "1s"],
+            ),
+            (
+                &["--mtu-ceiling", "575"],
+                &[],
+                &["mtu_ceiling", "575", "576"],
+            ),
+            (
+                &["--mtu", "9001"],
+                &[],
+                &["mtu", "9001", "mtu_ceiling", "1500"],
+            ),
+        ];
+        for (flags, env, words) in cases {
+            let mut args = vec![cmd];
+            args.extend_from_slice(flags);
+            let out = run_mtuvisor(&pod, &args, env);
+            assert_rejected(&out, words);
+        }
+    }
+    assert_eq!(mtu(&pod, "docker0"), 1500);
+}

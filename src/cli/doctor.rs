@@ -42,7 +42,7 @@ pub fn run(settings: &Settings, args: DoctorArgs) -> Result<i32, Error> {
         .iter()
         .map(|p| Target::parse(p))
         .collect::<Result<Vec<_>, _>>()
-        .map_err(Error::BadInput)?;
+        .map_err(|e| Error::BadInput(format!("invalid --probe {e}")))?;
     if !(576..=1500).contains(&args.probe_floor) {
         return Err(Error::BadInput(format!(
             "invalid --probe-floor {}: expected 576 to 1500",

@@ -15,7 +15,7 @@ use clap::{Parser, Subcommand};
 use tokio::sync::watch::{self as signal, Receiver, Sender};
 
 use crate::config::{Flags, Settings};
-use crate::enforce::Setup;
+use crate::enforce::{PathProber, Setup};
 use crate::error::{Error, EXIT_BAD_INPUT};
 use crate::metrics::{self, Metrics, Registry};
 
@@ -64,7 +64,9 @@ pub fn main() -> i32 {
     let result = match cli.command {
         // The settings are loaded all the same: a bad configuration is
         // refused by every command, and they set up logging.
-        Command::Detect(args) => load(&flags).and_then(|_| detect::run(&args)).map(|()| 0),
+        Command::Detect(args) => load(&flags)
+            .and_then(|s| detect::run(&s, &args))
+            .map(|()| 0),
         Command::Doctor(args) => load(&flags).and_then(|s| doctor::run(&s, args)),
         Command::Watch(args) => {
             flags.values.extend(args.settings.values);
@@ -129,6 +131,7 @@ fn report_usage_error(e: clap::Error) -> i32 {
 struct OneEnforcer {
     _server: Option<metrics::Server>,
     metrics: Arc<Metrics>,
+    prober: Option<Arc<PathProber>>,
     ready: Sender<bool>,
     ready_rx: Receiver<bool>,
 }
@@ -144,14 +147,24 @@ impl OneEnforcer {
             netns: None,
             mss_when_docker: false,
             fence: Default::default(),
+            prober: self.prober.clone(),
+            probe_ceiling: None,
         }
     }
 
     /// The server, when there is a listener, runs on a thread of its own.
-    fn new(listener: Option<std::net::TcpListener>) -> Result<OneEnforcer, Error> {
+    fn new(
+        listener: Option<std::net::TcpListener>,
+        settings: &Settings,
+    ) -> Result<OneEnforcer, Error> {
         let registry = Arc::new(Registry::default());
         let (ready, ready_rx) = signal::channel(false);
         let metrics = registry.add(&[], ready_rx.clone());
+        let prober = PathProber::new(
+            settings.path_probe.clone(),
+            settings.path_probe_interval,
+            registry.path(),
+        );
         let _server = listener
             .map(|l| metrics::spawn_server(l, registry))
             .transpose()
@@ -159,6 +172,7 @@ impl OneEnforcer {
         Ok(OneEnforcer {
             _server,
             metrics,
+            prober,
             ready,
             ready_rx,
         })

@@ -41,7 +41,7 @@ pub fn run(mut settings: Settings, args: SuperviseArgs) -> Result<i32, Error> {
     let signals = supervisor::signals()
         .map_err(|e| Error::Startup(format!("cannot install signal handlers: {e}")))?;
     rt.block_on(async move {
-        let one = super::OneEnforcer::new(listener)?;
+        let one = super::OneEnforcer::new(listener, &settings)?;
         let (stop_config, enforce_mtu) = (settings.stop_timeout, settings.enforce_mtu);
         let max_restarts = settings.max_restarts;
         let setup = one.setup(Some(plan.socket.clone()));

@@ -24,7 +24,7 @@ pub fn run(settings: Settings) -> Result<(), Error> {
         if let Some(socket) = &docker_socket {
             docker::check_socket(socket).await.map_err(Error::Docker)?;
         }
-        let one = super::OneEnforcer::new(listener)?;
+        let one = super::OneEnforcer::new(listener, &settings)?;
         let setup = one.setup(docker_socket);
         let prepared = enforce::prepare(settings, setup, Retry::Never).await?;
         let (shutdown, handle) = super::shutdown_on_signal()?;

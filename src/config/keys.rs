@@ -103,6 +103,46 @@ pub static KEYS: &[Key] = &[
         },
     },
     Key {
+        name: "mtu_ceiling",
+        aliases: &[],
+        env: "MTUVISOR_MTU_CEILING",
+        flag: Some(("--mtu-ceiling", &[Cmd::Global])),
+        value_name: "N",
+        default: "1500",
+        meaning: "the target never exceeds it, nor `supervise`'s `--mtu` to dockerd: a jumbo-frame pod's Docker networks stay at 1500, as plain dockerd's do, unless raised; 576–65535",
+        apply: |k, s, v, o| {
+            s.mtu_ceiling = parse_mtu_ceiling(&v.text(k.name, o)?, o.clone())?;
+            Ok(())
+        },
+    },
+    Key {
+        name: "path_probe",
+        aliases: &[],
+        env: "MTUVISOR_PATH_PROBE",
+        flag: Some(("--path-probe", ENFORCING)),
+        value_name: "HOST[:PORT],...",
+        default: "",
+        meaning: "probe the path MTU to these targets (ICMP echo with don't-fragment, TCP on PORT where echo is filtered, IPv4 or IPv6) at start and every `path_probe_interval`; the target is then the smaller of the outer MTU and the narrowest path; comma-separated in the environment",
+        apply: |k, s, v, o| {
+            s.path_probe = parse_targets(v.list(), k.name, o.clone())?;
+            Ok(())
+        },
+    },
+    Key {
+        name: "path_probe_interval",
+        aliases: &[],
+        env: "MTUVISOR_PATH_PROBE_INTERVAL",
+        flag: Some(("--path-probe-interval", ENFORCING)),
+        value_name: "DURATION",
+        default: "5m",
+        meaning: "how often `path_probe` measures again, 1s–24h",
+        apply: |k, s, v, o| {
+            let text = v.text(k.name, o)?;
+            s.path_probe_interval = parse_duration(&text, k.name, PROBE_INTERVAL_RANGE, o.clone())?;
+            Ok(())
+        },
+    },
+    Key {
         name: "reconcile_interval",
         aliases: &[],
         env: "MTUVISOR_RECONCILE_INTERVAL",

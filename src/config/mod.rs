@@ -82,6 +82,11 @@ pub enum LogFormat {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Settings {
     pub mtu: MtuSetting,
+    /// The target never exceeds it, nor dockerd's `--mtu` (`supervise`).
+    pub mtu_ceiling: u32,
+    /// Path-MTU probe targets; empty: none (the target is the outer MTU).
+    pub path_probe: Vec<crate::pmtu::Target>,
+    pub path_probe_interval: Duration,
     pub reconcile_interval: Duration,
     /// Extra bridge-name globs (`*`, `?`) to manage besides Docker's names.
     pub bridge_patterns: Vec<String>,
@@ -124,6 +129,9 @@ impl Default for Settings {
     fn default() -> Settings {
         let mut s = Settings {
             mtu: MtuSetting::Auto,
+            mtu_ceiling: 0,
+            path_probe: Vec::new(),
+            path_probe_interval: Duration::ZERO,
             reconcile_interval: Duration::ZERO,
             bridge_patterns: Vec::new(),
             netns_dirs: Vec::new(),
@@ -198,7 +206,26 @@ impl Settings {
             let origin = Origin::Flag(key.flag_name().unwrap_or(key.name));
             settings.set(key, Raw::Text(value.clone()), origin)?;
         }
+        settings.check_mtu_within_ceiling()?;
         Ok(settings)
+    }
+
+    /// A fixed MTU above the ceiling is refused: raise the ceiling to
+    /// mean it.
+    fn check_mtu_within_ceiling(&self) -> Result<(), ConfigError> {
+        match self.mtu {
+            MtuSetting::Fixed(n) if n > self.mtu_ceiling => Err(ConfigError::Invalid {
+                key: "mtu",
+                value: n.to_string(),
+                origin: self.origin("mtu"),
+                expected: format!(
+                    "at most mtu_ceiling ({}, from {}); raise mtu_ceiling for a larger MTU",
+                    self.mtu_ceiling,
+                    self.origin("mtu_ceiling")
+                ),
+            }),
+            _ => Ok(()),
+        }
     }
 
     fn set(&mut self, key: &'static Key, raw: Raw, origin: Origin) -> Result<(), ConfigError> {

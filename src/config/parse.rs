@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use super::{ConfigError, LogFormat, MtuSetting, Origin, MAX_MTU, MIN_MTU};
 use crate::firewall::{BackendChoice, MssMode};
+use crate::pmtu::Target;
 
 pub fn parse_mtu(value: &str, origin: Origin) -> Result<MtuSetting, ConfigError> {
     word_or_number(
@@ -19,9 +20,36 @@ pub fn parse_mtu(value: &str, origin: Origin) -> Result<MtuSetting, ConfigError>
     )
 }
 
+pub fn parse_mtu_ceiling(value: &str, origin: Origin) -> Result<u32, ConfigError> {
+    word_or_number("mtu_ceiling", value, origin, &[], MIN_MTU..=MAX_MTU, |n| n)
+}
+
+/// `HOST[:PORT]` targets for the path probe, each checked.
+pub fn parse_targets(
+    items: Vec<String>,
+    key: &'static str,
+    origin: Origin,
+) -> Result<Vec<Target>, ConfigError> {
+    items
+        .iter()
+        .map(|item| {
+            Target::parse(item).map_err(|why| {
+                invalid(
+                    key,
+                    item,
+                    origin.clone(),
+                    format!("{why}; expected HOST, HOST:PORT, an IPv6 address or [IPv6]:PORT"),
+                )
+            })
+        })
+        .collect()
+}
+
 /// The range each duration key accepts.
 pub const INTERVAL_RANGE: (Duration, Duration) =
     (Duration::from_millis(100), Duration::from_secs(86400));
+pub const PROBE_INTERVAL_RANGE: (Duration, Duration) =
+    (Duration::from_secs(1), Duration::from_secs(86400));
 pub const STOP_TIMEOUT_RANGE: (Duration, Duration) =
     (Duration::from_secs(1), Duration::from_secs(3600));
 

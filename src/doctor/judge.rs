@@ -12,7 +12,14 @@ pub(super) fn judge(r: &Report) -> Vec<Problem> {
         });
         return problems;
     };
-    let t = outer.mtu;
+    // What mtuvisor would enforce: the outer MTU (or `mtu`), at most
+    // `mtu_ceiling`; links above it are the problem.
+    let t = outer.target_mtu;
+    let limit = match outer.target_source {
+        "ceiling" => format!("mtu_ceiling {t}"),
+        "fixed" => format!("the configured mtu {t}"),
+        _ => format!("the outer MTU {t}"),
+    };
     let run_mtuvisor = format!(
         "run mtuvisor: `mtuvisor supervise` as the dind entrypoint, `mtuvisor watch` as a sidecar, \
          or `mtuvisor node` on every node; it keeps every Docker link at or below {t}"
@@ -22,6 +29,7 @@ pub(super) fn judge(r: &Report) -> Vec<Problem> {
         let Some(path) = p.path_mtu.filter(|m| *m < t) else {
             continue;
         };
+        let quoted = &p.target;
         let hole = if p.black_hole {
             "; bigger packets vanish without an ICMP \"fragmentation needed\" (a black hole)"
         } else {
@@ -29,13 +37,20 @@ pub(super) fn judge(r: &Report) -> Vec<Problem> {
         };
         problems.push(Problem {
             what: format!(
-                "the path to {} carries at most {path} bytes, less than {}'s {t}{hole}",
-                p.target, outer.interface
+                "the path to {} carries at most {path} bytes, less than the {t} enforced on \
+                 Docker's links{hole}. MSS clamping covers TCP only: UDP from containers (QUIC \
+                 and HTTP/3, large DNS answers) is protected only by their link MTU, which only \
+                 the first two fixes lower",
+                p.target
             ),
             fix: vec![
-                format!("mtu = {path}   (mtuvisor config, or MTUVISOR_MTU={path})"),
+                format!(
+                    "path_probe = [\"{quoted}\"]   (mtuvisor config, or MTUVISOR_PATH_PROBE={quoted}): \
+                     mtuvisor measures the path every path_probe_interval and follows it"
+                ),
+                format!("or mtu = {path}   (mtuvisor config, or MTUVISOR_MTU={path})"),
                 format!("mss = {}   (TCP MSS clamping for what MTU clamping cannot reach)", path - 40),
-                format!("dockerd --mtu={path}; GitLab: command: [\"--mtu={path}\"]; Drone plugins/docker: mtu: {path}"),
+                format!("without mtuvisor: dockerd --mtu={path}; GitLab: command: [\"--mtu={path}\"]; Drone plugins/docker: mtu: {path}"),
             ],
         });
     }
@@ -59,7 +74,7 @@ pub(super) fn judge(r: &Report) -> Vec<Problem> {
         };
         problems.push(Problem {
             what: format!(
-                "Docker network {} (bridge {}): {}, above the outer {t}{containers}",
+                "Docker network {} (bridge {}): {}, above {limit}{containers}",
                 n.name,
                 n.bridge,
                 what.join(", ")
@@ -99,7 +114,7 @@ pub(super) fn judge(r: &Report) -> Vec<Problem> {
             .map(|l| format!("{} ({})", l.name, l.mtu))
             .collect();
         problems.push(Problem {
-            what: format!("Docker links above the outer MTU {t}: {}", names.join(", ")),
+            what: format!("Docker links above {limit}: {}", names.join(", ")),
             fix: vec![
                 run_mtuvisor.clone(),
                 format!("or start dockerd with --mtu={t} (daemon.json: \"mtu\": {t})"),
@@ -113,7 +128,7 @@ pub(super) fn judge(r: &Report) -> Vec<Problem> {
         .filter(|m| *m > t)
     {
         problems.push(Problem {
-            what: format!("dockerd runs with --mtu={m}, above the outer {t}"),
+            what: format!("dockerd runs with --mtu={m}, above {limit}"),
             fix: vec![format!(
                 "--mtu={t} (GitLab: command: [\"--mtu={t}\"]; Drone: mtu: {t})"
             )],
@@ -151,6 +166,9 @@ mod tests {
                 mtu: 1450,
                 interface: "eth0".into(),
                 source: "ipv4 link_mtu".into(),
+                target_mtu: 1450,
+                target_source: "link",
+                mtu_ceiling: 1500,
             }),
             links: vec![LinkRow {
                 name: "docker0".into(),
@@ -227,7 +245,15 @@ mod tests {
         assert!(
             problems[0].what.contains("at most 1400") && problems[0].what.contains("black hole")
         );
-        assert!(problems[0].fix.iter().any(|f| f.starts_with("mtu = 1400")));
+        assert!(problems[0].what.contains("UDP"), "what MSS cannot cover");
+        assert!(problems[0]
+            .what
+            .contains("QUIC and HTTP/3, large DNS answers"));
+        assert!(problems[0].fix[0].starts_with("path_probe = [\"registry.example:443\"]"));
+        assert!(problems[0]
+            .fix
+            .iter()
+            .any(|f| f.starts_with("or mtu = 1400")));
         assert!(problems[0].fix.iter().any(|f| f.starts_with("mss = 1360")));
         assert!(
             problems[1].what.contains("docker0 (1500)"),
@@ -264,6 +290,23 @@ mod tests {
         assert!(problems[0].what.contains("containers on it: job"));
         assert!(problems[0].fix[1].contains("com.docker.network.driver.mtu=1450"));
         assert!(problems[1].what.contains("--mtu=1500"));
+    }
+
+    #[test]
+    fn a_jumbo_pod_held_at_the_ceiling_is_no_problem_and_a_link_above_it_is() {
+        let mut r = healthy();
+        let outer = r.outer.as_mut().unwrap();
+        (outer.mtu, outer.target_mtu, outer.target_source) = (9001, 1500, "ceiling");
+        r.links[0].mtu = 1500;
+        assert!(judge(&r).is_empty(), "docker0 at 1500 on a 9001 pod");
+        r.links[0].mtu = 9001;
+        r.links[0].over_target = true;
+        let problems = judge(&r);
+        assert_eq!(problems.len(), 1);
+        assert!(
+            problems[0].what.contains("above mtu_ceiling 1500"),
+            "{problems:?}"
+        );
     }
 
     #[test]

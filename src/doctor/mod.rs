@@ -5,20 +5,18 @@
 
 mod gather;
 mod judge;
-mod probe;
 mod render;
-mod sys;
 
 use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::Serialize;
 
-pub use probe::{probe, Method, Outcome, ProbeResult, Target};
+pub use crate::pmtu::{probe, Method, Outcome, ProbeResult, Target};
 pub use render::text;
 
 use crate::config::Settings;
-use crate::detect::{outer_mtu, DetectError};
+use crate::detect::{outer_mtu, DetectError, TargetSource};
 use crate::enforce::BridgeMatcher;
 use crate::netlink::Rtnl;
 
@@ -30,7 +28,7 @@ const MTU_OPTION: &str = "com.docker.network.driver.mtu";
 const DOCKER_ANSWER: Duration = Duration::from_secs(5);
 const HEALTH_ANSWER: Duration = Duration::from_secs(1);
 /// IPv6's minimum MTU: the probe's default floor.
-pub const PROBE_FLOOR: u32 = 1280;
+pub const PROBE_FLOOR: u32 = crate::pmtu::IPV6_MIN_MTU;
 
 /// What to look at, from the command line.
 pub struct Request {
@@ -68,6 +66,12 @@ pub struct Outer {
     pub mtu: u32,
     pub interface: String,
     pub source: String,
+    /// What mtuvisor enforces here with these settings (before any path
+    /// probe): the outer MTU or `mtu`, at most `mtu_ceiling`.
+    pub target_mtu: u32,
+    /// What decided it: `fixed`, `link`, `route`, `ceiling`, `floor`.
+    pub target_source: &'static str,
+    pub mtu_ceiling: u32,
 }
 
 #[derive(Debug, Serialize)]
@@ -150,11 +154,17 @@ pub async fn examine(settings: &Settings, request: &Request) -> Report {
     let rtnl = Rtnl::connect().ok();
     let outer = match &rtnl {
         Some(r) => match outer_mtu(r).await {
-            Ok(o) => Some(Outer {
-                mtu: o.mtu,
-                interface: o.interface,
-                source: o.source,
-            }),
+            Ok(o) => {
+                let (target_mtu, origin) = TargetSource::configured(settings, o.clone()).decide();
+                Some(Outer {
+                    mtu: o.mtu,
+                    interface: o.interface,
+                    source: o.source,
+                    target_mtu,
+                    target_source: origin.label(),
+                    mtu_ceiling: settings.mtu_ceiling,
+                })
+            }
             Err(DetectError::NoDefaultRoute) => None,
             Err(e) => {
                 notes.push(format!("cannot read the routes: {e}"));
@@ -166,7 +176,7 @@ pub async fn examine(settings: &Settings, request: &Request) -> Report {
             None
         }
     };
-    let target = outer.as_ref().map(|o| o.mtu);
+    let target = outer.as_ref().map(|o| o.target_mtu);
     let docker = gather::read_docker(request, &mut notes).await;
     let mut matcher = BridgeMatcher::new(settings.bridge_patterns.clone());
     if let Some(d) = &docker {
@@ -188,7 +198,7 @@ pub async fn examine(settings: &Settings, request: &Request) -> Report {
     });
     let mss = gather::read_mss(settings.mss, &capabilities, &mut notes);
     let mtuvisor = gather::mtuvisor_health(settings).await;
-    let ceiling = target.unwrap_or(1500);
+    let ceiling = target.unwrap_or(settings.mtu_ceiling);
     let probes: Vec<ProbeResult> = {
         let (targets, floor, timeout) = (
             request.probes.clone(),

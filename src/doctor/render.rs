@@ -71,6 +71,19 @@ pub fn text(r: &Report, colour: bool) -> String {
     match &r.outer {
         Some(o) => {
             let _ = writeln!(out, "  {} on {} ({})", o.mtu, o.interface, o.source);
+            let _ = writeln!(
+                out,
+                "  target: {} ({})",
+                o.target_mtu,
+                match o.target_source {
+                    "ceiling" => format!(
+                        "mtu_ceiling {}: the outer MTU is above it; Docker's links stay at {} as \
+                         plain dockerd's do; raise mtu_ceiling to use {}",
+                        o.mtu_ceiling, o.mtu_ceiling, o.mtu
+                    ),
+                    other => other.to_string(),
+                }
+            );
         }
         None => {
             let _ = writeln!(out, "  unknown: no default route");

@@ -10,6 +10,7 @@
 
 mod enforcer;
 mod engine;
+mod pathprobe;
 mod policy;
 
 use std::future::Future;
@@ -22,11 +23,12 @@ use tokio::time::{interval_at, Instant, MissedTickBehavior};
 use tracing::{error, info};
 
 pub use engine::{Engine, PassReport};
+pub use pathprobe::{PathProber, PathReading};
 pub use policy::{is_docker_bridge_name, BridgeMatcher, MtuRule};
 
 use crate::backoff::Backoff;
 use crate::config::{MtuSetting, Settings};
-use crate::detect::{self, DetectError};
+use crate::detect::{self, DetectError, TargetSource};
 use crate::docker::{self, DockerUpdate};
 use crate::error::Error;
 use crate::firewall::{EnsureReport, MssClamp};
@@ -37,7 +39,8 @@ use crate::netlink::{
     RECV_BUFFER_OWN, RECV_BUFFER_POD,
 };
 use crate::AbortOnDrop;
-use enforcer::{Enforcer, TargetSource};
+use enforcer::Enforcer;
+use pathprobe::Readings;
 
 /// Restarts of a failed loop: 1 s doubling to 30 s; a minute of running
 /// starts over.
@@ -64,6 +67,13 @@ pub struct Setup {
     /// The namespaces no far end may be changed in (`node`: the node's
     /// and every pod's).
     pub fence: Fence,
+    /// `path_probe`: the process's prober, probing from its own network
+    /// namespace (`node`: the node's, one for every pod).
+    pub prober: Option<Arc<PathProber>>,
+    /// The MTU the path probe is bounded by: `None`, the enforcer's own
+    /// outer MTU (the probe runs in its namespace); `node`: `mtu_ceiling`,
+    /// one probe of the node's path for every pod.
+    pub probe_ceiling: Option<u32>,
 }
 
 /// Sockets opened and everything checked; nothing touched yet.
@@ -187,11 +197,11 @@ async fn open(settings: &Settings, setup: &Setup) -> Result<Opened, Error> {
         MtuSetting::Fixed(mtu) => {
             let outer = detect::outer_mtu(&client).await.ok();
             settings.check_mtu_for_ipv6(outer.as_ref().is_some_and(|o| o.ipv6.is_some()))?;
-            TargetSource::Fixed { mtu, outer }
+            TargetSource::fixed(mtu, outer, settings.mtu_ceiling)
         }
-        MtuSetting::Auto => TargetSource::Outer {
-            last: detect::outer_mtu(&client).await?,
-        },
+        MtuSetting::Auto => {
+            TargetSource::follow(detect::outer_mtu(&client).await?, settings.mtu_ceiling)
+        }
     };
     settings.check_mss_for_mtu(source.target())?;
     let (reports, mss_reports) = mpsc::unbounded_channel();
@@ -221,7 +231,8 @@ async fn open(settings: &Settings, setup: &Setup) -> Result<Opened, Error> {
 }
 
 impl Prepared {
-    /// The MTU enforcement starts with (what dockerd gets as `--mtu`).
+    /// The MTU enforcement starts with (what dockerd gets as `--mtu`):
+    /// never above `mtu_ceiling`; a path probe lowers it later.
     pub fn target(&self) -> u32 {
         self.opened.source.target()
     }
@@ -292,6 +303,12 @@ async fn run_once(
         setup.mss_when_docker,
     );
     enforcer.start().await?;
+    let mut probe = ProbeFeed {
+        prober: setup.prober.clone(),
+        fixed: setup.probe_ceiling,
+        ceiling: 0,
+        readings: None,
+    };
     let _not_ready_after = NotReadyAfter(&setup.ready);
     setup.ready.send_replace(true);
     let (docker_tx, mut docker_rx) = mpsc::unbounded_channel::<DockerUpdate>();
@@ -303,6 +320,11 @@ async fn run_once(
     let mut reconcile = interval_at(Instant::now() + period, period);
     reconcile.set_missed_tick_behavior(MissedTickBehavior::Delay);
     loop {
+        // The probe group follows the MTU it is bounded by; joining one
+        // that has measured already takes its reading at once.
+        if let Some(reading) = probe.follow(enforcer.probe_ceiling()) {
+            enforcer.on_path_reading(&reading).await;
+        }
         tokio::select! {
             biased;
             () = shutdown.as_mut() => {
@@ -320,7 +342,50 @@ async fn run_once(
             Some(report) = mss_reports.recv() => enforcer.on_mss_report(report),
             Some(update) = docker_rx.recv() => enforcer.on_docker_update(update).await,
             _ = reconcile.tick() => enforcer.on_tick().await,
+            reading = probe.changed() => enforcer.on_path_reading(&reading).await,
         }
+    }
+}
+
+/// One enforcer's subscription to the path prober's readings.
+struct ProbeFeed {
+    prober: Option<Arc<PathProber>>,
+    /// The bound when it is not the enforcer's own.
+    fixed: Option<u32>,
+    /// The MTU the subscribed group is bounded by.
+    ceiling: u32,
+    readings: Option<Readings>,
+}
+
+impl ProbeFeed {
+    /// Joins the group bounded by `ceiling` unless already in it; then
+    /// its reading so far, if it has one.
+    fn follow(&mut self, ceiling: u32) -> Option<Arc<PathReading>> {
+        let prober = self.prober.as_ref()?;
+        let ceiling = self.fixed.unwrap_or(ceiling);
+        if self.readings.is_some() && self.ceiling == ceiling {
+            return None;
+        }
+        // The old group's receiver goes first: alone in it, this
+        // enforcer ends it.
+        self.readings = None;
+        let mut readings = prober.subscribe(ceiling);
+        self.ceiling = ceiling;
+        let now = readings.borrow_and_update().clone();
+        self.readings = Some(readings);
+        now
+    }
+
+    /// The group's next reading; never, without a prober.
+    async fn changed(&mut self) -> Arc<PathReading> {
+        if let Some(readings) = &mut self.readings {
+            while readings.changed().await.is_ok() {
+                if let Some(reading) = readings.borrow_and_update().clone() {
+                    return reading;
+                }
+            }
+        }
+        std::future::pending().await
     }
 }
 

@@ -17,6 +17,7 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
+use crate::detect::Origin;
 use crate::firewall::Family;
 use histogram::{Histogram, CLAMP_BUCKETS_US, DISCOVERY_BUCKETS_US};
 
@@ -30,6 +31,8 @@ pub struct Metrics {
     /// Rendered label pairs, e.g. `netns="pod-a"`; empty for none.
     labels: String,
     target_mtu: AtomicU64,
+    /// What decided the target: its index in [`Origin::ALL`].
+    target_source: AtomicU64,
     managed_links: AtomicU64,
     links_left_out: AtomicU64,
     mtu_changes: AtomicU64,
@@ -70,6 +73,7 @@ impl Metrics {
         Metrics {
             labels,
             target_mtu: AtomicU64::new(0),
+            target_source: AtomicU64::new(0),
             managed_links: AtomicU64::new(0),
             links_left_out: AtomicU64::new(0),
             mtu_changes: AtomicU64::new(0),
@@ -91,8 +95,11 @@ impl Metrics {
         self.bridges_present.store(present, Relaxed);
     }
 
-    pub fn set_target_mtu(&self, mtu: u32) {
+    /// The target and what decided it.
+    pub fn set_target(&self, mtu: u32, origin: Origin) {
         self.target_mtu.store(mtu.into(), Relaxed);
+        let index = Origin::ALL.iter().position(|o| *o == origin).unwrap_or(0);
+        self.target_source.store(index as u64, Relaxed);
     }
 
     pub fn is_ready(&self) -> bool {
@@ -185,6 +192,38 @@ impl NodeMetrics {
     }
 }
 
+/// The path probe's series (`path_probe`), written only by the prober's
+/// group loops: per target and per MTU a group is bounded by, the path
+/// measured last; per target, the probes that could not measure it.
+#[derive(Default)]
+pub struct PathMetrics {
+    /// (target, ceiling) -> path MTU, 0 while it cannot be measured.
+    path_mtu: Mutex<std::collections::BTreeMap<(String, u32), u64>>,
+    /// target -> failed probes.
+    failures: Mutex<std::collections::BTreeMap<String, u64>>,
+}
+
+impl PathMetrics {
+    /// One probe of `target` in the group bounded by `ceiling`.
+    pub fn probed(&self, target: &str, ceiling: u32, path_mtu: Option<u32>) {
+        lock(&self.path_mtu).insert((target.to_string(), ceiling), path_mtu.unwrap_or(0).into());
+        let mut failures = lock(&self.failures);
+        let count = failures.entry(target.to_string()).or_default();
+        if path_mtu.is_none() {
+            *count += 1;
+        }
+    }
+
+    /// The group bounded by `ceiling` ended (no enforcer left behind it).
+    pub fn group_ended(&self, ceiling: u32) {
+        lock(&self.path_mtu).retain(|(_, c), _| *c != ceiling);
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 /// Every enforcer's series in the process: what `/metrics` renders and
 /// `/healthz` asks.
 #[derive(Default)]
@@ -192,6 +231,8 @@ pub struct Registry {
     enforcers: Mutex<Vec<Arc<Metrics>>>,
     /// `node`: the agent's own series; its readiness is the process's.
     node: Option<Arc<NodeMetrics>>,
+    /// The path probe's series.
+    path: Arc<PathMetrics>,
 }
 
 impl Registry {
@@ -201,7 +242,13 @@ impl Registry {
         Registry {
             enforcers: Mutex::new(Vec::new()),
             node: Some(node),
+            path: Arc::default(),
         }
+    }
+
+    /// Where the path prober writes.
+    pub fn path(&self) -> Arc<PathMetrics> {
+        self.path.clone()
     }
 
     /// Series for one more enforcer, labelled with `labels`, whose
@@ -218,7 +265,7 @@ impl Registry {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Arc<Metrics>>> {
-        self.enforcers.lock().unwrap_or_else(|e| e.into_inner())
+        lock(&self.enforcers)
     }
 
     /// Ready when every enforcer is (and there is at least one).
@@ -341,14 +388,43 @@ mod tests {
     }
 
     #[test]
+    fn path_series_per_target_and_group_and_gone_with_the_group() {
+        let r = Registry::default();
+        assert!(
+            !r.render().contains("mtuvisor_path_mtu"),
+            "no probe, no series"
+        );
+        let path = r.path();
+        path.probed("registry.example:443", 1500, Some(1400));
+        path.probed("[2001:db8::1]:443", 1500, None);
+        path.probed("[2001:db8::1]:443", 1500, None);
+        let text = r.render();
+        assert!(text.contains(
+            "mtuvisor_path_mtu{path_target=\"registry.example:443\",ceiling=\"1500\"} 1400\n"
+        ));
+        assert!(text
+            .contains("mtuvisor_path_mtu{path_target=\"[2001:db8::1]:443\",ceiling=\"1500\"} 0\n"));
+        assert!(text
+            .contains("mtuvisor_path_probe_failures_total{path_target=\"[2001:db8::1]:443\"} 2\n"));
+        assert!(text.contains(
+            "mtuvisor_path_probe_failures_total{path_target=\"registry.example:443\"} 0\n"
+        ));
+        path.group_ended(1500);
+        let text = r.render();
+        assert!(!text.contains("mtuvisor_path_mtu{"), "{text}");
+        assert!(text
+            .contains("mtuvisor_path_probe_failures_total{path_target=\"[2001:db8::1]:443\"} 2\n"));
+    }
+
+    #[test]
     fn several_enforcers_have_labelled_series_and_one_readiness() {
         let r = Registry::default();
         let (tx_a, rx_a) = watch::channel(false);
         let (tx_b, rx_b) = watch::channel(false);
         let a = r.add(&[("netns", "pod-a")], rx_a);
         let b = r.add(&[("netns", "pod-b")], rx_b);
-        a.set_target_mtu(1450);
-        b.set_target_mtu(1400);
+        a.set_target(1450, Origin::Link);
+        b.set_target(1400, Origin::Probe);
         b.set_mss_families(&[Family::Ipv4]);
         let text = r.render();
         assert!(
@@ -362,6 +438,9 @@ mod tests {
         assert!(text.contains("mtuvisor_clamp_seconds_bucket{netns=\"pod-a\",le=\"+Inf\"} 0\n"));
         assert!(text.contains("mtuvisor_mss_rules_installed{netns=\"pod-b\",family=\"ipv4\"} 0\n"));
         assert_eq!(text.matches("# TYPE mtuvisor_target_mtu ").count(), 1);
+        assert!(text.contains("mtuvisor_target_source{netns=\"pod-a\",source=\"link\"} 1\n"));
+        assert!(text.contains("mtuvisor_target_source{netns=\"pod-a\",source=\"probe\"} 0\n"));
+        assert!(text.contains("mtuvisor_target_source{netns=\"pod-b\",source=\"probe\"} 1\n"));
         assert!(!r.is_ready());
         tx_a.send_replace(true);
         assert!(!r.is_ready(), "every enforcer must be ready");

@@ -6,7 +6,8 @@ use std::fmt::Write as _;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 
-use super::{family_index, Metrics, NodeMetrics, Registry, FAMILIES};
+use super::{family_index, lock, Metrics, NodeMetrics, PathMetrics, Registry, FAMILIES};
+use crate::detect::Origin;
 
 /// `{labels}` with `extra` appended, or nothing when both are empty.
 pub(super) fn braces(labels: &str, extra: &str) -> String {
@@ -171,6 +172,8 @@ pub(super) fn registry(registry: &Registry) -> String {
     for m in &all {
         m.clamp.render(name, &m.labels, &mut out);
     }
+    target_source(&all, &mut out);
+    path(&registry.path, &mut out);
     mss(&all, &mut out);
     if let Some(node) = &registry.node {
         node_series(node, &all, &mut out);
@@ -182,6 +185,68 @@ pub(super) fn registry(registry: &Registry) -> String {
         env!("CARGO_PKG_VERSION")
     );
     out
+}
+
+/// `mtuvisor_target_source`: one series per origin, 1 for the one that
+/// decided each enforcer's target.
+fn target_source(all: &[Arc<Metrics>], out: &mut String) {
+    let name = "mtuvisor_target_source";
+    let _ = write!(
+        out,
+        "# HELP {name} 1 for what decided the target MTU: fixed (mtu), link (the outer \
+         interface), route (the default route's mtu), probe (path_probe), ceiling \
+         (mtu_ceiling), floor.\n# TYPE {name} gauge\n"
+    );
+    for m in all {
+        let current = m.target_source.load(Relaxed) as usize;
+        for (i, origin) in Origin::ALL.iter().enumerate() {
+            let label = format!("source=\"{}\"", origin.label());
+            let _ = writeln!(
+                out,
+                "{name}{} {}",
+                m.braces(&label),
+                u64::from(i == current)
+            );
+        }
+    }
+}
+
+/// The path probe's series, when it runs.
+fn path(path: &PathMetrics, out: &mut String) {
+    let measured = lock(&path.path_mtu);
+    if !measured.is_empty() {
+        let name = "mtuvisor_path_mtu";
+        let _ = write!(
+            out,
+            "# HELP {name} The path MTU path_probe measured last toward each target, bounded by \
+             ceiling (the outer MTU, at most mtu_ceiling); 0 while it cannot be measured.\n\
+             # TYPE {name} gauge\n"
+        );
+        for ((target, ceiling), mtu) in measured.iter() {
+            let _ = writeln!(
+                out,
+                "{name}{{path_target=\"{}\",ceiling=\"{ceiling}\"}} {mtu}",
+                escape_label_value(target)
+            );
+        }
+    }
+    drop(measured);
+    let failures = lock(&path.failures);
+    if !failures.is_empty() {
+        let name = "mtuvisor_path_probe_failures_total";
+        let _ = write!(
+            out,
+            "# HELP {name} Probes of a path_probe target that measured nothing (retried).\n\
+             # TYPE {name} counter\n"
+        );
+        for (target, n) in failures.iter() {
+            let _ = writeln!(
+                out,
+                "{name}{{path_target=\"{}\"}} {n}",
+                escape_label_value(target)
+            );
+        }
+    }
 }
 
 /// `mtuvisor_mss_rules_installed`, for the families each enforcer's rules

@@ -28,7 +28,7 @@ use tokio::sync::{mpsc, watch};
 use tracing::{info, info_span, warn, Instrument};
 
 use crate::config::Settings;
-use crate::enforce::{self, Retry, Setup};
+use crate::enforce::{self, PathProber, Retry, Setup};
 use crate::metrics::{Metrics, NodeMetrics, Registry};
 use crate::netlink::{Fence, NsFile, NsId};
 use discovery::Found;
@@ -68,6 +68,12 @@ pub async fn run(
     let mut discovering = discover(config, tx)?;
     let fence = Fence::default();
     fence.insert(discovery::own_netns()?);
+    // One probe of the node's path for every pod.
+    let prober = PathProber::new(
+        settings.path_probe.clone(),
+        settings.path_probe_interval,
+        registry.path(),
+    );
     node.set_ready(true);
     info!(
         dirs = %settings.netns_dirs.iter().map(|d| d.display().to_string()).collect::<Vec<_>>().join(","),
@@ -99,7 +105,8 @@ pub async fn run(
                     let label = unique_label(&name, id, &pods);
                     fence.insert(id);
                     let ns = NsFile { file, id, label };
-                    let pod = start(&settings, &registry, &node, &fence, ns, seen);
+                    let shared = Shared { settings: &settings, registry: &registry, node: &node, fence: &fence, prober: &prober };
+                    let pod = start(shared, ns, seen);
                     pods.insert(id, pod);
                     node.set_watched(pods.len());
                 }
@@ -166,14 +173,23 @@ fn unique_label(name: &str, id: NsId, pods: &HashMap<NsId, Pod>) -> String {
     }
 }
 
-fn start(
-    settings: &Settings,
-    registry: &Arc<Registry>,
-    node: &Arc<NodeMetrics>,
-    fence: &Fence,
-    ns: NsFile,
-    seen: tokio::time::Instant,
-) -> Pod {
+/// What every pod's enforcer shares.
+struct Shared<'a> {
+    settings: &'a Settings,
+    registry: &'a Arc<Registry>,
+    node: &'a Arc<NodeMetrics>,
+    fence: &'a Fence,
+    prober: &'a Option<Arc<PathProber>>,
+}
+
+fn start(shared: Shared<'_>, ns: NsFile, seen: tokio::time::Instant) -> Pod {
+    let Shared {
+        settings,
+        registry,
+        node,
+        fence,
+        prober,
+    } = shared;
     let label = ns.label.clone();
     let (ready, ready_rx) = watch::channel(false);
     let metrics = registry.add(&[("netns", &label)], ready_rx.clone());
@@ -186,6 +202,8 @@ fn start(
         netns: Some(ns),
         mss_when_docker: true,
         fence: fence.clone(),
+        prober: prober.clone(),
+        probe_ceiling: Some(settings.mtu_ceiling),
     };
     let (settings, node) = (settings.clone(), node.clone());
     // Every line the pod's enforcer logs ("set MTU", MSS rules, failures)

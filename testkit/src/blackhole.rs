@@ -1,6 +1,9 @@
 //! The PMTU black hole users hit, made reproducible: a server (MTU 1500)
 //! behind a router whose link to the pod has a smaller MTU and which drops
 //! the ICMP "fragmentation needed" it would send, and the pod with dockerd.
+//! [`BlackHole::beyond`] moves the bottleneck past the pod's first hop
+//! (the pod's `eth0` says 1500), silent or honest, IPv4 and IPv6, and
+//! lets a test move it.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -11,12 +14,16 @@ use crate::dockerd::{DockerLab, IMAGE};
 use crate::lab::{eventually, ip, sh};
 
 pub const SERVER: &str = "198.51.100.10";
+/// The server's IPv6 address in [`BlackHole::beyond`].
+pub const SERVER6: &str = "2001:db8:3::10";
 pub const BIG: &str = "8mb.bin";
 const BIG_BYTES: usize = 8 << 20;
 
 pub struct BlackHole {
     pub d: DockerLab,
     pub server: String,
+    /// [`BlackHole::beyond`]: the router past the bottleneck.
+    pub mid: Option<String>,
 }
 
 fn in_ns(netns: &str, args: &[&str]) -> Command {
@@ -68,85 +75,224 @@ impl BlackHole {
         run_in(&router, &["sysctl", "-qw", "net.ipv4.ip_forward=1"]);
         // The black hole: the router cannot say "fragmentation needed".
         crate::lab::drop_frag_needed(&router);
-
-        let www = d.dir.join("www");
-        std::fs::create_dir_all(&www).unwrap();
-        let data: Vec<u8> = (0..BIG_BYTES)
-            .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
-            .collect();
-        std::fs::write(www.join(BIG), data).unwrap();
-        std::fs::write(www.join("small.txt"), "hello\n").unwrap();
-        let pki = pki();
-        let mut httpd = in_ns(
-            &server,
-            &[
-                "busybox",
-                "httpd",
-                "-f",
-                "-p",
-                "80",
-                "-h",
-                www.to_str().unwrap(),
-            ],
-        );
-        httpd.stdout(Stdio::null()).stderr(Stdio::null());
-        d.lab.spawn(httpd);
-        let mut tls = in_ns(
-            &server,
-            &[
-                "openssl",
-                "s_server",
-                "-quiet",
-                "-accept",
-                "443",
-                "-WWW",
-                "-cert",
-                pki.join("leaf.crt").to_str().unwrap(),
-                "-key",
-                pki.join("leaf.key").to_str().unwrap(),
-                "-cert_chain",
-                pki.join("chain.pem").to_str().unwrap(),
-                // busybox's own TLS (the image has no openssl for wget to
-                // hand over to) signs only with SHA-1, which OpenSSL 3
-                // refuses at its default level. The chain sent is still the
-                // full three RSA-4096 certificates.
-                "-cipher",
-                "DEFAULT:@SECLEVEL=0",
-            ],
-        );
-        tls.current_dir(&www)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null());
-        d.lab.spawn(tls);
-        // Up when the router itself (no bottleneck on its side) can fetch.
-        let up = eventually(Duration::from_secs(10), || {
-            [
-                "http://198.51.100.10/small.txt",
-                "https://198.51.100.10/small.txt",
-            ]
-            .iter()
-            .all(|url| {
-                in_ns(
-                    &router,
-                    &[
-                        "busybox",
-                        "wget",
-                        "--no-check-certificate",
-                        "-q",
-                        "-O",
-                        "/dev/null",
-                        url,
-                    ],
-                )
-                .status()
-                .is_ok_and(|s| s.success())
-            })
-        });
-        assert!(up, "lab servers did not come up");
-        BlackHole { d, server }
+        serve(&mut d, &server, &router);
+        BlackHole {
+            d,
+            server,
+            mid: None,
+        }
     }
 
+    /// The pod's `eth0` and its router's end at 1500; past the router a
+    /// link of `bottleneck` to a second router (`mid`), then the server
+    /// at 1500. IPv4 and IPv6 (pod `2001:db8:1::2`, server [`SERVER6`]).
+    /// `silent`: both routers drop the "fragmentation needed" and "packet
+    /// too big" they would send (the black hole); else they send them.
+    pub fn beyond(tag: &str, bottleneck: u32, silent: bool) -> BlackHole {
+        let mut d = DockerLab::new(tag);
+        let (pod, router) = (d.pod.clone(), d.router.clone());
+        ip(&pod, &["link", "set", "eth0", "mtu", "1500"]);
+        ip(&router, &["link", "set", "down0", "mtu", "1500"]);
+        let mid = d.lab.netns("mid");
+        let server = d.lab.netns("srv");
+        let b = bottleneck.to_string();
+        ip(
+            &router,
+            &[
+                "link", "add", "nar0", "type", "veth", "peer", "name", "nar1", "netns", &mid,
+            ],
+        );
+        ip(&router, &["link", "set", "nar0", "mtu", &b, "up"]);
+        ip(&mid, &["link", "set", "nar1", "mtu", &b, "up"]);
+        ip(
+            &server,
+            &[
+                "link", "add", "s0", "type", "veth", "peer", "name", "up0", "netns", &mid,
+            ],
+        );
+        ip(&server, &["link", "set", "s0", "mtu", "1500", "up"]);
+        ip(&mid, &["link", "set", "up0", "mtu", "1500", "up"]);
+        // IPv4: pod 192.0.2.0/24 (the lab's), routers 100.64.0.0/30,
+        // server 198.51.100.0/24.
+        ip(&router, &["addr", "add", "100.64.0.1/30", "dev", "nar0"]);
+        ip(&mid, &["addr", "add", "100.64.0.2/30", "dev", "nar1"]);
+        ip(&mid, &["addr", "add", "198.51.100.1/24", "dev", "up0"]);
+        ip(
+            &server,
+            &["addr", "add", &format!("{SERVER}/24"), "dev", "s0"],
+        );
+        ip(
+            &router,
+            &["route", "add", "198.51.100.0/24", "via", "100.64.0.2"],
+        );
+        ip(&mid, &["route", "add", "192.0.2.0/24", "via", "100.64.0.1"]);
+        ip(&server, &["route", "add", "default", "via", "198.51.100.1"]);
+        // IPv6: pod 2001:db8:1::/64, routers 2001:db8:2::/64, server
+        // 2001:db8:3::/64.
+        let v6 = |ns: &str, addr: &str, dev: &str| {
+            ip(ns, &["-6", "addr", "add", addr, "dev", dev, "nodad"]);
+        };
+        crate::lab::ipv6_default_route(&pod, "eth0", "2001:db8:1");
+        v6(&router, "2001:db8:1::1/64", "down0");
+        v6(&router, "2001:db8:2::1/64", "nar0");
+        v6(&mid, "2001:db8:2::2/64", "nar1");
+        v6(&mid, "2001:db8:3::1/64", "up0");
+        v6(&server, &format!("{SERVER6}/64"), "s0");
+        ip(
+            &router,
+            &[
+                "-6",
+                "route",
+                "add",
+                "2001:db8:3::/64",
+                "via",
+                "2001:db8:2::2",
+            ],
+        );
+        ip(
+            &mid,
+            &[
+                "-6",
+                "route",
+                "add",
+                "2001:db8:1::/64",
+                "via",
+                "2001:db8:2::1",
+            ],
+        );
+        ip(
+            &server,
+            &["-6", "route", "add", "default", "via", "2001:db8:3::1"],
+        );
+        for ns in [&router, &mid] {
+            run_in(ns, &["sysctl", "-qw", "net.ipv4.ip_forward=1"]);
+            run_in(ns, &["sysctl", "-qw", "net.ipv6.conf.all.forwarding=1"]);
+            if silent {
+                crate::lab::drop_frag_needed(ns);
+                run_in(
+                    ns,
+                    &[
+                        "ip6tables",
+                        "-A",
+                        "OUTPUT",
+                        "-p",
+                        "icmpv6",
+                        "--icmpv6-type",
+                        "packet-too-big",
+                        "-j",
+                        "DROP",
+                    ],
+                );
+            }
+        }
+        serve(&mut d, &server, &router);
+        // A fresh IPv6 path holds its first packets for about 2 s while
+        // the hops resolve their neighbours; the tests are about sizes,
+        // so the lab is ready once a small echo crosses it.
+        let v6_up = eventually(Duration::from_secs(10), || {
+            in_ns(
+                &pod,
+                &["busybox", "ping", "-6", "-c", "1", "-W", "1", SERVER6],
+            )
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+        });
+        assert!(v6_up, "the lab's IPv6 path to {SERVER6} did not come up");
+        BlackHole {
+            d,
+            server,
+            mid: Some(mid),
+        }
+    }
+
+    /// Moves the bottleneck of [`BlackHole::beyond`] to `mtu` (both ends).
+    pub fn set_bottleneck(&self, mtu: u32) {
+        let mid = self.mid.as_ref().expect("a lab made by BlackHole::beyond");
+        let m = mtu.to_string();
+        ip(&self.d.router, &["link", "set", "nar0", "mtu", &m]);
+        ip(mid, &["link", "set", "nar1", "mtu", &m]);
+    }
+}
+
+/// busybox wget, quiet, any certificate, the body discarded; the URL next.
+const WGET: [&str; 5] = ["wget", "--no-check-certificate", "-q", "-O", "/dev/null"];
+
+/// The server's 8 MB file over HTTP and a TLS server with a long chain;
+/// returns once the router (no bottleneck on its side) can fetch both.
+fn serve(d: &mut DockerLab, server: &str, router: &str) {
+    let www = d.dir.join("www");
+    std::fs::create_dir_all(&www).unwrap();
+    let data: Vec<u8> = (0..BIG_BYTES)
+        .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+        .collect();
+    std::fs::write(www.join(BIG), data).unwrap();
+    std::fs::write(www.join("small.txt"), "hello\n").unwrap();
+    let pki = pki();
+    let mut httpd = in_ns(
+        server,
+        &[
+            "busybox",
+            "httpd",
+            "-f",
+            "-p",
+            "80",
+            "-h",
+            www.to_str().unwrap(),
+        ],
+    );
+    httpd.stdout(Stdio::null()).stderr(Stdio::null());
+    d.lab.spawn(httpd);
+    let mut tls = in_ns(
+        server,
+        &[
+            "openssl",
+            "s_server",
+            "-quiet",
+            "-accept",
+            "443",
+            "-WWW",
+            "-cert",
+            pki.join("leaf.crt").to_str().unwrap(),
+            "-key",
+            pki.join("leaf.key").to_str().unwrap(),
+            "-cert_chain",
+            pki.join("chain.pem").to_str().unwrap(),
+            // busybox's own TLS (the image has no openssl for wget to
+            // hand over to) signs only with SHA-1, which OpenSSL 3
+            // refuses at its default level. The chain sent is still the
+            // full three RSA-4096 certificates.
+            "-cipher",
+            "DEFAULT:@SECLEVEL=0",
+        ],
+    );
+    tls.current_dir(&www)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    d.lab.spawn(tls);
+    // Up when the router itself (no bottleneck on its side) can fetch.
+    let up = eventually(Duration::from_secs(10), || {
+        [
+            "http://198.51.100.10/small.txt",
+            "https://198.51.100.10/small.txt",
+        ]
+        .iter()
+        .all(|url| {
+            let mut wget = vec!["busybox"];
+            wget.extend_from_slice(&WGET);
+            wget.push(url);
+            in_ns(router, &wget)
+                .stderr(Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success())
+        })
+    });
+    assert!(up, "lab servers did not come up");
+}
+
+impl BlackHole {
     /// Runs `command` in a fresh container on `network`, killed after
     /// `limit`. `--init`: a process that is PID 1 would ignore the signal.
     fn run_limited(
@@ -176,18 +322,9 @@ impl BlackHole {
     /// Returns how long it took, or `None` when it stalled or failed.
     pub fn fetch(&self, network: &str, url: &str, limit: Duration) -> Option<Duration> {
         let start = Instant::now();
-        let out = self.run_limited(
-            network,
-            limit,
-            &[
-                "wget",
-                "--no-check-certificate",
-                "-q",
-                "-O",
-                "/dev/null",
-                url,
-            ],
-        );
+        let mut wget = WGET.to_vec();
+        wget.push(url);
+        let out = self.run_limited(network, limit, &wget);
         if !out.status.success() {
             eprintln!(
                 "fetch {url} on {network}: {:?} after {:?}: {}",

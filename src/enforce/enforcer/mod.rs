@@ -13,59 +13,15 @@ use std::time::{Duration, Instant};
 use tracing::{debug, info, trace, warn};
 
 use super::engine::{Engine, PassReport, MAX_LINKS};
+use super::pathprobe::PathReading;
 use super::policy::BridgeMatcher;
-use crate::config::{Settings, MIN_IPV6_MTU, MIN_MTU};
-use crate::detect::{DetectError, OuterMtu};
+use crate::config::Settings;
+use crate::detect::{DetectError, Origin, TargetSource};
 use crate::docker::DockerUpdate;
 use crate::firewall::{EnsureReport, MssClamp};
 use crate::logging::RepeatedFailure;
 use crate::metrics::Metrics;
 use crate::netlink::{NetEvent, NetOps, NetlinkError};
-
-/// Where the target MTU comes from. Either way the outer MTU's last
-/// reading is kept: its interfaces are the pod's uplink, never managed.
-pub(crate) enum TargetSource {
-    Fixed {
-        mtu: u32,
-        outer: Option<OuterMtu>,
-    },
-    /// Follows the outer MTU, bounded below by [`floor`].
-    Outer {
-        last: OuterMtu,
-    },
-}
-
-/// The lowest target the outer MTU may give: what IPv6 needs where it is
-/// routed, else the IPv4 minimum. A pod that gives its own default route
-/// `mtu 300` gets this, not 300.
-fn floor(outer: &OuterMtu) -> u32 {
-    if outer.ipv6.is_some() {
-        MIN_IPV6_MTU
-    } else {
-        MIN_MTU
-    }
-}
-
-impl TargetSource {
-    pub(crate) fn target(&self) -> u32 {
-        match self {
-            TargetSource::Fixed { mtu, .. } => *mtu,
-            TargetSource::Outer { last } => last.mtu.max(floor(last)),
-        }
-    }
-
-    fn outer(&self) -> Option<&OuterMtu> {
-        match self {
-            TargetSource::Fixed { outer, .. } => outer.as_ref(),
-            TargetSource::Outer { last } => Some(last),
-        }
-    }
-
-    fn depends_on(&self, ifindex: u32) -> bool {
-        self.outer()
-            .is_some_and(|o| o.ifindexes().contains(&ifindex))
-    }
-}
 
 /// Work that a burst of events asks for many times but that needs doing
 /// once (re-reading the routes, a sweep after lost notifications): done at
@@ -134,6 +90,8 @@ pub(crate) struct Enforcer<N> {
     route_gone: Option<(Instant, bool)>,
     /// The outer MTU below the floor that was last warned about.
     floored: Option<u32>,
+    /// What decided the target last.
+    origin: Origin,
     /// Links past the cap were warned about.
     left_out_warned: bool,
 }
@@ -147,8 +105,8 @@ impl<N: NetOps> Enforcer<N> {
         metrics: Arc<Metrics>,
         mss_when_docker: bool,
     ) -> Enforcer<N> {
-        let target = source.target();
-        metrics.set_target_mtu(target);
+        let (target, origin) = source.decide();
+        metrics.set_target(target, origin);
         Enforcer {
             engine: Engine::new(
                 net,
@@ -167,22 +125,28 @@ impl<N: NetOps> Enforcer<N> {
             overrun_sweep: Coalesced::new(),
             route_gone: None,
             floored: None,
+            origin,
             left_out_warned: false,
         }
     }
 
     /// The first sweep and MSS ensure; after it, enforcement is ready.
     pub(crate) async fn start(&mut self) -> Result<(), NetlinkError> {
-        match &self.source {
-            TargetSource::Fixed { mtu, .. } => info!(
-                target_mtu = mtu,
-                "watching; target MTU fixed by configuration"
+        let (target, origin) = self.source.decide();
+        match self.source.outer() {
+            Some(outer) => info!(
+                target_mtu = target,
+                source = origin.label(),
+                interface = %outer.interface,
+                outer_mtu = outer.mtu,
+                "watching; {}",
+                origin.explain()
             ),
-            TargetSource::Outer { last } => info!(
-                target_mtu = self.source.target(),
-                interface = %last.interface,
-                source = %last.source,
-                "watching; target MTU follows the outer MTU"
+            None => info!(
+                target_mtu = target,
+                source = origin.label(),
+                "watching; {}",
+                origin.explain()
             ),
         }
         self.note_floor();
@@ -421,20 +385,59 @@ impl<N: NetOps> Enforcer<N> {
         }
         let report = self.engine.set_uplinks(outer.ifindexes()).await;
         self.record(report);
-        match &mut self.source {
-            TargetSource::Fixed { outer: last, .. } => *last = Some(outer),
-            TargetSource::Outer { last } => {
-                if outer.mtu != last.mtu {
-                    info!(interface = %outer.interface, source = %outer.source, from_mtu = last.mtu, to_mtu = outer.mtu, "outer MTU changed");
-                }
-                *last = outer;
-                let target = self.source.target();
-                self.note_floor();
-                self.metrics.set_target_mtu(target);
-                let report = self.engine.set_target(target).await;
-                self.record(report);
+        let mut said = false;
+        if let Some(last) = self.source.outer().filter(|_| self.source.follows_outer()) {
+            if outer.mtu != last.mtu {
+                said = true;
+                info!(interface = %outer.interface, source = %outer.source, from_mtu = last.mtu, to_mtu = outer.mtu, "outer MTU changed");
             }
         }
+        self.source.set_outer(outer);
+        self.note_floor();
+        self.apply_target(said).await;
+    }
+
+    /// A path-MTU reading (`path_probe`): a bottleneck below the MTU it
+    /// was bounded by lowers the target; a clear path lifts an earlier
+    /// one. A reading where nothing answered changes nothing (the prober
+    /// says why, once for every namespace it serves): the last
+    /// measurement stands, or the outer MTU before any.
+    pub(crate) async fn on_path_reading(&mut self, reading: &PathReading) {
+        if let Some(narrowest) = reading.narrowest() {
+            self.source
+                .set_probed(Some(narrowest).filter(|p| *p < reading.ceiling));
+            self.apply_target(false).await;
+        }
+    }
+
+    /// The MTU a path probe for this namespace is bounded by.
+    pub(crate) fn probe_ceiling(&self) -> u32 {
+        self.source.probe_ceiling()
+    }
+
+    /// Moves the managed links to the target the source now decides: one
+    /// line when it changes (none when `outer_said` already told of an
+    /// outer MTU that the target simply follows).
+    async fn apply_target(&mut self, outer_said: bool) {
+        let (target, origin) = self.source.decide();
+        let from = self.engine.target();
+        if target == from && origin == self.origin {
+            return;
+        }
+        let follows = matches!(origin, Origin::Link | Origin::Route);
+        if target != from && !(outer_said && follows) {
+            info!(
+                from_mtu = from,
+                to_mtu = target,
+                source = origin.label(),
+                "target MTU changed; {}",
+                origin.explain()
+            );
+        }
+        self.origin = origin;
+        self.metrics.set_target(target, origin);
+        let report = self.engine.set_target(target).await;
+        self.record(report);
     }
 
     fn warn_if_route_gone_long(&mut self) {
@@ -451,21 +454,19 @@ impl<N: NetOps> Enforcer<N> {
 
     /// One warning per outer MTU below the floor.
     fn note_floor(&mut self) {
-        let TargetSource::Outer { last } = &self.source else {
-            return;
-        };
-        let floor = floor(last);
-        if last.mtu >= floor {
-            self.floored = None;
-        } else if self.floored != Some(last.mtu) {
-            self.floored = Some(last.mtu);
-            warn!(
-                outer_mtu = last.mtu,
-                target_mtu = floor,
-                interface = %last.interface,
-                "the outer MTU is below what this namespace can be given; enforcing the floor instead \
-                 (576, or 1280 where IPv6 is routed)"
-            );
+        match self.source.outer_below_floor() {
+            None => self.floored = None,
+            Some((outer, floor)) if self.floored != Some(outer) => {
+                self.floored = Some(outer);
+                warn!(
+                    outer_mtu = outer,
+                    target_mtu = floor,
+                    interface = %self.source.outer().map_or("", |o| o.interface.as_str()),
+                    "the outer MTU is below what this namespace can be given; enforcing the floor instead \
+                     (576, or 1280 where IPv6 is routed)"
+                );
+            }
+            Some(_) => {}
         }
     }
 

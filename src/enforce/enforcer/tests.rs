@@ -38,7 +38,7 @@ impl Loop {
         let mut enforcer = Enforcer::new(
             net,
             &Settings::default(),
-            TargetSource::Outer { last },
+            TargetSource::follow(last, 1500),
             None,
             metrics,
             false,
@@ -173,6 +173,61 @@ async fn a_lower_outer_mtu_moves_the_target_and_the_links() {
     assert_eq!(l.metric("mtuvisor_target_mtu"), 1450.0);
 }
 
+/// A reading of the path prober: `path` toward one target, bounded by
+/// `ceiling`; `None`: no answer.
+fn reading(ceiling: u32, path: Option<u32>) -> PathReading {
+    use crate::pmtu::{Outcome, ProbeResult};
+    PathReading {
+        ceiling,
+        results: vec![ProbeResult {
+            target: "registry.example".into(),
+            address: None,
+            method: None,
+            outcome: match path {
+                Some(p) if p < ceiling => Outcome::Bottleneck,
+                Some(_) => Outcome::Clear,
+                None => Outcome::Unreachable,
+            },
+            path_mtu: path,
+            black_hole: false,
+            reported_mtu: None,
+            sizes_tried: 1,
+            took_ms: 1,
+            note: "no answer".into(),
+        }],
+    }
+}
+
+#[tokio::test]
+async fn a_narrower_path_lowers_the_target_and_a_clear_one_lifts_it_again() {
+    let mut l = Loop::start(pod()).await;
+    assert_eq!(l.enforcer.probe_ceiling(), 1450, "bounded by the outer MTU");
+    assert_eq!(l.metric("mtuvisor_target_source{source=\"link\"}"), 1.0);
+    l.enforcer.on_path_reading(&reading(1450, Some(1400))).await;
+    assert_eq!(l.metric("mtuvisor_target_mtu"), 1400.0);
+    assert_eq!(l.metric("mtuvisor_target_source{source=\"probe\"}"), 1.0);
+    assert_eq!(l.metric("mtuvisor_target_source{source=\"link\"}"), 0.0);
+    assert_eq!((l.net().mtu(3), l.net().mtu(4)), (1400, 1400));
+    assert_eq!(l.net().remote_mtu(4), 1400);
+    assert_eq!(
+        l.enforcer.probe_ceiling(),
+        1450,
+        "the probe is not bounded by itself"
+    );
+    // Nothing answered: the last measurement stands.
+    l.enforcer.on_path_reading(&reading(1450, None)).await;
+    assert_eq!(l.net().mtu(3), 1400);
+    // The bottleneck is gone: back to the outer MTU, no higher.
+    l.enforcer.on_path_reading(&reading(1450, Some(1450))).await;
+    assert_eq!((l.net().mtu(3), l.net().mtu(4)), (1450, 1450));
+    assert_eq!(l.metric("mtuvisor_target_source{source=\"link\"}"), 1.0);
+    // A reading bounded higher (node: mtu_ceiling) that is still wider
+    // than this pod's outer MTU changes nothing.
+    l.enforcer.on_path_reading(&reading(1500, Some(1480))).await;
+    assert_eq!(l.metric("mtuvisor_target_mtu"), 1450.0);
+    assert_eq!(l.metric("mtuvisor_target_source{source=\"link\"}"), 1.0);
+}
+
 #[tokio::test]
 async fn a_route_mtu_below_the_floor_gives_the_floor() {
     let mut l = Loop::start(pod()).await;
@@ -250,7 +305,7 @@ async fn with_mtu_enforcement_off_links_are_followed_and_never_changed() {
     let mut enforcer = Enforcer::new(
         net,
         &settings,
-        TargetSource::Outer { last },
+        TargetSource::follow(last, 1500),
         None,
         metrics,
         true,

@@ -1,4 +1,7 @@
-//! Finding the outer MTU: the MTU that packets leaving the pod can carry.
+//! Finding the outer MTU: the MTU that packets leaving the pod can carry;
+//! and from it (`target.rs`) the target MTU and what decided it.
+
+mod target;
 
 use std::fmt;
 
@@ -6,6 +9,7 @@ use serde::Serialize;
 
 pub use crate::netlink::Family;
 use crate::netlink::{DefaultRoute, NetlinkError, RouteTable, MAIN_TABLE};
+pub use target::{Origin, TargetSource};
 
 #[derive(Debug, thiserror::Error)]
 pub enum DetectError {

@@ -1,0 +1,213 @@
+//! The search: sizes between a floor and a ceiling, each tried once, the
+//! answer (it fits, a router said how much fits, or silence) narrowing
+//! the range; and what a probe found.
+
+use std::io;
+
+use serde::Serialize;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Method {
+    Icmp,
+    Tcp,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    /// The path carries the outer MTU.
+    Clear,
+    /// The path carries less than the outer MTU.
+    Bottleneck,
+    /// No answer at the floor size either.
+    Unreachable,
+    /// The target's name does not resolve to an address.
+    Unresolved,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ProbeResult {
+    pub target: String,
+    pub address: Option<String>,
+    pub method: Option<Method>,
+    pub outcome: Outcome,
+    /// The largest packet (IP header included) that got through.
+    pub path_mtu: Option<u32>,
+    /// Packets above `path_mtu` vanished without an ICMP "fragmentation
+    /// needed" (ICMP only: TCP cannot tell).
+    pub black_hole: bool,
+    /// The largest size an answer named: a router's ICMP "fragmentation
+    /// needed" (ICMP), or the peer's own MSS plus headers (TCP).
+    pub reported_mtu: Option<u32>,
+    pub sizes_tried: u32,
+    pub took_ms: u64,
+    /// What was tried and why it gave up, for a person.
+    pub note: String,
+}
+
+impl ProbeResult {
+    /// Nothing measured yet toward `target`.
+    pub(super) fn unmeasured(target: &str) -> ProbeResult {
+        ProbeResult {
+            target: target.to_string(),
+            address: None,
+            method: None,
+            outcome: Outcome::Unreachable,
+            path_mtu: None,
+            black_hole: false,
+            reported_mtu: None,
+            sizes_tried: 0,
+            took_ms: 0,
+            note: String::new(),
+        }
+    }
+}
+
+/// What one size did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Answer {
+    Fits,
+    /// A router said the path takes at most this (0: too big, with no
+    /// figure: above this end's own interface).
+    TooBig(u32),
+    Silent,
+}
+
+/// Binary search with `try_size`; fills the result, or says why the target
+/// cannot be measured.
+pub(super) fn search(
+    result: &mut ProbeResult,
+    floor: u32,
+    ceiling: u32,
+    mut try_size: impl FnMut(u32) -> io::Result<Answer>,
+) -> Result<(), String> {
+    let mut attempt = |size: u32, result: &mut ProbeResult| -> Result<Answer, String> {
+        result.sizes_tried += 1;
+        try_size(size).map_err(|e| e.to_string())
+    };
+    match attempt(floor, result)? {
+        Answer::Fits => {}
+        Answer::TooBig(mtu) => {
+            return Err(format!(
+                "even {floor} bytes are too big (a router says {mtu})"
+            ))
+        }
+        Answer::Silent => return Err(format!("no answer to {floor}-byte probes")),
+    }
+    let (mut fits, mut fails) = (floor, ceiling + 1);
+    let mut silent_above = false;
+    let mut reported = None;
+    let mut next = ceiling;
+    while fails - fits > 1 {
+        match attempt(next, result)? {
+            Answer::Fits => {
+                fits = next;
+                // The size a router named fits: the path is exactly that.
+                if reported == Some(next) {
+                    fails = next + 1;
+                }
+            }
+            Answer::Silent => {
+                fails = next;
+                silent_above = true;
+            }
+            Answer::TooBig(0) => fails = next,
+            Answer::TooBig(mtu) => {
+                fails = next;
+                reported = Some(mtu);
+                // The router's figure is the likely answer: try it next.
+                if mtu > fits && mtu < fails {
+                    next = mtu;
+                    continue;
+                }
+            }
+        }
+        next = fits + (fails - fits) / 2;
+    }
+    result.path_mtu = Some(fits);
+    result.reported_mtu = reported;
+    result.black_hole = fits < ceiling && silent_above && reported.is_none();
+    result.outcome = if fits >= ceiling {
+        Outcome::Clear
+    } else {
+        Outcome::Bottleneck
+    };
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A path of `mtu` that says "too big" (`reports`) or stays silent.
+    fn path(mtu: u32, reports: bool) -> impl FnMut(u32) -> io::Result<Answer> {
+        move |size| {
+            Ok(if size <= mtu {
+                Answer::Fits
+            } else if reports {
+                Answer::TooBig(mtu)
+            } else {
+                Answer::Silent
+            })
+        }
+    }
+
+    fn empty() -> ProbeResult {
+        ProbeResult::unmeasured("t")
+    }
+
+    #[test]
+    fn a_silent_bottleneck_is_found_exactly_and_called_a_black_hole() {
+        let mut r = empty();
+        search(&mut r, 1280, 1500, path(1400, false)).unwrap();
+        assert_eq!(r.path_mtu, Some(1400));
+        assert!(r.black_hole);
+        assert_eq!(r.outcome, Outcome::Bottleneck);
+        assert!(r.sizes_tried <= 2 + 8, "{}", r.sizes_tried);
+    }
+
+    #[test]
+    fn a_reported_bottleneck_takes_three_sizes() {
+        let mut r = empty();
+        search(&mut r, 1280, 1500, path(1400, true)).unwrap();
+        assert_eq!((r.path_mtu, r.reported_mtu), (Some(1400), Some(1400)));
+        assert!(!r.black_hole);
+        assert_eq!(r.sizes_tried, 3);
+    }
+
+    #[test]
+    fn a_clear_path_takes_two_sizes() {
+        let mut r = empty();
+        search(&mut r, 1280, 1450, path(9000, false)).unwrap();
+        assert_eq!(
+            (r.path_mtu, r.outcome, r.sizes_tried),
+            (Some(1450), Outcome::Clear, 2)
+        );
+    }
+
+    #[test]
+    fn too_big_without_a_figure_is_searched_like_silence_but_no_black_hole() {
+        let mut r = empty();
+        search(&mut r, 576, 1500, |size| {
+            Ok(if size <= 1400 {
+                Answer::Fits
+            } else {
+                Answer::TooBig(0)
+            })
+        })
+        .unwrap();
+        assert_eq!(
+            (r.path_mtu, r.reported_mtu, r.black_hole),
+            (Some(1400), None, false)
+        );
+    }
+
+    #[test]
+    fn no_answer_at_the_floor_is_no_measurement() {
+        let mut r = empty();
+        let err = search(&mut r, 1280, 1500, |_| Ok(Answer::Silent)).unwrap_err();
+        assert!(err.contains("no answer to 1280-byte probes"), "{err}");
+        assert_eq!(r.path_mtu, None);
+    }
+}
