@@ -4,8 +4,31 @@
 /// Capability numbers (linux/capability.h) mtuvisor asks about.
 pub const NET_ADMIN: u32 = 12;
 pub const NET_RAW: u32 = 13;
+pub const SYS_PTRACE: u32 = 19;
 pub const SYS_ADMIN: u32 = 21;
 pub const SYS_NICE: u32 = 23;
+
+/// A capability a mode needs, and what stops working without it.
+#[derive(Debug)]
+pub struct Grant {
+    pub cap: u32,
+    /// As a securityContext lists it (`SYS_ADMIN`).
+    pub name: &'static str,
+    /// What stops working without it, for a person.
+    pub without: &'static str,
+    /// Without it the mode cannot do its job (not ready), rather than
+    /// doing it with less.
+    pub required: bool,
+}
+
+/// Of `grants`, those not in the effective set `eff` (`None`, cannot
+/// tell: none).
+pub fn missing(grants: &'static [Grant], eff: Option<u64>) -> Vec<&'static Grant> {
+    let Some(eff) = eff else {
+        return Vec::new();
+    };
+    grants.iter().filter(|g| eff & (1 << g.cap) == 0).collect()
+}
 
 /// The effective set (`CapEff`), `None` when it cannot be read.
 pub fn effective() -> Option<u64> {
@@ -35,5 +58,34 @@ mod tests {
         assert!(eff & (1 << NET_ADMIN) != 0 && eff & (1 << NET_RAW) != 0);
         assert!(eff & (1 << SYS_ADMIN) == 0);
         assert_eq!(parse_cap_eff("Name:\tx\n"), None);
+    }
+
+    #[test]
+    fn missing_grants_are_those_outside_the_effective_set() {
+        static GRANTS: [Grant; 2] = [
+            Grant {
+                cap: NET_ADMIN,
+                name: "NET_ADMIN",
+                without: "",
+                required: true,
+            },
+            Grant {
+                cap: SYS_ADMIN,
+                name: "SYS_ADMIN",
+                without: "",
+                required: true,
+            },
+        ];
+        let names = |eff| -> Vec<&str> { missing(&GRANTS, eff).iter().map(|g| g.name).collect() };
+        assert_eq!(names(Some(0x803000)), ["SYS_ADMIN"]);
+        assert_eq!(
+            names(Some(1 << SYS_ADMIN | 1 << NET_ADMIN)),
+            Vec::<&str>::new()
+        );
+        assert_eq!(
+            names(None),
+            Vec::<&str>::new(),
+            "cannot tell: trust the grant"
+        );
     }
 }

@@ -96,7 +96,7 @@ async fn serve(listener: std::net::TcpListener, registry: Arc<Registry>) {
         }
     };
     if let Ok(addr) = listener.local_addr() {
-        info!(%addr, "serving metrics at /metrics and health at /healthz");
+        info!(%addr, "serving metrics at /metrics, health at /healthz and /livez");
     }
     let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     let peers = Arc::new(Mutex::new(std::collections::HashMap::new()));
@@ -225,12 +225,24 @@ pub(super) fn route(head: &str, registry: &Registry) -> (&'static str, &'static 
             "text/plain; version=0.0.4; charset=utf-8",
             registry.render(),
         ),
-        "/healthz" if registry.is_ready() => ("200 OK", TEXT, "ok\n".into()),
-        "/healthz" => (
+        "/healthz" => match registry.unready() {
+            None => ("200 OK", TEXT, "ok\n".into()),
+            Some(why) => (
+                "503 Service Unavailable",
+                TEXT,
+                format!("not ready: {why}\n"),
+            ),
+        },
+        "/livez" if registry.is_alive() => ("200 OK", TEXT, "ok\n".into()),
+        "/livez" => (
             "503 Service Unavailable",
             TEXT,
-            "not ready: the first sweep has not finished\n".into(),
+            "not alive: pod discovery stopped\n".into(),
         ),
-        _ => ("404 Not Found", TEXT, "try /metrics or /healthz\n".into()),
+        _ => (
+            "404 Not Found",
+            TEXT,
+            "try /metrics, /healthz or /livez\n".into(),
+        ),
     }
 }

@@ -17,6 +17,7 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
+use crate::caps::Grant;
 use crate::detect::Origin;
 use crate::firewall::Family;
 use histogram::{Histogram, CLAMP_BUCKETS_US, DISCOVERY_BUCKETS_US};
@@ -162,6 +163,8 @@ impl Metrics {
 /// The node agent's own series (`node`), written only by its loop.
 pub struct NodeMetrics {
     ready: std::sync::atomic::AtomicBool,
+    /// The grants checked at start, each with whether it is missing.
+    grants: Mutex<Vec<(&'static Grant, bool)>>,
     watched: AtomicU64,
     discovery: Histogram<{ DISCOVERY_BUCKETS_US.len() }>,
 }
@@ -170,6 +173,7 @@ impl Default for NodeMetrics {
     fn default() -> NodeMetrics {
         NodeMetrics {
             ready: std::sync::atomic::AtomicBool::new(false),
+            grants: Mutex::new(Vec::new()),
             watched: AtomicU64::new(0),
             discovery: Histogram::new(&DISCOVERY_BUCKETS_US),
         }
@@ -180,6 +184,34 @@ impl NodeMetrics {
     /// Discovery runs (the agent is ready even with no pod yet).
     pub fn set_ready(&self, ready: bool) {
         self.ready.store(ready, Relaxed);
+    }
+
+    /// The grants checked (`all`), of which `missing` are not held.
+    pub fn set_grants(&self, all: &'static [Grant], missing: Vec<&'static Grant>) {
+        *lock(&self.grants) = all
+            .iter()
+            .map(|g| (g, missing.iter().any(|m| std::ptr::eq(*m, g))))
+            .collect();
+    }
+
+    /// Why the agent cannot do its job, if it cannot: discovery does not
+    /// run, or a grant it needs is missing.
+    pub fn unready(&self) -> Option<String> {
+        if !self.ready.load(Relaxed) {
+            return Some("pod discovery is not running".into());
+        }
+        let grants = lock(&self.grants);
+        let missing: Vec<String> = grants
+            .iter()
+            .filter(|(g, missing)| *missing && g.required)
+            .map(|(g, _)| format!("missing CAP_{}: {}", g.name, g.without))
+            .collect();
+        (!missing.is_empty()).then(|| {
+            format!(
+                "{}; add it to the agent container's securityContext.capabilities.add",
+                missing.join("; ")
+            )
+        })
     }
 
     pub fn set_watched(&self, n: usize) {
@@ -268,13 +300,29 @@ impl Registry {
         lock(&self.enforcers)
     }
 
-    /// Ready when every enforcer is (and there is at least one).
+    /// Ready when every enforcer is (and there is at least one); the node
+    /// agent when it can enforce in its pods.
     pub fn is_ready(&self) -> bool {
+        self.unready().is_none()
+    }
+
+    /// Why `/healthz` is not ready, for a person; `None` when it is.
+    pub fn unready(&self) -> Option<String> {
         if let Some(node) = &self.node {
-            return node.ready.load(Relaxed);
+            return node.unready();
         }
         let all = self.lock();
-        !all.is_empty() && all.iter().all(|m| m.is_ready())
+        (all.is_empty() || !all.iter().all(|m| m.is_ready()))
+            .then(|| "the first sweep has not finished".into())
+    }
+
+    /// Alive (`/livez`): the node agent while its discovery runs, whatever
+    /// it lacks (a restart would not grant it); every other mode while it
+    /// answers.
+    pub fn is_alive(&self) -> bool {
+        self.node
+            .as_ref()
+            .is_none_or(|node| node.ready.load(Relaxed))
     }
 
     /// The text exposition format, version 0.0.4.

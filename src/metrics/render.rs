@@ -295,6 +295,19 @@ fn node_series(node: &NodeMetrics, enforcers: &[Arc<Metrics>], out: &mut String)
          {name}{{state=\"watched\"}} {}\n{name}{{state=\"enforcing\"}} {enforcing}",
         node.watched.load(Relaxed)
     );
+    let name = "mtuvisor_node_missing_capability";
+    let _ = writeln!(
+        out,
+        "# HELP {name} 1 for a capability the agent needs and does not hold (the log \
+         says what stops working without it).\n# TYPE {name} gauge"
+    );
+    for (grant, missing) in lock(&node.grants).iter() {
+        let _ = writeln!(
+            out,
+            "{name}{{capability=\"{}\",required=\"{}\"}} {}",
+            grant.name, grant.required, *missing as u8
+        );
+    }
     let name = "mtuvisor_node_discovery_seconds";
     let _ = writeln!(
         out,

@@ -130,6 +130,7 @@ impl NetOps for FakeNet {
             return Err(NetlinkError::NsidNotFound {
                 nsid,
                 searched: "/run/netns".into(),
+                hint: String::new(),
             });
         }
         let mut remote = self.remote.lock().unwrap();

@@ -41,11 +41,14 @@ pub enum NetlinkError {
     NoSuchLink { name: String, ifindex: u32 },
     #[error("network namespace {path}: {message}")]
     Netns { path: String, message: String },
-    #[error(
-        "no network namespace with nsid {nsid} among {searched}; \
-         add the directory that holds it to `netns_dirs`"
-    )]
-    NsidNotFound { nsid: i32, searched: String },
+    #[error("no network namespace with nsid {nsid} among {searched}; {hint}")]
+    NsidNotFound {
+        nsid: i32,
+        searched: String,
+        /// What to do: grant SYS_PTRACE when /proc could not be read,
+        /// else add the namespace's directory to `netns_dirs`.
+        hint: String,
+    },
     #[error(
         "its far end is in {path}, the node's network namespace or another pod's, \
          where nothing is ever changed (a pod's own link on a bridge named like Docker's?)"

@@ -212,6 +212,7 @@ impl NetnsResolver {
         Err(NetlinkError::NsidNotFound {
             nsid,
             searched: self.describe_search(),
+            hint: search_hint(crate::caps::has(crate::caps::SYS_PTRACE)),
         })
     }
 
@@ -228,6 +229,19 @@ impl NetnsResolver {
         let mut parts: Vec<String> = self.dirs.iter().map(|d| d.display().to_string()).collect();
         parts.push("/proc/*/ns/net".into());
         parts.join(", ")
+    }
+}
+
+/// What to do about a far end not found, given whether CAP_SYS_PTRACE is
+/// held (`None`: cannot tell).
+fn search_hint(ptrace: Option<bool>) -> String {
+    let dirs = "add the directory that holds it to `netns_dirs`";
+    match ptrace {
+        Some(false) => format!(
+            "grant SYS_PTRACE (without it another process's /proc/<pid>/ns/net \
+             cannot be opened when it holds capabilities this one lacks), or {dirs}"
+        ),
+        _ => dirs.to_string(),
     }
 }
 
@@ -442,6 +456,13 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_far_end_not_found_without_sys_ptrace_says_to_grant_it() {
+        assert!(search_hint(Some(false)).starts_with("grant SYS_PTRACE"));
+        assert!(!search_hint(Some(true)).contains("SYS_PTRACE"));
+        assert!(search_hint(None).contains("netns_dirs"));
+    }
 
     #[test]
     fn neither_a_fifo_nor_a_symlink_nor_a_plain_file_is_a_namespace() {

@@ -17,6 +17,7 @@
 //! agent do is bounded (`enforce`, `netlink`).
 
 pub mod discovery;
+pub mod grants;
 mod tracker;
 
 use std::collections::HashMap;
@@ -74,6 +75,7 @@ pub async fn run(
         settings.path_probe_interval,
         registry.path(),
     );
+    grants::check(&node);
     node.set_ready(true);
     info!(
         dirs = %settings.netns_dirs.iter().map(|d| d.display().to_string()).collect::<Vec<_>>().join(","),

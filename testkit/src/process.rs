@@ -59,12 +59,20 @@ pub fn mtuvisor_in(netns: &str) -> Command {
     cmd
 }
 
-/// [`mtuvisor_in`] without CAP_SYS_NICE: root keeps only the
-/// capabilities of its bounding set across exec.
+/// [`mtuvisor_in`] without CAP_SYS_NICE.
 pub fn mtuvisor_in_without_sys_nice(netns: &str) -> Command {
-    let mut cmd = Command::new("setpriv");
-    cmd.args(["--bounding-set=-sys_nice", "nsenter"])
-        .arg(format!("--net=/run/netns/{netns}"))
+    mtuvisor_in_without(netns, &["sys_nice"])
+}
+
+/// [`mtuvisor_in`] without the capabilities `caps` (`setpriv`'s names:
+/// `sys_admin`): root keeps only those of its bounding set across exec,
+/// and `setpriv` drops them after `nsenter` has used its own.
+pub fn mtuvisor_in_without(netns: &str, caps: &[&str]) -> Command {
+    let drop: Vec<String> = caps.iter().map(|c| format!("-{c}")).collect();
+    let mut cmd = Command::new("nsenter");
+    cmd.arg(format!("--net=/run/netns/{netns}"))
+        .arg("setpriv")
+        .arg(format!("--bounding-set={}", drop.join(",")))
         .arg(bin());
     cmd.env_remove("MTUVISOR_MTU")
         .env_remove("MTUVISOR_LOG_FORMAT");
