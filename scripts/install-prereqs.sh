@@ -3,7 +3,9 @@
 # iproute2 (namespaces, veths, bridges), util-linux (nsenter), docker.io
 # (dockerd, containerd, runc and the 20.10 client), busybox-static (the
 # test image is imported from it), docker-compose, iptables, nftables and
-# debootstrap (the image test builds its Debian base with it).
+# debootstrap (the image test builds its Debian base with it);
+# containernetworking-plugins (the real node's CNI bridge, host-local and
+# loopback) and protobuf-compiler (the CRI client's build script).
 # Does nothing when they are already there.
 set -euo pipefail
 
@@ -25,6 +27,12 @@ need iptables iptables
 need nft nftables
 need openssl openssl
 need debootstrap debootstrap
+need ctr containerd
+need runc runc
+need /usr/lib/cni/bridge containernetworking-plugins
+need /usr/lib/cni/host-local containernetworking-plugins
+need /usr/lib/cni/loopback containernetworking-plugins
+need protoc protobuf-compiler
 # The static build: the dynamic one cannot run inside the imported image.
 if ! [ -x /bin/busybox ] || ldd /bin/busybox >/dev/null 2>&1; then missing+=(busybox-static); fi
 

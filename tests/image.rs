@@ -15,6 +15,7 @@ use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
 use common::dockerd::{busybox_tar, require_docker, DockerLab, IMAGE as BUSYBOX_OUTER};
+use common::realnode::base_tar;
 use common::{bin, eventually};
 
 const BASE: &str = "mtuvisor-test/base:bookworm";
@@ -38,20 +39,6 @@ const PRIVILEGED: &[&str] = &[
 ];
 
 const REPO: &str = env!("CARGO_MANIFEST_DIR");
-
-/// The base tarball, built once per machine (about 40 s and 560 MB).
-fn base_tar() -> PathBuf {
-    let tar = PathBuf::from("/tmp/mtuvisor-e2e/image-base-bookworm-v2.tar");
-    if !tar.exists() {
-        std::fs::create_dir_all("/tmp/mtuvisor-e2e").unwrap();
-        common::sh(&[
-            "sh",
-            &format!("{REPO}/image/rootfs.sh"),
-            tar.to_str().unwrap(),
-        ]);
-    }
-    tar
-}
 
 /// A build context laid out as the repository's root (the context both
 /// Dockerfiles expect), with its .dockerignore and this build's binary.

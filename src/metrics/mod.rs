@@ -165,6 +165,8 @@ pub struct NodeMetrics {
     ready: std::sync::atomic::AtomicBool,
     /// The grants checked at start, each with whether it is missing.
     grants: Mutex<Vec<(&'static Grant, bool)>>,
+    /// Namespace directories mounted without propagation.
+    private_mounts: Mutex<Vec<String>>,
     watched: AtomicU64,
     discovery: Histogram<{ DISCOVERY_BUCKETS_US.len() }>,
 }
@@ -174,6 +176,7 @@ impl Default for NodeMetrics {
         NodeMetrics {
             ready: std::sync::atomic::AtomicBool::new(false),
             grants: Mutex::new(Vec::new()),
+            private_mounts: Mutex::new(Vec::new()),
             watched: AtomicU64::new(0),
             discovery: Histogram::new(&DISCOVERY_BUCKETS_US),
         }
@@ -194,8 +197,14 @@ impl NodeMetrics {
             .collect();
     }
 
+    /// Namespace directories mounted without propagation (new pods unseen).
+    pub fn set_private_mounts(&self, dirs: Vec<String>) {
+        *lock(&self.private_mounts) = dirs;
+    }
+
     /// Why the agent cannot do its job, if it cannot: discovery does not
-    /// run, or a grant it needs is missing.
+    /// run, a grant it needs is missing, or new pods' namespace files
+    /// cannot reach it.
     pub fn unready(&self) -> Option<String> {
         if !self.ready.load(Relaxed) {
             return Some("pod discovery is not running".into());
@@ -206,12 +215,20 @@ impl NodeMetrics {
             .filter(|(g, missing)| *missing && g.required)
             .map(|(g, _)| format!("missing CAP_{}: {}", g.name, g.without))
             .collect();
-        (!missing.is_empty()).then(|| {
-            format!(
+        let mut why: Vec<String> = Vec::new();
+        if !missing.is_empty() {
+            why.push(format!(
                 "{}; add it to the agent container's securityContext.capabilities.add",
                 missing.join("; ")
-            )
-        })
+            ));
+        }
+        for dir in lock(&self.private_mounts).iter() {
+            why.push(format!(
+                "{dir} is mounted without propagation: pods made after the agent started \
+                 are not seen; mount it with mountPropagation: HostToContainer"
+            ));
+        }
+        (!why.is_empty()).then(|| why.join("; "))
     }
 
     pub fn set_watched(&self, n: usize) {

@@ -44,9 +44,44 @@ pub static GRANTS: [Grant; 4] = [
 ];
 
 /// Checks the agent's effective set, logs one WARN per missing grant and
-/// tells `node` (metrics, readiness).
-pub fn check(node: &NodeMetrics) {
+/// tells `node` (metrics, readiness); then that each directory of
+/// `netns_dirs` that is a mount of its own receives the mounts made after
+/// the agent started.
+pub fn check(node: &NodeMetrics, netns_dirs: &[std::path::PathBuf]) {
     check_against(node, caps::effective());
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let private: Vec<String> = netns_dirs
+        .iter()
+        .filter(|d| is_private_mount(&mountinfo, d))
+        .map(|d| d.display().to_string())
+        .collect();
+    for dir in &private {
+        warn!(
+            dir = %dir,
+            "{dir} is mounted without propagation: pods made after the agent started are \
+             not seen; mount it with mountPropagation: HostToContainer"
+        );
+    }
+    node.set_private_mounts(private);
+}
+
+/// Whether `dir` is a mount point (in `mountinfo`'s format) that neither
+/// shares nor receives mounts (no `shared:` or `master:` field): a hostPath
+/// volume without HostToContainer propagation. The directory as part of a
+/// larger mount, or the host's own, is not one.
+fn is_private_mount(mountinfo: &str, dir: &std::path::Path) -> bool {
+    let dir = dir.to_string_lossy();
+    let dir = dir.trim_end_matches('/');
+    mountinfo
+        .lines()
+        .rfind(|l| l.split_whitespace().nth(4) == Some(dir))
+        .is_some_and(|l| {
+            let optional = l.split(" - ").next().unwrap_or_default();
+            !optional
+                .split_whitespace()
+                .skip(6)
+                .any(|f| f.starts_with("shared:") || f.starts_with("master:"))
+        })
 }
 
 fn check_against(node: &NodeMetrics, eff: Option<u64>) {

@@ -180,20 +180,7 @@ impl DockerLab {
     /// started with it writes legacy rules.
     pub fn legacy_iptables_path(&self) -> String {
         let bin = self.dir.join("legacy-bin");
-        std::fs::create_dir_all(&bin).unwrap();
-        for tool in [
-            "iptables",
-            "iptables-save",
-            "iptables-restore",
-            "ip6tables",
-            "ip6tables-save",
-            "ip6tables-restore",
-        ] {
-            let link = bin.join(tool);
-            if !link.exists() {
-                std::os::unix::fs::symlink("/usr/sbin/xtables-legacy-multi", link).unwrap();
-            }
-        }
+        legacy_iptables_links(&bin);
         format!(
             "{}:{}",
             bin.display(),
@@ -377,7 +364,7 @@ pub fn fifty_in_parallel(d: &DockerLab, network: &str) {
 
 /// containerd and shims started for this daemon carry its paths in their
 /// command lines; nothing else does.
-fn kill_processes_under(dir: &Path) {
+pub(crate) fn kill_processes_under(dir: &Path) {
     let needle = dir.to_string_lossy().to_string();
     let Ok(entries) = std::fs::read_dir("/proc") else {
         return;
@@ -398,7 +385,7 @@ fn kill_processes_under(dir: &Path) {
     }
 }
 
-fn unmount_under(dir: &Path) {
+pub(crate) fn unmount_under(dir: &Path) {
     let mounts = std::fs::read_to_string("/proc/mounts").unwrap_or_default();
     let prefix = dir.to_string_lossy().to_string();
     let mut points: Vec<&str> = mounts
@@ -409,6 +396,25 @@ fn unmount_under(dir: &Path) {
     points.sort_by_key(|p| std::cmp::Reverse(p.len()));
     for p in points {
         let _ = nix::mount::umount2(p, nix::mount::MntFlags::MNT_DETACH);
+    }
+}
+
+/// The iptables tools as the legacy ones, symlinks in `dir` (made if
+/// missing).
+pub fn legacy_iptables_links(dir: &Path) {
+    std::fs::create_dir_all(dir).unwrap();
+    for tool in [
+        "iptables",
+        "iptables-save",
+        "iptables-restore",
+        "ip6tables",
+        "ip6tables-save",
+        "ip6tables-restore",
+    ] {
+        let link = dir.join(tool);
+        if !link.exists() {
+            std::os::unix::fs::symlink("/usr/sbin/xtables-legacy-multi", link).unwrap();
+        }
     }
 }
 

@@ -13,6 +13,7 @@ pub mod http;
 pub mod lab;
 pub mod node;
 pub mod process;
+pub mod realnode;
 pub mod series;
 
 pub use http::*;

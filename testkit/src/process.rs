@@ -30,7 +30,7 @@ pub fn bin() -> &'static str {
 /// Returns false (and says so) when the test must be skipped; panics with
 /// a clear message when root is missing and skipping was not asked for.
 pub fn privileged(test: &str) -> bool {
-    if nix::unistd::geteuid().is_root() && which("ip") {
+    if nix::unistd::geteuid().is_root() && on_path("ip") {
         return true;
     }
     if std::env::var("MTUVISOR_SKIP_PRIVILEGED").as_deref() == Ok("1") {
@@ -43,7 +43,7 @@ pub fn privileged(test: &str) -> bool {
     );
 }
 
-fn which(tool: &str) -> bool {
+pub(crate) fn on_path(tool: &str) -> bool {
     std::env::var_os("PATH")
         .map(|p| std::env::split_paths(&p).any(|d| d.join(tool).exists()))
         .unwrap_or(false)
