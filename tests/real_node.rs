@@ -56,10 +56,19 @@ fn dind_pod(node: &RealNode, name: &str) -> Pod {
 
 /// Waits for the pod's dockerd and imports busybox into it.
 fn docker_ready(node: &RealNode, pod: &Pod) {
+    docker_ready_from(node, pod, "dind");
+}
+
+/// [`docker_ready`] with the client in `container`.
+fn docker_ready_from(node: &RealNode, pod: &Pod, container: &str) {
     let up = eventually(Duration::from_secs(60), || {
-        node.exec(pod, "dind", &["docker", "version"], Duration::from_secs(10))
-            .0
-            == 0
+        node.exec(
+            pod,
+            container,
+            &["docker", "version"],
+            Duration::from_secs(10),
+        )
+        .0 == 0
     });
     assert!(
         up,
@@ -76,7 +85,7 @@ fn docker_ready(node: &RealNode, pod: &Pod) {
     );
     let (code, _, err) = node.exec(
         pod,
-        "dind",
+        container,
         &["docker", "import", &tar, INNER],
         Duration::from_secs(60),
     );
@@ -86,9 +95,14 @@ fn docker_ready(node: &RealNode, pod: &Pod) {
 /// What a new container on the default bridge reads at its first
 /// instruction.
 fn first_instruction_mtu(node: &RealNode, pod: &Pod) -> String {
+    first_instruction_mtu_from(node, pod, "dind")
+}
+
+/// [`first_instruction_mtu`] with the client in `container`.
+fn first_instruction_mtu_from(node: &RealNode, pod: &Pod, container: &str) -> String {
     let (code, out, err) = node.exec(
         pod,
-        "dind",
+        container,
         &[
             "docker",
             "run",
@@ -100,6 +114,27 @@ fn first_instruction_mtu(node: &RealNode, pod: &Pod) -> String {
         Duration::from_secs(60),
     );
     assert_eq!(code, 0, "docker run in {}: {err}", pod.name);
+    out
+}
+
+/// What a `docker build` RUN step (the legacy builder: no buildx here)
+/// reads as its MTU, with the client in `container`.
+fn build_step_mtu(node: &RealNode, pod: &Pod, container: &str) -> String {
+    let (code, out, err) = node.exec(
+        pod,
+        container,
+        &[
+            "sh",
+            "-c",
+            &format!(
+                "printf 'FROM {INNER}\\nRUN cat /sys/class/net/eth0/mtu > /mtu\\n' \\
+                 | DOCKER_BUILDKIT=0 docker build -q -t step - >/dev/null \\
+                 && docker run --rm step cat /mtu"
+            ),
+        ],
+        Duration::from_secs(120),
+    );
+    assert_eq!(code, 0, "docker build in {}/{container}: {err}", pod.name);
     out
 }
 
@@ -180,7 +215,7 @@ fn the_daemonset_as_written_enforces_in_dind_pods() {
         });
         assert!(enforced, "docker0 in {} at 1450", pod.name);
         let reads: Vec<String> = std::thread::scope(|s| {
-            let handles: Vec<_> = (0..10)
+            let handles: Vec<_> = (0..30)
                 .map(|_| s.spawn(|| first_instruction_mtu(&node, pod)))
                 .collect();
             handles.into_iter().map(|h| h.join().unwrap()).collect()
@@ -217,14 +252,37 @@ fn the_daemonset_as_written_enforces_in_dind_pods() {
         "a pod without Docker is left as the CNI plugin made it"
     );
 
-    // A pod deleted: the agent lets it go, and the runtime's unmount of
-    // its namespace file succeeds.
+    // Drone's plugins/docker shape: the build in the container that runs
+    // its own dockerd.
+    assert_eq!(
+        build_step_mtu(&node, &after, "dind"),
+        "1450",
+        "a docker build RUN step reads the pod's MTU"
+    );
+
+    // A pod deleted: the runtime's unmount of its namespace file succeeds,
+    // and the agent keeps nothing of it (no fd, no thread in it).
     let netns = node.netns_of(&after);
+    let ino = std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(&netns).unwrap());
+    let pid = node.pid_of(&agent, "mtuvisor");
     node.remove_pod(&after);
     assert!(
         eventually(Duration::from_secs(10), || !netns.exists()),
         "{} removed by the runtime",
         netns.display()
+    );
+    let held = format!("net:[{ino}]");
+    let let_go = eventually(Duration::from_secs(10), || {
+        let fds = std::fs::read_dir(format!("/proc/{pid}/fd"))
+            .unwrap()
+            .flatten()
+            .filter_map(|f| std::fs::read_link(f.path()).ok())
+            .any(|l| l.display().to_string() == held);
+        !fds && !common::hostile::namespaces_of_threads(pid).contains(&held)
+    });
+    assert!(
+        let_go,
+        "the agent holds nothing of the removed pod ({held})"
     );
 }
 
@@ -344,4 +402,109 @@ fn the_native_sidecar_example_clamps_beside_unmodified_dind() {
         return;
     }
     sidecar_example_clamps("rnnsc", "dind-native-sidecar.yaml");
+}
+
+/// The image in place of docker:dind (dind-supervised.yaml): `supervise`
+/// as the native-sidecar dind container, waited for by its `docker info`
+/// startup probe; the job container, a docker client on the shared
+/// socket, gets the pod's MTU in a container and in a `docker build` RUN
+/// step. No registry here: the job's own alpine build cannot run, so the
+/// job container waits and the test runs its two steps against busybox.
+#[test]
+fn the_supervised_example_gives_the_jobs_containers_and_build_steps_the_pods_mtu() {
+    if !require_real_node(
+        "the_supervised_example_gives_the_jobs_containers_and_build_steps_the_pods_mtu",
+    ) {
+        return;
+    }
+    let mut node = RealNode::start("rnsup");
+    let yaml =
+        std::fs::read_to_string(Path::new(REPO).join("examples/kubernetes/dind-supervised.yaml"))
+            .unwrap();
+    let mut pod = Pod::from_manifest(&yaml, &node.host_dir("empty"));
+    assert_eq!(pod.containers[0].name, "dind", "the sidecar starts first");
+    let job = pod.container_mut("job");
+    assert_eq!(job.image, "docker:cli");
+    assert!(job.command.join(" ").contains("docker build"));
+    job.image = common::realnode::CLI_IMAGE.into();
+    job.command = vec!["sleep".into(), "600".into()];
+    let busybox = common::dockerd::busybox_tar()
+        .parent()
+        .unwrap()
+        .to_path_buf();
+    job.mounts.push((busybox, "/images".into(), true, false));
+    let pod = node.run_pod(pod);
+    let metrics = format!("{}:9464", node.ip_of(&pod));
+    let ready = eventually(Duration::from_secs(30), || {
+        try_http_get(&node.netns, &metrics, "/healthz").is_ok_and(|(s, _)| s == 200)
+    });
+    assert!(ready, "supervise is ready");
+    docker_ready_from(&node, &pod, "job");
+    assert_eq!(first_instruction_mtu_from(&node, &pod, "job"), "1450");
+    assert_eq!(
+        build_step_mtu(&node, &pod, "job"),
+        "1450",
+        "the RUN step read the pod's MTU"
+    );
+}
+
+/// What an inner container's download of 8 MB through the black hole
+/// does within 15 s: `true` when it completes.
+fn download(node: &RealNode, pod: &Pod, url: &str) -> bool {
+    let (code, _, _) = node.exec(
+        pod,
+        "dind",
+        &[
+            "docker",
+            "run",
+            "--rm",
+            // A timeout that is PID 1 could not kill its wget.
+            "--init",
+            INNER,
+            "timeout",
+            "-s",
+            "KILL",
+            "15",
+            "wget",
+            "-q",
+            "-O",
+            "/dev/null",
+            url,
+        ],
+        Duration::from_secs(60),
+    );
+    code == 0
+}
+
+/// The hang users come with, on the real node, and the DaemonSet closing
+/// it: a pod's inner container downloads from a server beyond the node
+/// whose "fragmentation needed" is lost.
+#[test]
+fn the_black_hole_through_the_real_node_is_closed_by_the_daemonset() {
+    if !require_real_node("the_black_hole_through_the_real_node_is_closed_by_the_daemonset") {
+        return;
+    }
+    let mut node = RealNode::start("rnbh");
+    let url = node.black_hole_server();
+    let dind = node.run_pod(dind_pod(&node, "dind"));
+    docker_ready(&node, &dind);
+    assert!(
+        !download(&node, &dind, &url),
+        "without the agent the download stalls (the black hole)"
+    );
+    let _agent = node.run_pod(daemonset(&node));
+    let ready = eventually(Duration::from_secs(30), || {
+        try_http_get(&node.netns, METRICS, "/healthz").is_ok_and(|(s, _)| s == 200)
+    });
+    assert!(ready, "the agent is ready");
+    assert!(
+        eventually(Duration::from_secs(20), || link_mtu(
+            &node, &dind, "docker0"
+        ) == "1450"),
+        "docker0 at 1450"
+    );
+    assert!(
+        download(&node, &dind, &url),
+        "with the agent the download completes"
+    );
 }

@@ -24,6 +24,9 @@ pub const AGENT_IMAGE: &str = "ghcr.io/mtuvisor/mtuvisor:0.1.0";
 /// docker:dind's entrypoint (image/dockerd-entrypoint.sh keeps its
 /// contract), no mtuvisor in front.
 pub const DIND_IMAGE: &str = "docker.io/library/docker:dind";
+/// `docker:cli` as the examples name it: the same root file system (it
+/// has the docker client), a shell as its command.
+pub const CLI_IMAGE: &str = "docker.io/library/docker:cli";
 
 const REPO: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
 
@@ -70,6 +73,14 @@ pub(super) fn import_all(dir: &Path, socket: &Path) {
                     "DOCKER_TLS_CERTDIR=/certs",
                 ],
                 "Volumes": {"/var/lib/docker": {}},
+            }),
+        ),
+        (
+            CLI_IMAGE,
+            vec![base_tar(), project.clone()],
+            json!({
+                "Cmd": ["sh"],
+                "Env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"],
             }),
         ),
     ];

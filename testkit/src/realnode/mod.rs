@@ -14,7 +14,7 @@
 mod images;
 mod pod;
 
-pub use images::{base_tar, AGENT_IMAGE, BUSYBOX_IMAGE, DIND_IMAGE};
+pub use images::{base_tar, AGENT_IMAGE, BUSYBOX_IMAGE, CLI_IMAGE, DIND_IMAGE};
 pub use pod::{Container, Pod};
 
 use std::fs::File;
@@ -194,6 +194,61 @@ impl RealNode {
 
     pub(crate) fn untrack(&mut self, sandbox: &str) {
         self.pods.retain(|p| p != sandbox);
+    }
+
+    /// A web server beyond the node at MTU 1500 (198.51.100.10, an 8 MB
+    /// file), reached from the pods through the node, which drops its own
+    /// ICMP "fragmentation needed" (as an overlay that loses it does): a
+    /// packet above a pod's 1450 coming back vanishes. Returns the file's
+    /// URL.
+    pub fn black_hole_server(&mut self) -> String {
+        let server = self.lab.netns("srv");
+        let node = self.netns.clone();
+        ip(
+            &node,
+            &[
+                "link", "add", "up0", "mtu", "1500", "type", "veth", "peer", "name", "s0", "netns",
+                &server,
+            ],
+        );
+        ip(&node, &["link", "set", "up0", "up"]);
+        ip(&node, &["addr", "add", "198.51.100.1/24", "dev", "up0"]);
+        ip(&server, &["link", "set", "s0", "up"]);
+        ip(&server, &["link", "set", "lo", "up"]);
+        ip(&server, &["addr", "add", "198.51.100.10/24", "dev", "s0"]);
+        ip(&server, &["route", "add", "default", "via", "198.51.100.1"]);
+        crate::lab::sh(&[
+            "nsenter",
+            &format!("--net=/run/netns/{node}"),
+            "sysctl",
+            "-qw",
+            "net.ipv4.ip_forward=1",
+        ]);
+        crate::lab::drop_frag_needed(&node);
+        let www = self.dir.join("www");
+        std::fs::create_dir_all(&www).unwrap();
+        let data: Vec<u8> = (0..8u32 << 20)
+            .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+            .collect();
+        std::fs::write(www.join("8mb.bin"), data).unwrap();
+        let mut httpd = Command::new("nsenter");
+        httpd
+            .arg(format!("--net=/run/netns/{server}"))
+            .args(["busybox", "httpd", "-f", "-p", "80", "-h"])
+            .arg(&www)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        self.lab.spawn(httpd);
+        let up = crate::eventually(Duration::from_secs(10), || {
+            Command::new("nsenter")
+                .arg(format!("--net=/run/netns/{node}"))
+                .args(["busybox", "wget", "-q", "-O", "/dev/null"])
+                .arg("http://198.51.100.10/8mb.bin")
+                .status()
+                .is_ok_and(|s| s.success())
+        });
+        assert!(up, "the server beyond the node answers");
+        "http://198.51.100.10/8mb.bin".into()
     }
 
     /// A directory of this node's for hostPath volumes.

@@ -31,6 +31,8 @@ pub struct Container {
     /// `startupProbe.httpGet`'s path and port: kubelet starts the next
     /// container once it answers 200 (native sidecars).
     pub startup_probe: Option<(String, u16)>,
+    /// `startupProbe.exec.command`: the same, by a command that must exit 0.
+    pub startup_exec: Option<Vec<String>>,
 }
 
 /// A pod as the tests and the manifests describe it.
@@ -135,6 +137,9 @@ impl Pod {
                     });
                     (path.to_string(), port)
                 }),
+                startup_exec: c["startupProbe"]["exec"]["command"]
+                    .as_array()
+                    .map(|_| strings(&c["startupProbe"]["exec"]["command"])),
             }
         };
         let sidecars = spec["initContainers"]
@@ -315,6 +320,19 @@ impl RealNode {
                     container.name
                 );
             }
+            if let Some(cmd) = &container.startup_exec {
+                let cmd: Vec<&str> = cmd.iter().map(String::as_str).collect();
+                let started = crate::eventually(Duration::from_secs(60), || {
+                    self.exec(&pod, &container.name, &cmd, Duration::from_secs(10))
+                        .0
+                        == 0
+                });
+                assert!(
+                    started,
+                    "{}'s startup probe ({cmd:?}) never succeeded",
+                    container.name
+                );
+            }
         }
         pod
     }
@@ -389,6 +407,21 @@ impl RealNode {
             String::from_utf8_lossy(&r.stdout).trim().to_string(),
             String::from_utf8_lossy(&r.stderr).trim().to_string(),
         )
+    }
+
+    /// The process ID (the machine's) of `container`'s first process.
+    pub fn pid_of(&self, pod: &Pod, container: &str) -> i32 {
+        let id = pod.ids[container].clone();
+        let status = self.call(|mut c| async move {
+            c.container_status(cri::ContainerStatusRequest {
+                container_id: id,
+                verbose: true,
+            })
+            .await
+        });
+        let info: serde_json::Value =
+            serde_json::from_str(status.info.get("info").expect("verbose info")).unwrap();
+        info["pid"].as_i64().expect("the container's pid") as i32
     }
 
     /// The path of the pod's network namespace file (`cni-<uuid>`).
