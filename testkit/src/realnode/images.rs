@@ -84,22 +84,22 @@ pub(super) fn import_all(dir: &Path, socket: &Path) {
             }),
         ),
     ];
-    for (name, layers, config) in images {
-        let archive = oci_archive(&work, name, &layers, config);
-        let out = Command::new("ctr")
-            .arg("-a")
-            .arg(socket)
-            .args(["-n", "k8s.io", "images", "import"])
-            .arg(&archive)
-            .output()
-            .expect("run ctr");
-        assert!(
-            out.status.success(),
-            "ctr images import {name}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let _ = std::fs::remove_file(&archive);
-    }
+    // One archive for all: the 560 MB base layer that three images share
+    // is written and read once.
+    let archive = oci_archive(&work, &images);
+    let out = Command::new("ctr")
+        .arg("-a")
+        .arg(socket)
+        .args(["-n", "k8s.io", "images", "import"])
+        .arg(&archive)
+        .output()
+        .expect("run ctr");
+    assert!(
+        out.status.success(),
+        "ctr images import: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let _ = std::fs::remove_file(&archive);
 }
 
 /// What image/Dockerfile.debian adds to the base, as one layer.
@@ -184,14 +184,10 @@ fn sha256(path: &Path) -> (String, u64) {
     )
 }
 
-/// An OCI image archive of `layers` (uncompressed tars) with `config`,
-/// named `name`; returns its path.
-fn oci_archive(work: &Path, name: &str, layers: &[PathBuf], config: serde_json::Value) -> PathBuf {
-    let safe: String = name
-        .chars()
-        .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
-        .collect();
-    let layout = work.join(format!("oci-{safe}"));
+/// An OCI image archive of `images` (each a name, its layers as
+/// uncompressed tars, and its config), blobs shared; returns its path.
+fn oci_archive(work: &Path, images: &[(&str, Vec<PathBuf>, serde_json::Value)]) -> PathBuf {
+    let layout = work.join("oci");
     let _ = std::fs::remove_dir_all(&layout);
     let blobs = layout.join("blobs/sha256");
     std::fs::create_dir_all(&blobs).unwrap();
@@ -210,48 +206,49 @@ fn oci_archive(work: &Path, name: &str, layers: &[PathBuf], config: serde_json::
         std::fs::remove_file(&tmp).unwrap();
         got
     };
-    let layer_digests: Vec<(String, u64)> = layers.iter().map(|l| put(l)).collect();
-    let config = json!({
-        "architecture": "amd64",
-        "os": "linux",
-        "config": config,
-        "rootfs": {
-            "type": "layers",
-            "diff_ids": layer_digests.iter().map(|(d, _)| d.clone()).collect::<Vec<_>>(),
-        },
-    });
-    let (config_digest, config_size) = write(serde_json::to_vec(&config).unwrap());
-    let manifest = json!({
-        "schemaVersion": 2,
-        "mediaType": "application/vnd.oci.image.manifest.v1+json",
-        "config": {
-            "mediaType": "application/vnd.oci.image.config.v1+json",
-            "digest": config_digest,
-            "size": config_size,
-        },
-        "layers": layer_digests.iter().map(|(d, size)| json!({
-            "mediaType": "application/vnd.oci.image.layer.v1.tar",
-            "digest": d,
-            "size": size,
-        })).collect::<Vec<_>>(),
-    });
-    let (manifest_digest, manifest_size) = write(serde_json::to_vec(&manifest).unwrap());
-    let index = json!({
-        "schemaVersion": 2,
-        "manifests": [{
+    let mut manifests = Vec::new();
+    for (name, layers, config) in images {
+        let layer_digests: Vec<(String, u64)> = layers.iter().map(|l| put(l)).collect();
+        let config = json!({
+            "architecture": "amd64",
+            "os": "linux",
+            "config": config,
+            "rootfs": {
+                "type": "layers",
+                "diff_ids": layer_digests.iter().map(|(d, _)| d.clone()).collect::<Vec<_>>(),
+            },
+        });
+        let (config_digest, config_size) = write(serde_json::to_vec(&config).unwrap());
+        let manifest = json!({
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "config": {
+                "mediaType": "application/vnd.oci.image.config.v1+json",
+                "digest": config_digest,
+                "size": config_size,
+            },
+            "layers": layer_digests.iter().map(|(d, size)| json!({
+                "mediaType": "application/vnd.oci.image.layer.v1.tar",
+                "digest": d,
+                "size": size,
+            })).collect::<Vec<_>>(),
+        });
+        let (manifest_digest, manifest_size) = write(serde_json::to_vec(&manifest).unwrap());
+        manifests.push(json!({
             "mediaType": "application/vnd.oci.image.manifest.v1+json",
             "digest": manifest_digest,
             "size": manifest_size,
             "annotations": {"io.containerd.image.name": name},
-        }],
-    });
+        }));
+    }
+    let index = json!({"schemaVersion": 2, "manifests": manifests});
     std::fs::write(layout.join("index.json"), index.to_string()).unwrap();
     std::fs::write(
         layout.join("oci-layout"),
         r#"{"imageLayoutVersion":"1.0.0"}"#,
     )
     .unwrap();
-    let archive = work.join(format!("{safe}.tar"));
+    let archive = work.join("images.tar");
     tar_of(&layout, &archive);
     let _ = std::fs::remove_dir_all(&layout);
     archive

@@ -86,8 +86,6 @@ impl RealNode {
         let socket = dir.join("containerd.sock");
         std::fs::write(dir.join("config.toml"), config(&dir, &socket)).unwrap();
         std::fs::write(dir.join("cni/10-bridge.conflist"), conflist(&dir)).unwrap();
-        // The node's way out: a veth to nowhere, so that the default route
-        // the bridge plugin's gateway needs has a device.
         ip(&netns, &["link", "set", "lo", "up"]);
         let log = File::create(dir.join("containerd.log")).unwrap();
         let containerd = Command::new("nsenter")
