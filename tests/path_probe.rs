@@ -127,6 +127,11 @@ fn follows_the_path(tag: &str, mode: Mode, silent: bool) {
         1500,
         "the pod's own eth0 is never managed"
     );
+    assert_eq!(
+        common::http_get(&served_in, METRICS, "/livez"),
+        (200, "ok\n".to_string()),
+        "{mode:?}: alive"
+    );
     let metrics = common::http_get(&served_in, METRICS, "/metrics").1;
     assert!(
         metrics.contains(&format!(

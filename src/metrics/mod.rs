@@ -554,5 +554,29 @@ mod tests {
             route("GET /healthz HTTP/1.1\r\n", &r).0,
             "503 Service Unavailable"
         );
+        assert_eq!(
+            route("GET /livez HTTP/1.1\r\n", &r).0,
+            "200 OK",
+            "alive before its first sweep"
+        );
+    }
+
+    #[test]
+    fn the_agent_is_alive_while_discovery_runs_whatever_it_lacks() {
+        let node = Arc::new(NodeMetrics::default());
+        let r = Registry::for_node(node.clone());
+        assert_eq!(
+            route("GET /livez HTTP/1.1\r\n", &r).0,
+            "503 Service Unavailable"
+        );
+        node.set_ready(true);
+        node.set_private_mounts(vec!["/run/netns".into()]);
+        assert_eq!(route("GET /livez HTTP/1.1\r\n", &r).0, "200 OK");
+        let (status, _, body) = route("GET /healthz HTTP/1.1\r\n", &r);
+        assert_eq!(status, "503 Service Unavailable");
+        assert!(
+            body.contains("/run/netns") && body.contains("HostToContainer"),
+            "{body}"
+        );
     }
 }
