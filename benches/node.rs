@@ -32,15 +32,12 @@ use testkit as common;
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use std::collections::HashMap;
 use std::time::Instant;
 
 use common::dockerd::{require_docker, DockerLab};
 use common::hostile::{self, held, Attack, Canary, Scratch};
 use common::node::NodeLab;
-use common::{
-    eventually, ip, ms, mtu, over_10ms, percentile, privileged, sh, Notifications, RtnlProbe,
-};
+use common::{eventually, ip, ms, mtu, percentile, privileged, sh, RtnlProbe};
 
 const DISCOVERIES: usize = 100;
 
@@ -133,14 +130,6 @@ fn footprint() {
     let mut n = NodeLab::new("bnodemem");
     let agent = n.agent(&[]);
     let pid = n.lab.pid(agent);
-    let status = |field: &str| -> u64 {
-        std::fs::read_to_string(format!("/proc/{pid}/status"))
-            .unwrap()
-            .lines()
-            .find_map(|l| l.strip_prefix(field))
-            .and_then(|v| v.split_whitespace().next()?.parse().ok())
-            .unwrap()
-    };
     let mut made = 0;
     for target in [1usize, 10, 110] {
         while made < target {
@@ -151,26 +140,13 @@ fn footprint() {
         // Settled: MSS rules ensured, buffers at their size.
         std::thread::sleep(Duration::from_secs(3));
         println!(
-            "node footprint at {target} pod namespaces: {} kB RSS ({} kB anonymous), {} threads, {} fds (target < 30 MB RSS at 110)",
-            status("VmRSS:"),
-            status("RssAnon:"),
-            status("Threads:"),
-            std::fs::read_dir(format!("/proc/{pid}/fd")).unwrap().count()
+            "node footprint at {target} pod namespaces: {} (target < 30 MB RSS at 110)",
+            common::footprint(pid)
         );
     }
 }
 
 const AT_ONCE: usize = 50;
-
-/// Share of the durations above 10 ms, in percent.
-fn ifindex(netns: &str, link: &str) -> u32 {
-    ip(netns, &["-j", "link", "show", "dev", link])
-        .split("\"ifindex\":")
-        .nth(1)
-        .and_then(|s| s.split(',').next())
-        .and_then(|s| s.trim().parse().ok())
-        .expect("ifindex")
-}
 
 /// The agent at its default real-time priority, then with ordinary
 /// scheduling (`realtime_priority = off`, or no CAP_SYS_NICE).
@@ -210,116 +186,18 @@ fn two_pods_at(priority: &str) {
         d.ready();
         d.import_busybox();
         let id = d.docker_ok(&["network", "create", "bench"]);
-        bridges.push(ifindex(&d.pod, &format!("br-{}", &id[..12])));
+        bridges.push(common::ifindex(&d.pod, &format!("br-{}", &id[..12])));
     }
     let pods = [a.pod.clone(), b.pod.clone()];
-    let wants = [1450u32, 1400];
-    let notes = Notifications::listen(&pods);
-    let probes = [
-        RtnlProbe::start(&a.pod, "mvprobe", Duration::from_millis(5)),
-        RtnlProbe::start(&b.pod, "mvprobe", Duration::from_millis(5)),
-    ];
-    let began = Instant::now();
-    let read: Vec<(String, u32)> = std::thread::scope(|s| {
-        let handles: Vec<_> = (0..AT_ONCE)
-            .flat_map(|_| [(&a, 1450u32), (&b, 1400)])
-            .map(|(d, want)| s.spawn(move || (d.first_instruction_mtu(Some("bench")), want)))
-            .collect();
-        handles.into_iter().map(|h| h.join().unwrap()).collect()
-    });
-    let took = began.elapsed();
-    let probed: Vec<Duration> = probes
-        .into_iter()
-        .flat_map(|p| p.finish())
-        .filter(|(at, _)| *at >= began)
-        .map(|(_, d)| d)
-        .collect();
-    let right = read
-        .iter()
-        .filter(|(got, want)| *got == want.to_string())
-        .count();
-    println!(
-        "node (realtime_priority {priority}), 2 pods x {AT_ONCE} containers started at once (eth0 1450 and 1400): {right}/{} read their own pod's MTU first, in {:.1} s (target 100 %)",
-        read.len(),
-        took.as_secs_f64()
+    let labs = [&a, &b];
+    common::series::race_at_once(
+        &format!("node (realtime_priority {priority})"),
+        &pods,
+        &bridges,
+        &[1450, 1400],
+        AT_ONCE,
+        |i| labs[i].first_instruction_mtu(Some("bench")),
     );
-
-    // Per (pod, ifindex): when the host end joined the bench bridge, when it
-    // was seen at the target, when dockerd brought it up (its next request),
-    // and its peer; far ends seen at the target while still in the pod.
-    #[derive(Default)]
-    struct Veth {
-        joined: Option<Instant>,
-        host_done: Option<Instant>,
-        host_up: Option<Instant>,
-        peer: Option<u32>,
-    }
-    let mut veths: HashMap<(usize, u32), Veth> = HashMap::new();
-    let mut far_done: HashMap<(usize, u32), Instant> = HashMap::new();
-    while let Ok(seen) = notes.rx.try_recv() {
-        let (i, l) = (seen.netns, &seen.link);
-        if l.master == Some(bridges[i]) {
-            let v = veths.entry((i, l.index)).or_default();
-            v.joined.get_or_insert(seen.at);
-            if v.peer.is_none() {
-                v.peer = l.peer.filter(|p| p.netnsid.is_none()).map(|p| p.ifindex);
-            }
-            if l.mtu <= wants[i] {
-                v.host_done.get_or_insert(seen.at);
-            }
-            if seen.up {
-                v.host_up.get_or_insert(seen.at);
-            }
-        } else if l.peer.is_some() && l.master.is_none() && l.mtu <= wants[i] {
-            far_done.entry((i, l.index)).or_insert(seen.at);
-        }
-    }
-    let (mut clamp, mut up, mut unseen) = (Vec::new(), Vec::new(), 0);
-    for ((i, _), v) in &veths {
-        let Some(joined) = v.joined else { continue };
-        match (v.host_done, v.peer.and_then(|p| far_done.get(&(*i, p)))) {
-            (Some(h), Some(f)) => clamp.push(h.max(*f).saturating_duration_since(joined)),
-            _ => unseen += 1,
-        }
-        if let Some(u) = v.host_up {
-            up.push(u.saturating_duration_since(joined));
-        }
-    }
-    clamp.sort();
-    up.sort();
-    if !clamp.is_empty() && !up.is_empty() {
-        let p99 = |v: &[Duration]| percentile(v, 99.0).as_secs_f64();
-        println!(
-            "  the agent against dockerd's own next request: {:.2}x at p99, {:.2}x in the share over 10 ms (goal within 1.2x)",
-            p99(&clamp) / p99(&up).max(1e-9),
-            over_10ms(&clamp) / over_10ms(&up).max(1e-9)
-        );
-    }
-    for (what, mut lat) in [
-        (
-            "host end joined the bridge -> both ends clamped (the agent)",
-            clamp,
-        ),
-        (
-            "host end joined -> host end up (dockerd's own next request)",
-            up,
-        ),
-        ("an unrelated RTM_SETLINK every 5 ms (the floor)", probed),
-    ] {
-        lat.sort();
-        if lat.is_empty() {
-            continue;
-        }
-        println!(
-            "  {what}: n={} p50 {}  p99 {}  max {}  over 10 ms: {:.1} %",
-            lat.len(),
-            ms(percentile(&lat, 50.0)),
-            ms(percentile(&lat, 99.0)),
-            ms(*lat.last().unwrap()),
-            over_10ms(&lat)
-        );
-    }
-    println!("  far end clamped only after the move (not timed from the pod namespace): {unseen}");
 }
 
 /// A canary pod under an agent in a PID namespace of its own, and what

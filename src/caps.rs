@@ -21,6 +21,66 @@ pub struct Grant {
     pub required: bool,
 }
 
+/// What `watch` and `supervise` use in their pod (supervise's dockerd
+/// needs more: what the runtime gives a privileged container).
+pub static POD_GRANTS: [Grant; 4] = [
+    Grant {
+        cap: NET_ADMIN,
+        name: "NET_ADMIN",
+        without: "no link MTU can be changed and no MSS rule written: containers keep \
+                  Docker's 1500",
+        required: true,
+    },
+    Grant {
+        cap: SYS_ADMIN,
+        name: "SYS_ADMIN",
+        without: "no container's network namespace can be entered (setns): a \
+                  container that started before mtuvisor, or whose veth dockerd moved \
+                  before it was clamped, keeps 1500 at both ends (containers started \
+                  later are clamped before the move)",
+        required: false,
+    },
+    Grant {
+        cap: SYS_PTRACE,
+        name: "SYS_PTRACE",
+        without: "a container found only through /proc/<pid>/ns/net (a shared process \
+                  namespace without Docker's sandbox files) cannot be entered when it \
+                  runs as root",
+        required: false,
+    },
+    Grant {
+        cap: NET_RAW,
+        name: "NET_RAW",
+        without: "iptables-legacy cannot read its tables: no MSS rules where Docker \
+                  uses iptables-legacy (iptables-nft and nft need no NET_RAW)",
+        required: false,
+    },
+];
+
+/// Compares the effective set with `grants`: one WARN per missing grant,
+/// naming it, what stops working and where to add it. Returns the missing
+/// ones (none when the set cannot be read).
+pub fn check(grants: &'static [Grant]) -> Vec<&'static Grant> {
+    check_against(grants, effective())
+}
+
+fn check_against(grants: &'static [Grant], eff: Option<u64>) -> Vec<&'static Grant> {
+    let missing = missing(grants, eff);
+    for g in &missing {
+        tracing::warn!(
+            capability = g.name,
+            required = g.required,
+            "missing CAP_{}: {}; add {} to the container's \
+             securityContext.capabilities.add (docker run: --cap-add {})",
+            g.name,
+            g.without,
+            g.name,
+            g.name
+        );
+    }
+    missing
+}
+
 /// Of `grants`, those not in the effective set `eff` (`None`, cannot
 /// tell: none).
 pub fn missing(grants: &'static [Grant], eff: Option<u64>) -> Vec<&'static Grant> {

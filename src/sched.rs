@@ -21,7 +21,10 @@
 //!
 //! It needs CAP_SYS_NICE (and, where the kernel has real-time group
 //! scheduling, a real-time budget for the cgroup); without it, enforcement
-//! runs as before, and says so once.
+//! runs as before, and says so once: a warning when CAP_SYS_NICE is
+//! missing (a grant fixes it), an info line when the cgroup has no budget
+//! (kubelet and the container runtimes give none, so nobody can act on
+//! it). `mtuvisor_realtime_priority` shows which it came to.
 
 use std::io;
 use std::sync::atomic::{AtomicI32, Ordering};
@@ -29,27 +32,57 @@ use std::sync::atomic::{AtomicI32, Ordering};
 /// The priority the clamping threads run at; 0: ordinary scheduling.
 static PRIORITY: AtomicI32 = AtomicI32::new(0);
 
+/// Why the kernel refused real-time priority.
+#[derive(Debug)]
+pub enum Refused {
+    /// No CAP_SYS_NICE: a grant away (a person can act).
+    NoCapability,
+    /// CAP_SYS_NICE is held, so the kernel schedules real time per cgroup
+    /// (`CONFIG_RT_GROUP_SCHED`) and ours has no budget
+    /// (`cpu.rt_runtime_us` 0, what every container runtime and kubelet
+    /// give a new cgroup): nothing the pod's owner can grant.
+    NoBudget,
+    /// Anything else the kernel said.
+    Other(io::Error),
+}
+
+impl std::fmt::Display for Refused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Refused::NoCapability => {
+                f.write_str("no CAP_SYS_NICE: grant it (Kubernetes: capabilities add SYS_NICE)")
+            }
+            Refused::NoBudget => f.write_str(
+                "CAP_SYS_NICE is held, but the kernel has real-time group scheduling and \
+                 this cgroup has no real-time budget (cpu.rt_runtime_us is 0, as container \
+                 runtimes leave it)",
+            ),
+            Refused::Other(e) => write!(f, "{e}"),
+        }
+    }
+}
+
 /// Puts the calling thread (the enforcement runtime's) under `SCHED_FIFO`
-/// at `priority`, and remembers it for [`join`]. `None` leaves it alone.
-pub fn enter(priority: Option<u8>) -> io::Result<()> {
+/// at `priority`, and remembers it for [`join`] and [`priority`]. `None`
+/// leaves it alone.
+pub fn enter(priority: Option<u8>) -> Result<(), Refused> {
     let Some(priority) = priority else {
         return Ok(());
     };
     set_this_thread(i32::from(priority)).map_err(|e| {
-        let why = match (e.raw_os_error(), crate::caps::has(crate::caps::SYS_NICE)) {
-            (Some(nix::libc::EPERM), Some(false)) => {
-                "no CAP_SYS_NICE: grant it (Kubernetes: capabilities add SYS_NICE)"
-            }
-            (Some(nix::libc::EPERM), Some(true)) => {
-                "CAP_SYS_NICE is there, so the cgroup has no real-time budget \
-                 (cpu.rt_runtime_us is 0 under real-time group scheduling)"
-            }
-            _ => "grant CAP_SYS_NICE",
-        };
-        io::Error::new(e.kind(), format!("{e}; {why}"))
+        match (e.raw_os_error(), crate::caps::has(crate::caps::SYS_NICE)) {
+            (Some(nix::libc::EPERM), Some(false)) => Refused::NoCapability,
+            (Some(nix::libc::EPERM), Some(true)) => Refused::NoBudget,
+            _ => Refused::Other(e),
+        }
     })?;
     PRIORITY.store(i32::from(priority), Ordering::Relaxed);
     Ok(())
+}
+
+/// The `SCHED_FIFO` priority the clamping threads run at; 0: ordinary.
+pub fn priority() -> u8 {
+    u8::try_from(PRIORITY.load(Ordering::Relaxed)).unwrap_or(0)
 }
 
 /// Gives a thread on the clamping path (an MTU worker, a thread that

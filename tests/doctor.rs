@@ -80,6 +80,27 @@ fn doctor(pod: &str, args: &[&str]) -> (Output, serde_json::Value) {
     (out, v)
 }
 
+/// `doctor --json --probe SERVER` in `pod` as user nobody, with the
+/// capabilities `setpriv`'s `caps` arguments leave it.
+fn doctor_as_nobody(pod: &str, caps: &[&str]) -> Output {
+    std::process::Command::new("nsenter")
+        .arg(format!("--net=/run/netns/{pod}"))
+        .arg("setpriv")
+        .args(caps)
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .args([
+            common::bin(),
+            "doctor",
+            "--json",
+            "--probe-timeout-ms",
+            "300",
+            "--probe",
+            SERVER,
+        ])
+        .output()
+        .unwrap()
+}
+
 fn probe0(v: &serde_json::Value) -> &serde_json::Value {
     &v["probes"][0]
 }
@@ -248,26 +269,14 @@ fn without_net_admin_it_reads_what_it_can_and_says_what_is_missing() {
     }
     let (_lab, pod, _router, _server) = path_lab("docc", 1400);
     // Every capability dropped but CAP_NET_RAW (the probe's only need).
-    let out = std::process::Command::new("nsenter")
-        .arg(format!("--net=/run/netns/{pod}"))
-        .args([
-            "setpriv",
+    let out = doctor_as_nobody(
+        &pod,
+        &[
             "--inh-caps=-all,+net_raw",
             "--ambient-caps=+net_raw",
             "--bounding-set=-all,+net_raw",
-        ])
-        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
-        .args([
-            common::bin(),
-            "doctor",
-            "--json",
-            "--probe-timeout-ms",
-            "300",
-            "--probe",
-            SERVER,
-        ])
-        .output()
-        .unwrap();
+        ],
+    );
     let v = json(&out);
     assert_eq!(out.status.code(), Some(1), "a problem was found: {v:#}");
     assert_eq!(v["capabilities"]["net_admin"], false);
@@ -280,6 +289,37 @@ fn without_net_admin_it_reads_what_it_can_and_says_what_is_missing() {
     let notes = v["notes"].to_string();
     assert!(notes.contains("CAP_NET_ADMIN"), "{notes}");
     assert!(notes.contains("daemonless builder"), "{notes}");
+}
+
+/// `doctor` with no capability at all, as an unprivileged user: the
+/// probe uses the kernel's ping sockets where the namespace's
+/// `ping_group_range` allows them, and where it does not, says what it
+/// lacked (CAP_NET_RAW or ping_group_range) instead of a figure.
+#[test]
+fn with_no_capability_it_probes_through_ping_sockets_or_says_what_it_lacks() {
+    if !privileged("with_no_capability_it_probes_through_ping_sockets_or_says_what_it_lacks") {
+        return;
+    }
+    let (_lab, pod, _router, _server) = path_lab("docn", 1400);
+    let nobody = |range: &'static str| {
+        in_netns(&pod, move || {
+            std::fs::write("/proc/sys/net/ipv4/ping_group_range", range).expect("ping_group_range")
+        });
+        json(&doctor_as_nobody(
+            &pod,
+            &["--inh-caps=-all", "--bounding-set=-all"],
+        ))
+    };
+    let v = nobody("0 2147483647");
+    assert_eq!(v["capabilities"]["net_raw"], false);
+    assert_eq!(probe0(&v)["path_mtu"], 1400, "ping sockets: {v:#}");
+    let v = nobody("1 0");
+    assert!(probe0(&v)["path_mtu"].is_null(), "no figure: {v:#}");
+    let said = v.to_string();
+    assert!(
+        said.contains("CAP_NET_RAW") && said.contains("ping_group_range"),
+        "says what it lacked: {v:#}"
+    );
 }
 
 #[test]

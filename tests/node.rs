@@ -706,39 +706,41 @@ fn the_proc_scan_finds_a_pod_no_file_names_and_lets_it_go_with_its_process() {
     );
 }
 
-/// Without CAP_SYS_NICE the agent warns once and enforces in its pods at
-/// ordinary priority.
+/// Real-time priority refused: without CAP_SYS_NICE one warning; with it,
+/// in a cgroup without a real-time budget (every pod's, on a kernel with
+/// real-time group scheduling), one info line. Either way the agent
+/// enforces in its pods at ordinary priority and says 0 in
+/// `mtuvisor_realtime_priority`.
 #[test]
-fn without_cap_sys_nice_the_agent_warns_once_and_clamps() {
-    if !privileged("without_cap_sys_nice_the_agent_warns_once_and_clamps") {
+fn refused_realtime_priority_is_said_once_and_the_agent_clamps() {
+    if !privileged("refused_realtime_priority_is_said_once_and_the_agent_clamps") {
         return;
     }
-    let mut n = NodeLab::new("nnice");
-    let (pod, bridge) = n.docker_pod("x", 0x9ce);
-    let mut cmd = common::mtuvisor_in_without_sys_nice(&n.node);
-    cmd.args([
-        "node",
-        "--proc-scan",
-        "off",
-        "--netns-include",
-        &n.include(),
-    ])
-    .args(["--reconcile-interval", "200ms"])
-    .env("MTUVISOR_NETNS_DIRS", "/run/netns")
-    .stdout(std::process::Stdio::null())
-    .stderr(std::fs::File::create(&n.log).unwrap());
-    let agent = n.lab.spawn(cmd);
-    let links = ["veth0", "veth0p", "veth1", "veth1p", "veth2", "veth2p"];
-    assert!(
-        eventually(Duration::from_secs(5), || mtu(&pod, &bridge) == 1450
-            && links.iter().all(|l| mtu(&pod, l) == 1450)),
-        "enforced in the pod; log:\n{}",
-        n.tail()
-    );
-    common::assert_clamping_threads(n.lab.pid(agent), None);
-    // Several reconciles later: still one line about it.
-    std::thread::sleep(Duration::from_millis(600));
-    common::assert_one_realtime_warning(&std::fs::read_to_string(&n.log).unwrap());
+    let no_budget = common::NoRtBudget::new("nnice2");
+    let tags = ["nnice", "nnice2"];
+    for (tag, refusal) in tags.into_iter().zip(common::realtime_refusals(&no_budget)) {
+        let mut n = NodeLab::new(tag);
+        let (pod, bridge) = n.docker_pod("x", 0x9ce);
+        let include = n.include();
+        let agent = n.spawn_agent(
+            refusal.mtuvisor_in(&n.node),
+            &include,
+            &["--reconcile-interval", "200ms"],
+            &[],
+        );
+        let links = ["veth0", "veth0p", "veth1", "veth1p", "veth2", "veth2p"];
+        assert!(
+            eventually(Duration::from_secs(5), || mtu(&pod, &bridge) == 1450
+                && links.iter().all(|l| mtu(&pod, l) == 1450)),
+            "enforced in the pod; log:\n{}",
+            n.tail()
+        );
+        common::assert_clamping_threads(n.lab.pid(agent), None);
+        assert_eq!(n.sample("mtuvisor_realtime_priority"), Some(0.0));
+        // Several reconciles later: still one line about it.
+        std::thread::sleep(Duration::from_millis(600));
+        (refusal.said)(&std::fs::read_to_string(&n.log).unwrap());
+    }
 }
 
 /// The agent holds a pod's namespace open through a file of its own, not

@@ -5,166 +5,16 @@
 
 use testkit as common;
 
-use std::path::Path;
 use std::time::Duration;
 
-use common::realnode::{require_real_node, Container, Pod, RealNode, AGENT_IMAGE, BUSYBOX_IMAGE};
+use common::realnode::dind::{
+    build_step_mtu, daemonset, dind_pod, docker_ready, docker_ready_from, example,
+    first_instruction_mtu, first_instruction_mtu_from, link_mtu, INNER, METRICS,
+};
+use common::realnode::{
+    edit_manifest, require_real_node, Container, Pod, RealNode, AGENT_IMAGE, BUSYBOX_IMAGE,
+};
 use common::{eventually, try_http_get};
-
-const REPO: &str = env!("CARGO_MANIFEST_DIR");
-/// The DaemonSet's metrics port, in the node's namespace (hostNetwork).
-const METRICS: &str = "127.0.0.1:9464";
-/// The busybox image inside the inner dockerds.
-const INNER: &str = "busybox:test";
-
-/// A CI pod with docker:dind's shape: one privileged container running an
-/// unmodified dockerd (the project's image, its entrypoint bypassed), its
-/// data root on a hostPath (an emptyDir in Kubernetes), and busybox's
-/// root file system to import.
-fn dind_pod(node: &RealNode, name: &str) -> Pod {
-    let busybox = common::dockerd::busybox_tar();
-    Pod {
-        name: name.into(),
-        containers: vec![Container {
-            name: "dind".into(),
-            image: AGENT_IMAGE.into(),
-            command: vec![
-                "dockerd".into(),
-                "--host=unix:///var/run/docker.sock".into(),
-                "--data-root=/var/lib/docker".into(),
-            ],
-            privileged: true,
-            mounts: vec![
-                (
-                    node.host_dir(&format!("{name}-docker")),
-                    "/var/lib/docker".into(),
-                    false,
-                    false,
-                ),
-                (
-                    busybox.parent().unwrap().to_path_buf(),
-                    "/images".into(),
-                    true,
-                    false,
-                ),
-            ],
-            ..Container::default()
-        }],
-        ..Pod::default()
-    }
-}
-
-/// Waits for the pod's dockerd and imports busybox into it.
-fn docker_ready(node: &RealNode, pod: &Pod) {
-    docker_ready_from(node, pod, "dind");
-}
-
-/// [`docker_ready`] with the client in `container`.
-fn docker_ready_from(node: &RealNode, pod: &Pod, container: &str) {
-    let up = eventually(Duration::from_secs(60), || {
-        node.exec(
-            pod,
-            container,
-            &["docker", "version"],
-            Duration::from_secs(10),
-        )
-        .0 == 0
-    });
-    assert!(
-        up,
-        "dockerd in {} answers; containerd:\n{}",
-        pod.name,
-        node.log()
-    );
-    let tar = format!(
-        "/images/{}",
-        common::dockerd::busybox_tar()
-            .file_name()
-            .unwrap()
-            .to_string_lossy()
-    );
-    let (code, _, err) = node.exec(
-        pod,
-        container,
-        &["docker", "import", &tar, INNER],
-        Duration::from_secs(60),
-    );
-    assert_eq!(code, 0, "import busybox in {}: {err}", pod.name);
-}
-
-/// What a new container on the default bridge reads at its first
-/// instruction.
-fn first_instruction_mtu(node: &RealNode, pod: &Pod) -> String {
-    first_instruction_mtu_from(node, pod, "dind")
-}
-
-/// [`first_instruction_mtu`] with the client in `container`.
-fn first_instruction_mtu_from(node: &RealNode, pod: &Pod, container: &str) -> String {
-    let (code, out, err) = node.exec(
-        pod,
-        container,
-        &[
-            "docker",
-            "run",
-            "--rm",
-            INNER,
-            "cat",
-            "/sys/class/net/eth0/mtu",
-        ],
-        Duration::from_secs(60),
-    );
-    assert_eq!(code, 0, "docker run in {}: {err}", pod.name);
-    out
-}
-
-/// What a `docker build` RUN step (the legacy builder: no buildx here)
-/// reads as its MTU, with the client in `container`.
-fn build_step_mtu(node: &RealNode, pod: &Pod, container: &str) -> String {
-    let (code, out, err) = node.exec(
-        pod,
-        container,
-        &[
-            "sh",
-            "-c",
-            &format!(
-                "printf 'FROM {INNER}\\nRUN cat /sys/class/net/eth0/mtu > /mtu\\n' \\
-                 | DOCKER_BUILDKIT=0 docker build -q -t step - >/dev/null \\
-                 && docker run --rm step cat /mtu"
-            ),
-        ],
-        Duration::from_secs(120),
-    );
-    assert_eq!(code, 0, "docker build in {}/{container}: {err}", pod.name);
-    out
-}
-
-fn link_mtu(node: &RealNode, pod: &Pod, link: &str) -> String {
-    node.exec(
-        pod,
-        "dind",
-        &["cat", &format!("/sys/class/net/{link}/mtu")],
-        Duration::from_secs(10),
-    )
-    .1
-}
-
-/// The DaemonSet's pod, as the manifest writes it. On a machine shared with
-/// other tests the agent looks only at this node's pods (`cni-*`, which
-/// only the one real node at a time makes); nothing else is changed.
-fn daemonset(node: &RealNode) -> Pod {
-    let yaml =
-        std::fs::read_to_string(Path::new(REPO).join("examples/kubernetes/node-daemonset.yaml"))
-            .unwrap();
-    let mut pod = Pod::from_manifest(&yaml, &node.host_dir("agent"));
-    let c = pod.container_mut("mtuvisor");
-    assert_eq!(
-        c.image, AGENT_IMAGE,
-        "the DaemonSet's image is the one the real node imports (testkit/src/realnode/images.rs)"
-    );
-    c.env
-        .push(("MTUVISOR_NETNS_INCLUDE".into(), "cni-*".into()));
-    pod
-}
 
 #[test]
 fn the_daemonset_as_written_enforces_in_dind_pods() {
@@ -206,14 +56,50 @@ fn the_daemonset_as_written_enforces_in_dind_pods() {
         "the agent is ready; containerd:\n{}",
         agent_log(&node)
     );
+    // SYS_NICE granted, and still no real-time priority: this kernel
+    // schedules real time per cgroup and the runtime gives a container's
+    // cgroup no budget. Said once, as information (nobody can grant a
+    // budget through Kubernetes), and in the metric.
+    let said = node.container_log(&agent, "mtuvisor");
+    let realtime: Vec<&str> = said.lines().filter(|l| l.contains("real-time")).collect();
+    assert_eq!(
+        realtime.len(),
+        1,
+        "one line about real-time priority:\n{said}"
+    );
+    assert!(
+        realtime[0].contains("\"level\":\"INFO\"") && realtime[0].contains("no real-time budget"),
+        "information, not a warning: {}",
+        realtime[0]
+    );
+    let (_, metrics) = common::http_get(&node.netns, METRICS, "/metrics");
+    assert!(
+        metrics.contains("\nmtuvisor_realtime_priority 0\n"),
+        "{metrics}"
+    );
 
     let after = node.run_pod(dind_pod(&node, "dind-after"));
+    // A pod on a narrower network (a second CNI network at 1400, as a pod
+    // on a WireGuard-backed node would have): its eth0 lowered as its
+    // dockerd starts; the agent follows it.
+    let narrow = node.run_pod(dind_pod(&node, "dind-1400"));
+    common::sh(&[
+        "nsenter",
+        &format!("--net={}", node.netns_of(&narrow).display()),
+        "ip",
+        "link",
+        "set",
+        "eth0",
+        "mtu",
+        "1400",
+    ]);
     docker_ready(&node, &after);
-    for pod in [&before, &after] {
+    docker_ready(&node, &narrow);
+    for (pod, want) in [(&before, "1450"), (&after, "1450"), (&narrow, "1400")] {
         let enforced = eventually(Duration::from_secs(20), || {
-            link_mtu(&node, pod, "docker0") == "1450"
+            link_mtu(&node, pod, "docker0") == want
         });
-        assert!(enforced, "docker0 in {} at 1450", pod.name);
+        assert!(enforced, "docker0 in {} at {want}", pod.name);
         let reads: Vec<String> = std::thread::scope(|s| {
             let handles: Vec<_> = (0..30)
                 .map(|_| s.spawn(|| first_instruction_mtu(&node, pod)))
@@ -221,8 +107,8 @@ fn the_daemonset_as_written_enforces_in_dind_pods() {
             handles.into_iter().map(|h| h.join().unwrap()).collect()
         });
         assert!(
-            reads.iter().all(|r| r == "1450"),
-            "every inner container of {} reads 1450 at its first instruction: {reads:?}",
+            reads.iter().all(|r| r == want),
+            "every inner container of {} reads {want} at its first instruction: {reads:?}",
             pod.name
         );
     }
@@ -346,14 +232,13 @@ fn the_daemonset_without_host_to_container_propagation_is_not_ready_and_sees_no_
     );
 }
 
-/// A sidecar example as written: `watch` beside the unmodified dind image
-/// in one sandbox, started in the manifest's order (a native sidecar
-/// first, once its startup probe answers).
-fn sidecar_example_clamps(tag: &str, manifest: &str) {
-    let mut node = RealNode::start(tag);
-    let yaml = std::fs::read_to_string(Path::new(REPO).join("examples/kubernetes").join(manifest))
-        .unwrap();
-    let mut pod = Pod::from_manifest(&yaml, &node.host_dir("empty"));
+/// A sidecar example (`yaml`, as written or changed by a test) run as
+/// kubelet would: `watch` beside the unmodified dind image in one sandbox,
+/// started in the manifest's order (a native sidecar first, once its
+/// startup probe answers); every inner container reads the pod's 1450 at
+/// its first instruction. Returns the pod.
+fn sidecar_example_clamps(node: &mut RealNode, manifest: &str, yaml: &str, run: usize) -> Pod {
+    let mut pod = Pod::from_manifest(yaml, &node.host_dir(&format!("empty-{run}")));
     assert_eq!(pod.container_mut("dind").image, "docker:dind");
     pod.container_mut("dind").image = common::realnode::DIND_IMAGE.into();
     // Busybox's root file system, for the inner dockerd to import.
@@ -365,20 +250,20 @@ fn sidecar_example_clamps(tag: &str, manifest: &str) {
         .mounts
         .push((busybox, "/images".into(), true, false));
     let pod = node.run_pod(pod);
-    docker_ready(&node, &pod);
+    docker_ready(node, &pod);
     let metrics = format!("{}:9464", node.ip_of(&pod));
     let ready = eventually(Duration::from_secs(30), || {
         try_http_get(&node.netns, &metrics, "/healthz").is_ok_and(|(s, _)| s == 200)
     });
     assert!(ready, "{manifest}: watch is ready");
     assert!(
-        eventually(Duration::from_secs(10), || link_mtu(&node, &pod, "docker0")
+        eventually(Duration::from_secs(10), || link_mtu(node, &pod, "docker0")
             == "1450"),
         "{manifest}: docker0 at the pod's 1450"
     );
     let reads: Vec<String> = std::thread::scope(|s| {
         let handles: Vec<_> = (0..10)
-            .map(|_| s.spawn(|| first_instruction_mtu(&node, &pod)))
+            .map(|_| s.spawn(|| first_instruction_mtu(node, &pod)))
             .collect();
         handles.into_iter().map(|h| h.join().unwrap()).collect()
     });
@@ -386,41 +271,85 @@ fn sidecar_example_clamps(tag: &str, manifest: &str) {
         reads.iter().all(|r| r == "1450"),
         "{manifest}: every inner container reads 1450 at its first instruction: {reads:?}"
     );
+    pod
 }
 
+/// Whether `watch` started before dind in `pod` (the runtime's clocks).
+fn watch_started_first(node: &RealNode, pod: &Pod) -> bool {
+    node.started_at(pod, "mtuvisor") < node.started_at(pod, "dind")
+}
+
+/// Both sidecar examples as written, on one node; then the native sidecar
+/// made an ordinary container (moved to `containers`, as on a cluster
+/// without native sidecars, or by an edit that drops `restartPolicy:
+/// Always` and moves it): dind then starts before watch is in place, and
+/// the start-order check that the example as written passes fails.
 #[test]
-fn the_sidecar_example_clamps_beside_unmodified_dind() {
-    if !require_real_node("the_sidecar_example_clamps_beside_unmodified_dind") {
+fn the_sidecar_examples_clamp_beside_unmodified_dind_in_their_start_order() {
+    if !require_real_node("the_sidecar_examples_clamp_beside_unmodified_dind_in_their_start_order")
+    {
         return;
     }
-    sidecar_example_clamps("rnsc", "dind-sidecar.yaml");
+    let mut node = RealNode::start("rnsc");
+    let plain = sidecar_example_clamps(
+        &mut node,
+        "dind-sidecar.yaml",
+        &example("kubernetes/dind-sidecar.yaml"),
+        0,
+    );
+    node.remove_pod(&plain);
+
+    let manifest = "dind-native-sidecar.yaml";
+    let yaml = example(&format!("kubernetes/{manifest}"));
+    let native = sidecar_example_clamps(&mut node, manifest, &yaml, 1);
+    assert!(
+        watch_started_first(&node, &native),
+        "{manifest}: the native sidecar starts, and is ready, before dind"
+    );
+    node.remove_pod(&native);
+
+    let ordinary = edit_manifest(&yaml, |doc| {
+        let spec = &mut doc["spec"];
+        let inits = spec["initContainers"].as_array_mut().unwrap();
+        let at = inits
+            .iter()
+            .position(|c| c["name"] == "mtuvisor")
+            .expect("the native sidecar");
+        let mut watch = inits.remove(at);
+        let fields = watch.as_object_mut().unwrap();
+        fields.remove("restartPolicy");
+        fields.remove("startupProbe");
+        spec["containers"].as_array_mut().unwrap().push(watch);
+    });
+    let mutated = sidecar_example_clamps(&mut node, "the ordinary-container edit", &ordinary, 2);
+    assert!(
+        !watch_started_first(&node, &mutated),
+        "made an ordinary container, watch starts after dind: the order check above catches it"
+    );
 }
 
+/// The image in place of docker:dind, in both shapes, on one node.
+///
+/// dind-supervised.yaml: `supervise` as the native-sidecar dind container,
+/// waited for by its `docker info` startup probe; the job container, a
+/// docker client on the shared socket, gets the pod's MTU in a container
+/// and in a `docker build` RUN step. No registry here: the job's own
+/// alpine build cannot run, so the job container waits and the test runs
+/// its two steps against busybox.
+///
+/// GitLab's shape (examples/gitlab/config.toml, runner `kubernetes-dind`):
+/// the image as the job's `docker` service with TLS on 2376, the job
+/// reaching it as `docker:2376` with the client certificates the service
+/// made in the shared volume; the same two steps.
 #[test]
-fn the_native_sidecar_example_clamps_beside_unmodified_dind() {
-    if !require_real_node("the_native_sidecar_example_clamps_beside_unmodified_dind") {
-        return;
-    }
-    sidecar_example_clamps("rnnsc", "dind-native-sidecar.yaml");
-}
-
-/// The image in place of docker:dind (dind-supervised.yaml): `supervise`
-/// as the native-sidecar dind container, waited for by its `docker info`
-/// startup probe; the job container, a docker client on the shared
-/// socket, gets the pod's MTU in a container and in a `docker build` RUN
-/// step. No registry here: the job's own alpine build cannot run, so the
-/// job container waits and the test runs its two steps against busybox.
-#[test]
-fn the_supervised_example_gives_the_jobs_containers_and_build_steps_the_pods_mtu() {
+fn the_image_in_place_of_dind_gives_the_jobs_containers_and_build_steps_the_pods_mtu() {
     if !require_real_node(
-        "the_supervised_example_gives_the_jobs_containers_and_build_steps_the_pods_mtu",
+        "the_image_in_place_of_dind_gives_the_jobs_containers_and_build_steps_the_pods_mtu",
     ) {
         return;
     }
     let mut node = RealNode::start("rnsup");
-    let yaml =
-        std::fs::read_to_string(Path::new(REPO).join("examples/kubernetes/dind-supervised.yaml"))
-            .unwrap();
+    let yaml = example("kubernetes/dind-supervised.yaml");
     let mut pod = Pod::from_manifest(&yaml, &node.host_dir("empty"));
     assert_eq!(pod.containers[0].name, "dind", "the sidecar starts first");
     let job = pod.container_mut("job");
@@ -446,6 +375,122 @@ fn the_supervised_example_gives_the_jobs_containers_and_build_steps_the_pods_mtu
         "1450",
         "the RUN step read the pod's MTU"
     );
+    node.remove_pod(&pod);
+
+    let pod = node.run_pod(gitlab_job_pod(&node));
+    // The runner waits for the service's HEALTHCHECK_TCP_PORT.
+    let service = format!("{}:2376", node.ip_of(&pod));
+    let listening = eventually(Duration::from_secs(60), || {
+        common::in_netns(&node.netns, {
+            let service = service.clone();
+            move || std::net::TcpStream::connect(service.as_str()).is_ok()
+        })
+    });
+    assert!(listening, "the docker service listens on 2376");
+    docker_ready_from(&node, &pod, "build");
+    let (_, host, _) = node.exec(
+        &pod,
+        "build",
+        &["sh", "-c", "echo $DOCKER_HOST $DOCKER_TLS_VERIFY"],
+        Duration::from_secs(5),
+    );
+    assert_eq!(
+        host, "tcp://docker:2376 1",
+        "the job talks TLS to docker:2376"
+    );
+    assert_eq!(first_instruction_mtu_from(&node, &pod, "build"), "1450");
+    assert_eq!(
+        build_step_mtu(&node, &pod, "build"),
+        "1450",
+        "the RUN step read the pod's MTU"
+    );
+}
+
+/// The pod GitLab Runner's Kubernetes executor makes for a job under the
+/// `kubernetes-dind` runner of examples/gitlab/config.toml: the job's
+/// container (`build`, a docker client) with the runner's environment,
+/// each service a container of the same pod with its own environment,
+/// privileged as the runner says, the runner's emptyDir volumes in each,
+/// and each service's alias resolving to the pod itself (the executor's
+/// hostAliases, which kubelet writes into /etc/hosts).
+fn gitlab_job_pod(node: &RealNode) -> Pod {
+    let text = example("gitlab/config.toml");
+    let config: toml::Value = toml::from_str(&text).expect("config.toml parses");
+    let runner = config["runners"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["name"].as_str() == Some("kubernetes-dind"))
+        .expect("the kubernetes-dind runner");
+    let kube = &runner["kubernetes"];
+    let env = |v: Option<&toml::Value>| -> Vec<(String, String)> {
+        v.and_then(toml::Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(|e| e.as_str()?.split_once('='))
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    };
+    let privileged = kube["privileged"].as_bool() == Some(true);
+    let volumes: Vec<(std::path::PathBuf, String, bool, bool)> = kube["volumes"]["empty_dir"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| {
+            let name = v["name"].as_str().unwrap();
+            let path = v["mount_path"].as_str().unwrap();
+            (
+                node.host_dir(&format!("gitlab-{name}")),
+                path.to_string(),
+                false,
+                false,
+            )
+        })
+        .collect();
+    let mut aliases = vec!["localhost".to_string()];
+    let mut containers = Vec::new();
+    for (i, svc) in kube["services"].as_array().unwrap().iter().enumerate() {
+        let image = svc["name"].as_str().unwrap();
+        assert_eq!(image, AGENT_IMAGE, "the service is the project's image");
+        aliases.extend(svc.get("alias").and_then(|a| a.as_str()).map(String::from));
+        let data = node.host_dir(&format!("gitlab-svc-{i}-docker"));
+        let mut mounts = volumes.clone();
+        mounts.push((data, "/var/lib/docker".into(), false, false));
+        containers.push(Container {
+            name: format!("svc-{i}"),
+            image: image.into(),
+            env: env(svc.get("environment")),
+            privileged,
+            mounts,
+            ..Container::default()
+        });
+    }
+    let hosts = node.host_dir("gitlab-hosts").join("hosts");
+    std::fs::write(&hosts, format!("127.0.0.1\t{}\n", aliases.join(" "))).unwrap();
+    let busybox = common::dockerd::busybox_tar()
+        .parent()
+        .unwrap()
+        .to_path_buf();
+    let mut mounts = volumes;
+    mounts.push((hosts, "/etc/hosts".into(), true, false));
+    mounts.push((busybox, "/images".into(), true, false));
+    containers.insert(
+        0,
+        Container {
+            name: "build".into(),
+            image: common::realnode::CLI_IMAGE.into(),
+            command: vec!["sleep".into(), "600".into()],
+            env: env(runner.get("environment")),
+            privileged,
+            mounts,
+            ..Container::default()
+        },
+    );
+    Pod {
+        name: "runner-job".into(),
+        containers,
+        ..Pod::default()
+    }
 }
 
 /// What an inner container's download of 8 MB through the black hole

@@ -243,44 +243,50 @@ fn a_lower_outer_mtu_later_is_followed() {
     d.docker_ok(&["rm", "-f", &cid]);
 }
 
-/// Without CAP_SYS_NICE, supervise warns once and enforces at ordinary
-/// priority. A command other than dockerd (run once) is enough to see it:
-/// the runtime, the enforcement and the warning are the same.
+/// Real-time priority refused: without CAP_SYS_NICE one warning; with it,
+/// in a cgroup without a real-time budget, one info line. Either way
+/// supervise enforces at ordinary priority. A command other than dockerd
+/// (run once) is enough to see it: the runtime, the enforcement and the
+/// line are the same.
 #[test]
-fn without_cap_sys_nice_supervise_warns_once_and_clamps() {
-    if !common::privileged("without_cap_sys_nice_supervise_warns_once_and_clamps") {
+fn refused_realtime_priority_is_said_once_and_supervise_clamps() {
+    if !common::privileged("refused_realtime_priority_is_said_once_and_supervise_clamps") {
         return;
     }
-    let mut lab = common::Lab::new("snice");
-    let (pod, _) = lab.pod(1450);
-    let c = lab.netns("c");
-    ip(&pod, &["link", "add", "docker0", "type", "bridge"]);
-    ip(&pod, &["link", "set", "docker0", "up"]);
-    common::docker_style_veth(&pod, "docker0", "veth0", &c);
-    let log = lab.temp_file("supervise.log", "");
-    // No Docker API here: a socket path nothing listens on.
-    let socket = format!("unix:///tmp/{}-none.sock", lab.prefix());
-    let mut cmd = common::mtuvisor_in_without_sys_nice(&pod);
-    cmd.args([
-        "supervise",
-        "--reconcile-interval",
-        "200ms",
-        "--",
-        "sleep",
-        "2",
-    ])
-    .env("DOCKER_HOST", &socket)
-    .stdout(std::process::Stdio::null())
-    .stderr(std::fs::File::create(&log).unwrap());
-    let s = lab.spawn(cmd);
-    assert!(
-        common::eventually(Duration::from_secs(3), || mtu(&pod, "veth0") == 1450
-            && mtu(&c, "eth0") == 1450),
-        "both ends clamped: {}",
-        std::fs::read_to_string(&log).unwrap_or_default()
-    );
-    common::assert_clamping_threads(lab.pid(s), None);
-    let status = lab.wait(s, Duration::from_secs(10));
-    assert_eq!(status.code(), Some(0), "the command's exit code");
-    common::assert_one_realtime_warning(&std::fs::read_to_string(&log).unwrap());
+    let no_budget = common::NoRtBudget::new("snice2");
+    let tags = ["snice", "snice2"];
+    for (tag, refusal) in tags.into_iter().zip(common::realtime_refusals(&no_budget)) {
+        let mut lab = common::Lab::new(tag);
+        let (pod, _) = lab.pod(1450);
+        let c = lab.netns("c");
+        ip(&pod, &["link", "add", "docker0", "type", "bridge"]);
+        ip(&pod, &["link", "set", "docker0", "up"]);
+        common::docker_style_veth(&pod, "docker0", "veth0", &c);
+        let log = lab.temp_file("supervise.log", "");
+        // No Docker API here: a socket path nothing listens on.
+        let socket = format!("unix:///tmp/{}-none.sock", lab.prefix());
+        let mut cmd = refusal.mtuvisor_in(&pod);
+        cmd.args([
+            "supervise",
+            "--reconcile-interval",
+            "200ms",
+            "--",
+            "sleep",
+            "2",
+        ])
+        .env("DOCKER_HOST", &socket)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap());
+        let s = lab.spawn(cmd);
+        assert!(
+            common::eventually(Duration::from_secs(3), || mtu(&pod, "veth0") == 1450
+                && mtu(&c, "eth0") == 1450),
+            "both ends clamped: {}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+        common::assert_clamping_threads(lab.pid(s), None);
+        let status = lab.wait(s, Duration::from_secs(10));
+        assert_eq!(status.code(), Some(0), "the command's exit code");
+        (refusal.said)(&std::fs::read_to_string(&log).unwrap());
+    }
 }

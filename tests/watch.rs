@@ -264,22 +264,30 @@ fn clamping_threads_run_at_the_realtime_priority_asked_for() {
     }
 }
 
+/// Real-time priority refused: without CAP_SYS_NICE one warning (a grant
+/// fixes it); with it, in a cgroup without a real-time budget (what every
+/// container gets on a kernel with real-time group scheduling), one info
+/// line (nobody can grant that budget). Either way watch clamps.
 #[test]
-fn without_cap_sys_nice_it_warns_once_and_clamps_at_ordinary_priority() {
-    if !privileged("without_cap_sys_nice_it_warns_once_and_clamps_at_ordinary_priority") {
+fn refused_realtime_priority_is_said_once_and_it_clamps_at_ordinary_priority() {
+    if !privileged("refused_realtime_priority_is_said_once_and_it_clamps_at_ordinary_priority") {
         return;
     }
-    let mut lab = Lab::new("w10");
-    let log = lab.temp_file("watch.log", "");
-    let pid = watched_until_clamped(&mut lab, |pod| {
-        let mut cmd = common::mtuvisor_in_without_sys_nice(pod);
-        cmd.args(["watch", "--reconcile-interval", "200ms"])
-            .stdout(std::process::Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap());
-        cmd
-    });
-    common::assert_clamping_threads(pid, None);
-    // Several reconciles later: still one line about it.
-    std::thread::sleep(Duration::from_millis(600));
-    common::assert_one_realtime_warning(&std::fs::read_to_string(&log).unwrap());
+    let no_budget = common::NoRtBudget::new("w10b");
+    let tags = ["w10", "w10b"];
+    for (tag, refusal) in tags.into_iter().zip(common::realtime_refusals(&no_budget)) {
+        let mut lab = Lab::new(tag);
+        let log = lab.temp_file("watch.log", "");
+        let pid = watched_until_clamped(&mut lab, |pod| {
+            let mut cmd = refusal.mtuvisor_in(pod);
+            cmd.args(["watch", "--reconcile-interval", "200ms"])
+                .stdout(std::process::Stdio::null())
+                .stderr(std::fs::File::create(&log).unwrap());
+            cmd
+        });
+        common::assert_clamping_threads(pid, None);
+        // Several reconciles later: still one line about it.
+        std::thread::sleep(Duration::from_millis(600));
+        (refusal.said)(&std::fs::read_to_string(&log).unwrap());
+    }
 }

@@ -158,6 +158,8 @@ impl OneEnforcer {
         settings: &Settings,
     ) -> Result<OneEnforcer, Error> {
         let registry = Arc::new(Registry::default());
+        let grants = &crate::caps::POD_GRANTS;
+        registry.set_grants(grants, &crate::caps::check(grants));
         let (ready, ready_rx) = signal::channel(false);
         let metrics = registry.add(&[], ready_rx.clone());
         let prober = PathProber::new(
@@ -228,14 +230,24 @@ const BLOCKING_THREADS: usize = 4;
 /// settings ask for (see `sched.rs`). Without the permission, enforcement
 /// goes on at ordinary priority, with one warning.
 fn enforcing_runtime(settings: &Settings) -> Result<tokio::runtime::Runtime, Error> {
-    if let Err(e) = crate::sched::enter(settings.realtime_priority) {
-        tracing::warn!(
-            priority = settings.realtime_priority.unwrap_or_default(),
-            error = %e,
+    let priority = settings.realtime_priority.unwrap_or_default();
+    match crate::sched::enter(settings.realtime_priority) {
+        Ok(()) => {}
+        // Nothing the pod's owner can grant: said once, not as a warning.
+        Err(why @ crate::sched::Refused::NoBudget) => tracing::info!(
+            priority,
+            reason = %why,
+            "the clamping threads run at ordinary priority: real-time priority \
+             (SCHED_FIFO) was refused; reconciles and MSS clamping cover a \
+             container that starts before its veth is clamped"
+        ),
+        Err(why) => tracing::warn!(
+            priority,
+            error = %why,
             "cannot run the clamping threads at real-time priority (SCHED_FIFO); \
              on a busy node a container may start before its veth is clamped: \
              see the error for what to grant, or set realtime_priority = off to silence this"
-        );
+        ),
     }
     runtime()
 }

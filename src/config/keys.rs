@@ -340,7 +340,7 @@ pub static KEYS: &[Key] = &[
         flag: Some(("--realtime-priority", ENFORCING)),
         value_name: "off|1-99",
         default: "1",
-        meaning: "`SCHED_FIFO` priority of the threads that clamp, so that they win the race with a container's start on a busy node (needs CAP_SYS_NICE; without it, ordinary scheduling and one warning), or `off`",
+        meaning: "`SCHED_FIFO` priority of the threads that clamp, so that they win the race with a container's start on a busy node (needs CAP_SYS_NICE, and a real-time budget where the kernel schedules real time per cgroup; without them, ordinary scheduling and one line saying why), or `off`",
         apply: |k, s, v, o| {
             s.realtime_priority =
                 parse_realtime_priority(&v.text(k.name, o)?, o.clone())?;

@@ -163,8 +163,6 @@ impl Metrics {
 /// The node agent's own series (`node`), written only by its loop.
 pub struct NodeMetrics {
     ready: std::sync::atomic::AtomicBool,
-    /// The grants checked at start, each with whether it is missing.
-    grants: Mutex<Vec<(&'static Grant, bool)>>,
     /// Namespace directories mounted without propagation.
     private_mounts: Mutex<Vec<String>>,
     watched: AtomicU64,
@@ -175,7 +173,6 @@ impl Default for NodeMetrics {
     fn default() -> NodeMetrics {
         NodeMetrics {
             ready: std::sync::atomic::AtomicBool::new(false),
-            grants: Mutex::new(Vec::new()),
             private_mounts: Mutex::new(Vec::new()),
             watched: AtomicU64::new(0),
             discovery: Histogram::new(&DISCOVERY_BUCKETS_US),
@@ -189,45 +186,26 @@ impl NodeMetrics {
         self.ready.store(ready, Relaxed);
     }
 
-    /// The grants checked (`all`), of which `missing` are not held.
-    pub fn set_grants(&self, all: &'static [Grant], missing: Vec<&'static Grant>) {
-        *lock(&self.grants) = all
-            .iter()
-            .map(|g| (g, missing.iter().any(|m| std::ptr::eq(*m, g))))
-            .collect();
-    }
-
     /// Namespace directories mounted without propagation (new pods unseen).
     pub fn set_private_mounts(&self, dirs: Vec<String>) {
         *lock(&self.private_mounts) = dirs;
     }
 
     /// Why the agent cannot do its job, if it cannot: discovery does not
-    /// run, a grant it needs is missing, or new pods' namespace files
-    /// cannot reach it.
+    /// run, or new pods' namespace files cannot reach it.
     pub fn unready(&self) -> Option<String> {
         if !self.ready.load(Relaxed) {
             return Some("pod discovery is not running".into());
         }
-        let grants = lock(&self.grants);
-        let missing: Vec<String> = grants
+        let why: Vec<String> = lock(&self.private_mounts)
             .iter()
-            .filter(|(g, missing)| *missing && g.required)
-            .map(|(g, _)| format!("missing CAP_{}: {}", g.name, g.without))
+            .map(|dir| {
+                format!(
+                    "{dir} is mounted without propagation: pods made after the agent started \
+                     are not seen; mount it with mountPropagation: HostToContainer"
+                )
+            })
             .collect();
-        let mut why: Vec<String> = Vec::new();
-        if !missing.is_empty() {
-            why.push(format!(
-                "{}; add it to the agent container's securityContext.capabilities.add",
-                missing.join("; ")
-            ));
-        }
-        for dir in lock(&self.private_mounts).iter() {
-            why.push(format!(
-                "{dir} is mounted without propagation: pods made after the agent started \
-                 are not seen; mount it with mountPropagation: HostToContainer"
-            ));
-        }
         (!why.is_empty()).then(|| why.join("; "))
     }
 
@@ -282,6 +260,9 @@ pub struct Registry {
     node: Option<Arc<NodeMetrics>>,
     /// The path probe's series.
     path: Arc<PathMetrics>,
+    /// The capabilities the mode checked at start, each with whether it
+    /// is missing.
+    grants: Mutex<Vec<(&'static Grant, bool)>>,
 }
 
 impl Registry {
@@ -292,6 +273,7 @@ impl Registry {
             enforcers: Mutex::new(Vec::new()),
             node: Some(node),
             path: Arc::default(),
+            grants: Mutex::new(Vec::new()),
         }
     }
 
@@ -323,14 +305,40 @@ impl Registry {
         self.unready().is_none()
     }
 
-    /// Why `/healthz` is not ready, for a person; `None` when it is.
+    /// The grants checked at start (`all`), of which `missing` are not
+    /// held: a required one missing makes the process not ready.
+    pub fn set_grants(&self, all: &'static [Grant], missing: &[&'static Grant]) {
+        *lock(&self.grants) = all
+            .iter()
+            .map(|g| (g, missing.iter().any(|m| std::ptr::eq(*m, g))))
+            .collect();
+    }
+
+    /// Why `/healthz` is not ready, for a person; `None` when it is: a
+    /// required grant is missing, or (node) discovery does not run or
+    /// cannot see new pods, or (one enforcer) its first sweep is not done.
     pub fn unready(&self) -> Option<String> {
-        if let Some(node) = &self.node {
-            return node.unready();
+        let mut why: Vec<String> = Vec::new();
+        let missing: Vec<String> = lock(&self.grants)
+            .iter()
+            .filter(|(g, missing)| *missing && g.required)
+            .map(|(g, _)| format!("missing CAP_{}: {}", g.name, g.without))
+            .collect();
+        if !missing.is_empty() {
+            why.push(format!(
+                "{}; add it to the container's securityContext.capabilities.add",
+                missing.join("; ")
+            ));
         }
-        let all = self.lock();
-        (all.is_empty() || !all.iter().all(|m| m.is_ready()))
-            .then(|| "the first sweep has not finished".into())
+        if let Some(node) = &self.node {
+            why.extend(node.unready());
+        } else {
+            let all = self.lock();
+            if all.is_empty() || !all.iter().all(|m| m.is_ready()) {
+                why.push("the first sweep has not finished".into());
+            }
+        }
+        (!why.is_empty()).then(|| why.join("; "))
     }
 
     /// Alive (`/livez`): the node agent while its discovery runs, whatever
@@ -578,5 +586,32 @@ mod tests {
             body.contains("/run/netns") && body.contains("HostToContainer"),
             "{body}"
         );
+    }
+
+    #[test]
+    fn a_missing_required_grant_makes_one_enforcer_unready_and_is_a_series() {
+        let (r, tx, _m) = one();
+        tx.send(true).unwrap();
+        let pod = &crate::caps::POD_GRANTS;
+        let grant = |name| pod.iter().find(|g| g.name == name).unwrap();
+        r.set_grants(pod, &[grant("NET_RAW")]);
+        assert_eq!(r.unready(), None, "NET_RAW only degrades");
+        let text = r.render();
+        assert!(
+            text.contains(
+                "mtuvisor_missing_capability{capability=\"NET_RAW\",required=\"false\"} 1\n"
+            ) && text.contains(
+                "mtuvisor_missing_capability{capability=\"NET_ADMIN\",required=\"true\"} 0\n"
+            ),
+            "{text}"
+        );
+        r.set_grants(pod, &[grant("NET_ADMIN")]);
+        let (status, _, body) = route("GET /healthz HTTP/1.1\r\n", &r);
+        assert_eq!(status, "503 Service Unavailable");
+        assert!(
+            body.contains("missing CAP_NET_ADMIN") && body.contains("capabilities.add"),
+            "{body}"
+        );
+        assert_eq!(route("GET /livez HTTP/1.1\r\n", &r).0, "200 OK");
     }
 }

@@ -178,6 +178,15 @@ pub(super) fn registry(registry: &Registry) -> String {
     if let Some(node) = &registry.node {
         node_series(node, &all, &mut out);
     }
+    missing_capability(registry, &mut out);
+    let name = "mtuvisor_realtime_priority";
+    let _ = write!(
+        out,
+        "# HELP {name} SCHED_FIFO priority the clamping threads run at; 0: ordinary \
+         (realtime_priority off, or refused: the log says why).\n# TYPE {name} gauge\n\
+         {name} {}\n",
+        crate::sched::priority()
+    );
     let _ = write!(
         out,
         "# HELP mtuvisor_build_info The running version.\n# TYPE mtuvisor_build_info gauge\n\
@@ -185,6 +194,24 @@ pub(super) fn registry(registry: &Registry) -> String {
         env!("CARGO_PKG_VERSION")
     );
     out
+}
+
+/// `mtuvisor_missing_capability`: per capability the mode checked at
+/// start, 1 when it is not held.
+fn missing_capability(registry: &Registry, out: &mut String) {
+    let name = "mtuvisor_missing_capability";
+    let _ = writeln!(
+        out,
+        "# HELP {name} 1 for a capability this mode uses and does not hold (the log \
+         says what stops working without it).\n# TYPE {name} gauge"
+    );
+    for (grant, missing) in lock(&registry.grants).iter() {
+        let _ = writeln!(
+            out,
+            "{name}{{capability=\"{}\",required=\"{}\"}} {}",
+            grant.name, grant.required, *missing as u8
+        );
+    }
 }
 
 /// `mtuvisor_target_source`: one series per origin, 1 for the one that
@@ -295,19 +322,6 @@ fn node_series(node: &NodeMetrics, enforcers: &[Arc<Metrics>], out: &mut String)
          {name}{{state=\"watched\"}} {}\n{name}{{state=\"enforcing\"}} {enforcing}",
         node.watched.load(Relaxed)
     );
-    let name = "mtuvisor_node_missing_capability";
-    let _ = writeln!(
-        out,
-        "# HELP {name} 1 for a capability the agent needs and does not hold (the log \
-         says what stops working without it).\n# TYPE {name} gauge"
-    );
-    for (grant, missing) in lock(&node.grants).iter() {
-        let _ = writeln!(
-            out,
-            "{name}{{capability=\"{}\",required=\"{}\"}} {}",
-            grant.name, grant.required, *missing as u8
-        );
-    }
     let name = "mtuvisor_node_discovery_seconds";
     let _ = writeln!(
         out,

@@ -41,6 +41,8 @@ pub enum NetlinkError {
     NoSuchLink { name: String, ifindex: u32 },
     #[error("network namespace {path}: {message}")]
     Netns { path: String, message: String },
+    #[error("network namespace {path}: cannot enter it (setns refused: needs CAP_SYS_ADMIN)")]
+    NetnsDenied { path: String },
     #[error("no network namespace with nsid {nsid} among {searched}; {hint}")]
     NsidNotFound {
         nsid: i32,
@@ -74,6 +76,28 @@ impl NetlinkError {
             } => is_enodev(e),
             _ => false,
         }
+    }
+
+    /// The capability whose absence made the kernel refuse (EPERM): a
+    /// link request wants NET_ADMIN, entering a namespace SYS_ADMIN.
+    pub fn wanted_capability(&self) -> Option<u32> {
+        match self {
+            NetlinkError::Request {
+                source: rtnetlink::Error::NetlinkError(e),
+                ..
+            } if e.raw_code() == -(nix::errno::Errno::EPERM as i32) => Some(crate::caps::NET_ADMIN),
+            NetlinkError::NetnsDenied { .. } => Some(crate::caps::SYS_ADMIN),
+            _ => None,
+        }
+    }
+
+    /// True when a veth's far end cannot be reached from here: its
+    /// namespace is not found, or may not be entered.
+    pub fn is_out_of_reach(&self) -> bool {
+        matches!(
+            self,
+            NetlinkError::NsidNotFound { .. } | NetlinkError::NetnsDenied { .. }
+        )
     }
 }
 

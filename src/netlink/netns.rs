@@ -407,11 +407,17 @@ async fn on_thread_in<T: Send + 'static>(
         .map_err(|_| err("no more threads may enter namespaces".into()))?;
     let (tx, rx) = tokio::sync::oneshot::channel();
     let enter_err = err.clone();
+    let denied_label = label.clone();
     std::thread::Builder::new()
         .name("mtuvisor-netns".into())
         .spawn(move || {
             let result = setns(file.as_fd(), CloneFlags::CLONE_NEWNET)
-                .map_err(|e| enter_err(format!("cannot enter it: {e}")))
+                .map_err(|e| match e {
+                    nix::errno::Errno::EPERM => NetlinkError::NetnsDenied {
+                        path: denied_label.clone(),
+                    },
+                    e => enter_err(format!("cannot enter it: {e}")),
+                })
                 .map(|()| {
                     drop(file);
                     f()

@@ -8,7 +8,7 @@
 use tracing::warn;
 
 use crate::caps::{self, Grant};
-use crate::metrics::NodeMetrics;
+use crate::metrics::{NodeMetrics, Registry};
 
 /// The DaemonSet's grants, and what each is for.
 pub static GRANTS: [Grant; 4] = [
@@ -44,11 +44,11 @@ pub static GRANTS: [Grant; 4] = [
 ];
 
 /// Checks the agent's effective set, logs one WARN per missing grant and
-/// tells `node` (metrics, readiness); then that each directory of
+/// tells the registry (metrics, readiness); then that each directory of
 /// `netns_dirs` that is a mount of its own receives the mounts made after
-/// the agent started.
-pub fn check(node: &NodeMetrics, netns_dirs: &[std::path::PathBuf]) {
-    check_against(node, caps::effective());
+/// the agent started, and tells `node`.
+pub fn check(registry: &Registry, node: &NodeMetrics, netns_dirs: &[std::path::PathBuf]) {
+    registry.set_grants(&GRANTS, &caps::check(&GRANTS));
     let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
     let private: Vec<String> = netns_dirs
         .iter()
@@ -84,40 +84,27 @@ fn is_private_mount(mountinfo: &str, dir: &std::path::Path) -> bool {
         })
 }
 
-fn check_against(node: &NodeMetrics, eff: Option<u64>) {
-    let missing = caps::missing(&GRANTS, eff);
-    for g in &missing {
-        warn!(
-            capability = g.name,
-            required = g.required,
-            "missing CAP_{}: {}; add {} to the agent container's \
-             securityContext.capabilities.add",
-            g.name,
-            g.without,
-            g.name
-        );
-    }
-    node.set_grants(&GRANTS, missing);
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn a_missing_required_grant_makes_the_agent_unready() {
-        let node = NodeMetrics::default();
+        let node = std::sync::Arc::new(NodeMetrics::default());
         node.set_ready(true);
+        let registry = Registry::for_node(node);
         let all = GRANTS.iter().fold(0u64, |eff, g| eff | 1 << g.cap);
-        check_against(&node, Some(all));
-        assert_eq!(node.unready(), None);
-        check_against(&node, Some(all & !(1 << caps::NET_RAW)));
-        assert_eq!(node.unready(), None, "NET_RAW only degrades");
-        check_against(&node, Some(all & !(1 << caps::SYS_ADMIN)));
-        let why = node.unready().expect("not ready without SYS_ADMIN");
+        let with = |eff| registry.set_grants(&GRANTS, &caps::missing(&GRANTS, Some(eff)));
+        with(all);
+        assert_eq!(registry.unready(), None);
+        with(all & !(1 << caps::NET_RAW));
+        assert_eq!(registry.unready(), None, "NET_RAW only degrades");
+        with(all & !(1 << caps::SYS_ADMIN));
+        let why = registry.unready().expect("not ready without SYS_ADMIN");
         assert!(
             why.contains("CAP_SYS_ADMIN") && why.contains("capabilities.add"),
             "{why}"
         );
+        assert!(registry.is_alive(), "a restart would not grant it");
     }
 }

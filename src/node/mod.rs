@@ -75,7 +75,7 @@ pub async fn run(
         settings.path_probe_interval,
         registry.path(),
     );
-    grants::check(&node, &settings.netns_dirs);
+    grants::check(&registry, &node, &settings.netns_dirs);
     node.set_ready(true);
     info!(
         dirs = %settings.netns_dirs.iter().map(|d| d.display().to_string()).collect::<Vec<_>>().join(","),

@@ -280,3 +280,13 @@ pub fn drop_frag_needed(router: &str) {
         "DROP",
     ]);
 }
+
+/// The ifindex of `link` in the namespace named `netns` (in /run/netns).
+pub fn ifindex(netns: &str, link: &str) -> u32 {
+    ip(netns, &["-j", "link", "show", "dev", link])
+        .split("\"ifindex\":")
+        .nth(1)
+        .and_then(|s| s.split(',').next())
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or_else(|| panic!("the ifindex of {link} in {netns}"))
+}

@@ -111,7 +111,26 @@ impl NodeLab {
 
     /// [`NodeLab::agent_including`] with `env` added.
     pub fn agent_with(&mut self, include: &str, extra: &[&str], env: &[(&str, &str)]) -> usize {
-        let mut cmd: Command = mtuvisor_in(&self.node);
+        let i = self.spawn_agent(mtuvisor_in(&self.node), include, extra, env);
+        let up = eventually(Duration::from_secs(10), || {
+            crate::http::try_http_get(&self.node, METRICS, "/healthz").is_ok_and(|(s, _)| s == 200)
+        });
+        assert!(up, "the agent answers /healthz; log:\n{}", self.tail());
+        i
+    }
+
+    /// `mtuvisor node` for the pods `include` names, started by `cmd` (a
+    /// command that ends in the binary: [`mtuvisor_in`], or one that drops
+    /// capabilities or moves it to another cgroup first), metrics on
+    /// [`METRICS`], its log appended to this lab's; waits until `/livez`
+    /// answers (ready or not).
+    pub fn spawn_agent(
+        &mut self,
+        mut cmd: Command,
+        include: &str,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> usize {
         cmd.arg("node")
             .args(["--proc-scan", "off", "--netns-include", include])
             .args(["--metrics-addr", METRICS])
@@ -126,10 +145,10 @@ impl NodeLab {
             .unwrap();
         cmd.stdout(Stdio::null()).stderr(log);
         let i = self.lab.spawn(cmd);
-        let up = eventually(Duration::from_secs(10), || {
-            crate::http::try_http_get(&self.node, METRICS, "/healthz").is_ok_and(|(s, _)| s == 200)
+        let alive = eventually(Duration::from_secs(10), || {
+            crate::http::try_http_get(&self.node, METRICS, "/livez").is_ok_and(|(s, _)| s == 200)
         });
-        assert!(up, "the agent answers /healthz; log:\n{}", self.tail());
+        assert!(alive, "the agent answers /livez; log:\n{}", self.tail());
         i
     }
 

@@ -79,6 +79,104 @@ pub fn mtuvisor_in_without(netns: &str, caps: &[&str]) -> Command {
     cmd
 }
 
+/// A cpu cgroup (v1) with no real-time budget (`cpu.rt_runtime_us` 0), as
+/// containerd and kubelet make one for every container on a kernel with
+/// real-time group scheduling. Removed on drop (after the processes in it,
+/// which the test stops first).
+pub struct NoRtBudget {
+    dir: std::path::PathBuf,
+}
+
+impl NoRtBudget {
+    /// Panics, saying why, on a kernel without real-time group scheduling
+    /// (no `cpu.rt_runtime_us`) or without the cgroup v1 cpu hierarchy.
+    pub fn new(tag: &str) -> NoRtBudget {
+        let root = std::path::Path::new("/sys/fs/cgroup/cpu");
+        assert!(
+            root.join("cpu.rt_runtime_us").exists(),
+            "{tag}: this test needs the cgroup v1 cpu hierarchy at {} with real-time group \
+             scheduling (CONFIG_RT_GROUP_SCHED: cpu.rt_runtime_us)",
+            root.display()
+        );
+        let dir = root.join(format!("mtuvisor-test-{tag}-{}", std::process::id()));
+        std::fs::create_dir(&dir)
+            .unwrap_or_else(|e| panic!("cannot make the cgroup {}: {e}", dir.display()));
+        let budget = std::fs::read_to_string(dir.join("cpu.rt_runtime_us")).unwrap_or_default();
+        assert_eq!(budget.trim(), "0", "a new cgroup has no real-time budget");
+        NoRtBudget { dir }
+    }
+
+    /// [`mtuvisor_in`], its process placed in this cgroup before it starts.
+    pub fn mtuvisor_in(&self, netns: &str) -> Command {
+        let mut cmd = Command::new("sh");
+        cmd.arg("-c")
+            .arg("echo $$ > \"$0\" && exec \"$@\"")
+            .arg(self.dir.join("cgroup.procs"))
+            .arg("nsenter")
+            .arg(format!("--net=/run/netns/{netns}"))
+            .arg(bin());
+        cmd.env_remove("MTUVISOR_MTU")
+            .env_remove("MTUVISOR_LOG_FORMAT");
+        cmd
+    }
+}
+
+impl Drop for NoRtBudget {
+    fn drop(&mut self) {
+        // A process just killed may take a moment to leave its cgroup.
+        for _ in 0..50 {
+            if std::fs::remove_dir(&self.dir).is_ok() || !self.dir.exists() {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        eprintln!("could not remove the cgroup {}", self.dir.display());
+    }
+}
+
+/// One way the kernel refuses real-time priority, as the tests run
+/// mtuvisor into it, and what its log must then say.
+pub struct Refusal<'a> {
+    command: Box<dyn Fn(&str) -> Command + 'a>,
+    /// Asserts on the log.
+    pub said: fn(&str),
+}
+
+impl Refusal<'_> {
+    /// [`mtuvisor_in`] under this refusal.
+    pub fn mtuvisor_in(&self, netns: &str) -> Command {
+        (self.command)(netns)
+    }
+}
+
+/// Both refusals: without CAP_SYS_NICE (one warning: a grant fixes it),
+/// and with it in `no_budget` (one info line: nobody can grant a budget).
+pub fn realtime_refusals(no_budget: &NoRtBudget) -> [Refusal<'_>; 2] {
+    [
+        Refusal {
+            command: Box::new(mtuvisor_in_without_sys_nice),
+            said: assert_one_realtime_warning,
+        },
+        Refusal {
+            command: Box::new(|netns| no_budget.mtuvisor_in(netns)),
+            said: assert_one_realtime_info,
+        },
+    ]
+}
+
+/// A log of mtuvisor in a cgroup without a real-time budget has exactly
+/// one line about real-time priority: an info line that says why, and no
+/// warning (nobody can grant a budget through Kubernetes).
+pub fn assert_one_realtime_info(log: &str) {
+    let said: Vec<&str> = log.lines().filter(|l| l.contains("real-time")).collect();
+    assert_eq!(said.len(), 1, "one line about it: {log}");
+    assert!(
+        said[0].contains("INFO") && said[0].contains("no real-time budget"),
+        "an info line that says why: {}",
+        said[0]
+    );
+}
+
 /// A log of mtuvisor without CAP_SYS_NICE has exactly one line about
 /// real-time priority: a warning that says what to grant.
 pub fn assert_one_realtime_warning(log: &str) {
@@ -233,4 +331,28 @@ pub fn kernel_stacks(pid: i32) -> String {
         ));
     }
     out
+}
+
+/// A field of /proc/<pid>/status (kB, or a count).
+pub fn proc_status(pid: i32, field: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix(field))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or_else(|| panic!("{field} of process {pid}"))
+}
+
+/// What a process holds, for a benchmark's line: resident set (and its
+/// anonymous part), threads, open fds.
+pub fn footprint(pid: i32) -> String {
+    format!(
+        "{} kB RSS ({} kB anonymous), {} threads, {} fds",
+        proc_status(pid, "VmRSS:"),
+        proc_status(pid, "RssAnon:"),
+        proc_status(pid, "Threads:"),
+        std::fs::read_dir(format!("/proc/{pid}/fd"))
+            .map(|d| d.count())
+            .unwrap_or(0)
+    )
 }

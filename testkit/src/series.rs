@@ -415,3 +415,157 @@ impl RtnlProbe {
         self.thread.take().unwrap().join().expect("probe thread")
     }
 }
+
+/// Two or more pods' veths on a watched bridge, from the notifications of
+/// a run: per veth, from its host end joining the bridge to both ends at
+/// the pod's target (the clamp), and to dockerd bringing it up (dockerd's
+/// own next request, the yardstick).
+pub struct ClampRace {
+    pub clamp: Vec<Duration>,
+    pub up: Vec<Duration>,
+    /// Veths whose far end was clamped only after the move.
+    pub unseen: usize,
+}
+
+/// Reads everything `notes` received: `bridges[i]` is the watched
+/// bridge's ifindex in namespace `i`, `wants[i]` that pod's target.
+pub fn clamp_race(notes: &Notifications, bridges: &[u32], wants: &[u32]) -> ClampRace {
+    use std::collections::HashMap;
+    // Per (pod, ifindex): when the host end joined the bench bridge, when it
+    // was seen at the target, when dockerd brought it up (its next request),
+    // and its peer; far ends seen at the target while still in the pod.
+    #[derive(Default)]
+    struct Veth {
+        joined: Option<Instant>,
+        host_done: Option<Instant>,
+        host_up: Option<Instant>,
+        peer: Option<u32>,
+    }
+    let mut veths: HashMap<(usize, u32), Veth> = HashMap::new();
+    let mut far_done: HashMap<(usize, u32), Instant> = HashMap::new();
+    while let Ok(seen) = notes.rx.try_recv() {
+        let (i, l) = (seen.netns, &seen.link);
+        if l.master == Some(bridges[i]) {
+            let v = veths.entry((i, l.index)).or_default();
+            v.joined.get_or_insert(seen.at);
+            if v.peer.is_none() {
+                v.peer = l.peer.filter(|p| p.netnsid.is_none()).map(|p| p.ifindex);
+            }
+            if l.mtu <= wants[i] {
+                v.host_done.get_or_insert(seen.at);
+            }
+            if seen.up {
+                v.host_up.get_or_insert(seen.at);
+            }
+        } else if l.peer.is_some() && l.master.is_none() && l.mtu <= wants[i] {
+            far_done.entry((i, l.index)).or_insert(seen.at);
+        }
+    }
+    let (mut clamp, mut up, mut unseen) = (Vec::new(), Vec::new(), 0);
+    for ((i, _), v) in &veths {
+        let Some(joined) = v.joined else { continue };
+        match (v.host_done, v.peer.and_then(|p| far_done.get(&(*i, p)))) {
+            (Some(h), Some(f)) => clamp.push(h.max(*f).saturating_duration_since(joined)),
+            _ => unseen += 1,
+        }
+        if let Some(u) = v.host_up {
+            up.push(u.saturating_duration_since(joined));
+        }
+    }
+    clamp.sort();
+    up.sort();
+    ClampRace { clamp, up, unseen }
+}
+
+impl ClampRace {
+    /// Prints the race's figures, with `probed` (an unrelated RTM_SETLINK's
+    /// waits over the same time: the floor).
+    pub fn print(self, probed: Vec<Duration>) {
+        if !self.clamp.is_empty() && !self.up.is_empty() {
+            let p99 = |v: &[Duration]| percentile(v, 99.0).as_secs_f64();
+            println!(
+                "  the agent against dockerd's own next request: {:.2}x at p99, {:.2}x in the share over 10 ms (goal within 1.2x)",
+                p99(&self.clamp) / p99(&self.up).max(1e-9),
+                over_10ms(&self.clamp) / over_10ms(&self.up).max(1e-9)
+            );
+        }
+        for (what, mut lat) in [
+            (
+                "host end joined the bridge -> both ends clamped (the agent)",
+                self.clamp,
+            ),
+            (
+                "host end joined -> host end up (dockerd's own next request)",
+                self.up,
+            ),
+            ("an unrelated RTM_SETLINK every 5 ms (the floor)", probed),
+        ] {
+            lat.sort();
+            if lat.is_empty() {
+                continue;
+            }
+            println!(
+                "  {what}: n={} p50 {}  p99 {}  max {}  over 10 ms: {:.1} %",
+                lat.len(),
+                ms(percentile(&lat, 50.0)),
+                ms(percentile(&lat, 99.0)),
+                ms(*lat.last().unwrap()),
+                over_10ms(&lat)
+            );
+        }
+        println!(
+            "  far end clamped only after the move (not timed from the pod namespace): {}",
+            self.unseen
+        );
+    }
+}
+
+/// Starts `at_once` containers in each pod at the same moment (`start(i)`
+/// starts one in pod `i`, named in /run/netns as `pods[i]`, and returns
+/// the MTU it read at its first instruction), with every link
+/// notification stamped and an unrelated RTM_SETLINK probing the floor in
+/// each pod; then prints how many read their own pod's `wants[i]` and the
+/// clamp race on the watched bridges (`bridges[i]`).
+pub fn race_at_once(
+    label: &str,
+    pods: &[String],
+    bridges: &[u32],
+    wants: &[u32],
+    at_once: usize,
+    start: impl Fn(usize) -> String + Sync,
+) {
+    let notes = Notifications::listen(pods);
+    let probes: Vec<RtnlProbe> = pods
+        .iter()
+        .map(|p| RtnlProbe::start(p, "mvprobe", Duration::from_millis(5)))
+        .collect();
+    let began = Instant::now();
+    let start = &start;
+    let read: Vec<(String, u32)> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..at_once)
+            .flat_map(|_| 0..pods.len())
+            .map(|i| s.spawn(move || (start(i), wants[i])))
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let took = began.elapsed();
+    let probed: Vec<Duration> = probes
+        .into_iter()
+        .flat_map(|p| p.finish())
+        .filter(|(at, _)| *at >= began)
+        .map(|(_, d)| d)
+        .collect();
+    let right = read
+        .iter()
+        .filter(|(got, want)| *got == want.to_string())
+        .count();
+    let mtus: Vec<String> = wants.iter().map(u32::to_string).collect();
+    println!(
+        "{label}, {} pods x {at_once} containers started at once (eth0 {}): {right}/{} read their own pod's MTU first, in {:.1} s (target 100 %)",
+        pods.len(),
+        mtus.join(" and "),
+        read.len(),
+        took.as_secs_f64()
+    );
+    clamp_race(&notes, bridges, wants).print(probed);
+}

@@ -109,6 +109,13 @@ pub struct Engine<N> {
     /// Ports whose far end could not be found, since when, and whether a
     /// warning was given.
     unresolved: HashMap<u32, (Instant, bool)>,
+    /// Ports whose far end, in another namespace, is out of reach (not
+    /// found, or may not be entered): their host end is held at its MTU.
+    /// Lowered alone it would drop every frame the container's end, still
+    /// at Docker's 1500, sends above the target, where a matched pair
+    /// leaves the oversize packets to the bridge's forwarding path, which
+    /// answers with "fragmentation needed" inside the pod.
+    held: HashSet<u32>,
     /// Uplinks already warned about.
     warned_uplinks: HashSet<u32>,
 }
@@ -128,6 +135,7 @@ impl<N: NetOps> Engine<N> {
             left_out: 0,
             fenced: HashMap::new(),
             unresolved: HashMap::new(),
+            held: HashSet::new(),
             warned_uplinks: HashSet::new(),
         }
     }
@@ -231,6 +239,7 @@ impl<N: NetOps> Engine<N> {
         self.peer_checked.retain(|i, _| links.contains_key(i));
         self.fenced.retain(|i, _| links.contains_key(i));
         self.unresolved.retain(|i, _| links.contains_key(i));
+        self.held.retain(|i| links.contains_key(i));
         self.pending.clear();
         let report = self.enforce_all().await;
         if report.changed > 0 || report.failed > 0 {
@@ -313,6 +322,7 @@ impl<N: NetOps> Engine<N> {
         self.pending.remove(&ifindex);
         self.fenced.remove(&ifindex);
         self.unresolved.remove(&ifindex);
+        self.held.remove(&ifindex);
         self.warned_uplinks.remove(&ifindex);
     }
 
@@ -337,10 +347,27 @@ impl<N: NetOps> Engine<N> {
             .cloned()
             .collect();
         ports.sort_by_key(|l| l.index);
+        // Far ends first: a host end waits for its far end (see `held`).
+        // A far end in another namespace costs a thread; check several at
+        // once rather than one after another.
+        let jobs: Vec<(Link, MtuRule)> = ports
+            .iter()
+            .filter(|p| p.peer.is_some() && !self.is_fenced(p))
+            .map(|p| (p.clone(), self.rule(Owned::PeerOf(p.index))))
+            .collect();
+        let net = &self.net;
+        let results = in_flight(jobs, |port, rule| async move {
+            net.adjust_peer(&port, move |mtu| rule.desired(mtu)).await
+        })
+        .await;
+        for (port, result) in results {
+            report.add(self.finish_adjust_peer(&port, result));
+        }
         // Each request waits for the kernel's RTNL lock on a setter thread:
         // keep several in flight rather than one after another.
         let jobs: Vec<(Link, MtuRule)> = ports
             .iter()
+            .filter(|p| !self.held.contains(&p.index))
             .map(|p| (p.clone(), self.rule(Owned::Link(p.index))))
             .collect();
         let this = &*self;
@@ -350,24 +377,6 @@ impl<N: NetOps> Engine<N> {
         .await;
         for (port, result) in results {
             report.add(self.finish_link(&port, result));
-        }
-        // A far end in another namespace costs a thread; check several at
-        // once rather than one after another.
-        let jobs: Vec<(Link, MtuRule)> = ports
-            .into_iter()
-            .filter(|p| p.peer.is_some() && !self.is_fenced(p))
-            .map(|p| {
-                let rule = self.rule(Owned::PeerOf(p.index));
-                (p, rule)
-            })
-            .collect();
-        let net = &self.net;
-        let results = in_flight(jobs, |port, rule| async move {
-            net.adjust_peer(&port, move |mtu| rule.desired(mtu)).await
-        })
-        .await;
-        for (port, result) in results {
-            report.add(self.finish_adjust_peer(&port, result));
         }
         report
     }
@@ -421,9 +430,11 @@ impl<N: NetOps> Engine<N> {
                 };
                 report_of(&[host, far])
             }
+            // The far end is elsewhere already: it first, and the host end
+            // only once it is reached (see `held`).
             None => {
-                let host = self.enforce_link(port).await;
                 let far = self.enforce_peer(port).await;
+                let host = self.enforce_host_end(port).await;
                 report_of(&[host, far])
             }
         }
@@ -462,6 +473,15 @@ impl<N: NetOps> Engine<N> {
         self.pending.insert(ifindex, to);
         if let Some(cached) = self.links.get_mut(&ifindex) {
             cached.mtu = to;
+        }
+    }
+
+    /// A port's own MTU, unless its far end is out of reach (`held`).
+    async fn enforce_host_end(&mut self, port: &Link) -> Outcome {
+        if self.held.contains(&port.index) {
+            Outcome::Unchanged
+        } else {
+            self.enforce_link(port).await
         }
     }
 
@@ -525,6 +545,14 @@ fn report_failure(e: &NetlinkError, what: &str, ifindex: u32) -> Outcome {
         // Deleted between the notification and our request: normal churn.
         debug!(link = %what, ifindex, "link vanished before its MTU could be checked");
         Outcome::Unchanged
+    } else if e
+        .wanted_capability()
+        .is_some_and(|cap| crate::caps::has(cap) == Some(false))
+    {
+        // Said once at start, with the grant to add (`caps::check`), and
+        // `/healthz` is not ready: not again for each link and sweep.
+        debug!(link = %what, ifindex, error = %e, "cannot enforce MTU without a capability");
+        Outcome::Failed
     } else {
         warn!(link = %what, ifindex, error = %e, "cannot enforce MTU; will retry on the next sweep");
         Outcome::Failed

@@ -44,6 +44,8 @@ impl<N: NetOps> Engine<N> {
         let mut report = PassReport::default();
         for port in &ports {
             report.add(self.enforce_peer(port).await);
+            // Held while its far end was out of reach.
+            report.add(self.enforce_host_end(port).await);
         }
         report
     }
@@ -93,6 +95,10 @@ impl<N: NetOps> Engine<N> {
         host: &Link,
         result: Result<PeerChange, NetlinkError>,
     ) -> Outcome {
+        match &result {
+            Err(e) if e.is_out_of_reach() => self.held.insert(host.index),
+            _ => self.held.remove(&host.index),
+        };
         match result {
             Ok(change) => {
                 if let Some(peer_ref) = host.peer {

@@ -230,3 +230,32 @@ async fn removed_links_forget_what_was_lowered() {
     engine.set_target(1500).await;
     assert_eq!(engine.net().mtu(3), 1500);
 }
+
+/// A far end out of reach holds its host end: lowered alone, the pair
+/// would drop the container's frames above the target. Once the far end
+/// can be reached, both are lowered (at the next sweep, or when Docker
+/// reports its sandbox).
+#[tokio::test]
+async fn a_host_end_waits_for_its_far_end() {
+    let net = pod();
+    net.unresolved.lock().unwrap().insert(4);
+    let mut engine = Engine::new(net, BridgeMatcher::default(), 1450);
+    engine.sweep().await.unwrap();
+    let net = engine.net();
+    assert_eq!(net.mtu(3), 1450, "the bridge is lowered");
+    assert_eq!(
+        (net.mtu(4), net.remote_mtu(4)),
+        (1500, 1500),
+        "the pair stays matched"
+    );
+    net.unresolved.lock().unwrap().clear();
+    net.sandboxes
+        .lock()
+        .unwrap()
+        .insert("/run/docker/netns/c".into(), 1);
+    engine
+        .on_sandbox("c", std::path::Path::new("/run/docker/netns/c"))
+        .await;
+    let net = engine.net();
+    assert_eq!((net.mtu(4), net.remote_mtu(4)), (1450, 1450), "both ends");
+}

@@ -11,11 +11,12 @@
 //! time on the machine (a lock file): an agent under test looks at every
 //! `cni-*` file.
 
+pub mod dind;
 mod images;
 mod pod;
 
 pub use images::{base_tar, AGENT_IMAGE, BUSYBOX_IMAGE, CLI_IMAGE, DIND_IMAGE};
-pub use pod::{Container, Pod};
+pub use pod::{edit_manifest, Container, Pod};
 
 use std::fs::File;
 use std::os::fd::AsRawFd;

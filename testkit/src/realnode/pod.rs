@@ -48,6 +48,16 @@ pub struct Pod {
     pub sandbox: String,
     /// Container name -> id, once started.
     pub ids: HashMap<String, String>,
+    /// Where the runtime writes its containers' logs, once it runs.
+    pub log_dir: PathBuf,
+}
+
+/// `yaml` (a manifest) with `edit` applied to its document: how a test
+/// makes the change a person might make to an example.
+pub fn edit_manifest(yaml: &str, edit: impl FnOnce(&mut serde_json::Value)) -> String {
+    let mut doc: serde_json::Value = serde_yaml_ng::from_str(yaml).expect("manifest parses");
+    edit(&mut doc);
+    serde_yaml_ng::to_string(&doc).expect("manifest serialises")
 }
 
 impl Pod {
@@ -234,6 +244,7 @@ fn container_config(c: &Container, pod: &Pod) -> cri::ContainerConfig {
         }),
         command: c.command.clone(),
         args: c.args.clone(),
+        log_path: format!("{}.log", c.name),
         envs: c
             .env
             .iter()
@@ -291,7 +302,12 @@ impl RealNode {
     /// Runs `pod`: its sandbox, then each container in order.
     pub fn run_pod(&mut self, mut pod: Pod) -> Pod {
         let uid = format!("{}-{}", self.lab.prefix(), pod.name);
-        let config = pod.sandbox_config(&uid);
+        let mut config = pod.sandbox_config(&uid);
+        // Kubelet: /var/log/pods/<namespace>_<name>_<uid>, one file per
+        // container.
+        pod.log_dir = self.dir.join("logs").join(&uid);
+        std::fs::create_dir_all(&pod.log_dir).unwrap();
+        config.log_directory = pod.log_dir.display().to_string();
         let sandbox = self
             .call(|mut c| {
                 let config = config.clone();
@@ -407,6 +423,30 @@ impl RealNode {
             String::from_utf8_lossy(&r.stdout).trim().to_string(),
             String::from_utf8_lossy(&r.stderr).trim().to_string(),
         )
+    }
+
+    /// What `container` wrote to stdout and stderr, without the CRI log
+    /// format's prefix (time, stream, tag) on each line.
+    pub fn container_log(&self, pod: &Pod, container: &str) -> String {
+        let text = std::fs::read_to_string(pod.log_dir.join(format!("{container}.log")))
+            .unwrap_or_default();
+        text.lines()
+            .map(|l| l.splitn(4, ' ').nth(3).unwrap_or(l))
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    /// When `container` started (the runtime's clock, nanoseconds).
+    pub fn started_at(&self, pod: &Pod, container: &str) -> i64 {
+        let id = pod.ids[container].clone();
+        let status = self.call(|mut c| async move {
+            c.container_status(cri::ContainerStatusRequest {
+                container_id: id,
+                verbose: false,
+            })
+            .await
+        });
+        status.status.expect("a container status").started_at
     }
 
     /// The process ID (the machine's) of `container`'s first process.

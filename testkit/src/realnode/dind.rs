@@ -1,0 +1,175 @@
+//! What the real-node tests and benchmark run on it: DinD pods as CI
+//! runners make them, the DaemonSet as the example writes it, and the
+//! checks made inside a pod's dockerd.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use super::{Container, Pod, RealNode, AGENT_IMAGE};
+use crate::eventually;
+
+/// The repository's root (the examples).
+pub fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("testkit lives in the repository")
+        .to_path_buf()
+}
+
+/// An example file, as written (`examples/<path>`).
+pub fn example(path: &str) -> String {
+    let file = repo().join("examples").join(path);
+    std::fs::read_to_string(&file).unwrap_or_else(|e| panic!("{}: {e}", file.display()))
+}
+
+/// The DaemonSet's metrics port, in the node's namespace (hostNetwork).
+pub const METRICS: &str = "127.0.0.1:9464";
+/// The busybox image inside the inner dockerds.
+pub const INNER: &str = "busybox:test";
+
+/// A CI pod with docker:dind's shape: one privileged container running an
+/// unmodified dockerd (the project's image, its entrypoint bypassed), its
+/// data root on a hostPath (an emptyDir in Kubernetes), and busybox's
+/// root file system to import.
+pub fn dind_pod(node: &RealNode, name: &str) -> Pod {
+    let busybox = crate::dockerd::busybox_tar();
+    Pod {
+        name: name.into(),
+        containers: vec![Container {
+            name: "dind".into(),
+            image: AGENT_IMAGE.into(),
+            command: vec![
+                "dockerd".into(),
+                "--host=unix:///var/run/docker.sock".into(),
+                "--data-root=/var/lib/docker".into(),
+            ],
+            privileged: true,
+            mounts: vec![
+                (
+                    node.host_dir(&format!("{name}-docker")),
+                    "/var/lib/docker".into(),
+                    false,
+                    false,
+                ),
+                (
+                    busybox.parent().unwrap().to_path_buf(),
+                    "/images".into(),
+                    true,
+                    false,
+                ),
+            ],
+            ..Container::default()
+        }],
+        ..Pod::default()
+    }
+}
+
+/// Waits for the pod's dockerd and imports busybox into it.
+pub fn docker_ready(node: &RealNode, pod: &Pod) {
+    docker_ready_from(node, pod, "dind");
+}
+
+/// [`docker_ready`] with the client in `container`.
+pub fn docker_ready_from(node: &RealNode, pod: &Pod, container: &str) {
+    let up = eventually(Duration::from_secs(60), || {
+        node.exec(
+            pod,
+            container,
+            &["docker", "version"],
+            Duration::from_secs(10),
+        )
+        .0 == 0
+    });
+    assert!(
+        up,
+        "dockerd in {} answers; containerd:\n{}",
+        pod.name,
+        node.log()
+    );
+    let tar = format!(
+        "/images/{}",
+        crate::dockerd::busybox_tar()
+            .file_name()
+            .unwrap()
+            .to_string_lossy()
+    );
+    let (code, _, err) = node.exec(
+        pod,
+        container,
+        &["docker", "import", &tar, INNER],
+        Duration::from_secs(60),
+    );
+    assert_eq!(code, 0, "import busybox in {}: {err}", pod.name);
+}
+
+/// What a new container on the default bridge reads at its first
+/// instruction.
+pub fn first_instruction_mtu(node: &RealNode, pod: &Pod) -> String {
+    first_instruction_mtu_from(node, pod, "dind")
+}
+
+/// [`first_instruction_mtu`] with the client in `container`.
+pub fn first_instruction_mtu_from(node: &RealNode, pod: &Pod, container: &str) -> String {
+    let (code, out, err) = node.exec(
+        pod,
+        container,
+        &[
+            "docker",
+            "run",
+            "--rm",
+            INNER,
+            "cat",
+            "/sys/class/net/eth0/mtu",
+        ],
+        Duration::from_secs(60),
+    );
+    assert_eq!(code, 0, "docker run in {}: {err}", pod.name);
+    out
+}
+
+/// What a `docker build` RUN step (the legacy builder: no buildx here)
+/// reads as its MTU, with the client in `container`.
+pub fn build_step_mtu(node: &RealNode, pod: &Pod, container: &str) -> String {
+    let (code, out, err) = node.exec(
+        pod,
+        container,
+        &[
+            "sh",
+            "-c",
+            &format!(
+                "printf 'FROM {INNER}\\nRUN cat /sys/class/net/eth0/mtu > /mtu\\n' \\
+                 | DOCKER_BUILDKIT=0 docker build -q -t step - >/dev/null \\
+                 && docker run --rm step cat /mtu"
+            ),
+        ],
+        Duration::from_secs(120),
+    );
+    assert_eq!(code, 0, "docker build in {}/{container}: {err}", pod.name);
+    out
+}
+
+pub fn link_mtu(node: &RealNode, pod: &Pod, link: &str) -> String {
+    node.exec(
+        pod,
+        "dind",
+        &["cat", &format!("/sys/class/net/{link}/mtu")],
+        Duration::from_secs(10),
+    )
+    .1
+}
+
+/// The DaemonSet's pod, as the manifest writes it. On a machine shared with
+/// other tests the agent looks only at this node's pods (`cni-*`, which
+/// only the one real node at a time makes); nothing else is changed.
+pub fn daemonset(node: &RealNode) -> Pod {
+    let yaml = example("kubernetes/node-daemonset.yaml");
+    let mut pod = Pod::from_manifest(&yaml, &node.host_dir("agent"));
+    let c = pod.container_mut("mtuvisor");
+    assert_eq!(
+        c.image, AGENT_IMAGE,
+        "the DaemonSet's image is the one the real node imports (testkit/src/realnode/images.rs)"
+    );
+    c.env
+        .push(("MTUVISOR_NETNS_INCLUDE".into(), "cni-*".into()));
+    pod
+}

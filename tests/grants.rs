@@ -1,0 +1,330 @@
+//! Each mode without each capability it uses: what stops working, the one
+//! line that names the grant, `mtuvisor_missing_capability`, and
+//! `/healthz` not ready when the grant is required (while `/livez`, which
+//! a restart could not fix, stays alive). The same lab with every grant
+//! enforces, so each test fails for its reason. `node`: the DaemonSet's
+//! grants; `watch` and `supervise`: what their pod needs; `doctor`:
+//! `tests/doctor.rs`.
+
+use testkit as common;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use common::node::{NodeLab, METRICS};
+use common::{eventually, ip, mtu, privileged, Lab};
+
+/// `mtuvisor node` for this lab's pods, without `caps` (setpriv's names).
+fn agent_without(n: &mut NodeLab, caps: &[&str]) -> usize {
+    let cmd = common::mtuvisor_in_without(&n.node, caps);
+    let include = n.include();
+    n.spawn_agent(cmd, &include, &["--reconcile-interval", "200ms"], &[])
+}
+
+/// Where a running mtuvisor answers and logs.
+struct Seen<'a> {
+    netns: &'a str,
+    addr: &'a str,
+    log: &'a Path,
+}
+
+impl Seen<'_> {
+    fn node(n: &NodeLab) -> Seen<'_> {
+        Seen {
+            netns: &n.node,
+            addr: METRICS,
+            log: &n.log,
+        }
+    }
+
+    fn sample(&self, series: &str) -> Option<f64> {
+        let (_, text) = common::http_get(self.netns, self.addr, "/metrics");
+        text.lines().find_map(|l| {
+            let (name, value) = l.rsplit_once(' ')?;
+            (name == series).then(|| value.parse().ok())?
+        })
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.log).unwrap_or_default()
+    }
+}
+
+/// The log has one WARN line naming `cap`, the metric says it is missing,
+/// and, when `required`, `/healthz` says not ready and names it (else
+/// ready). `/livez` answers either way.
+fn assert_said_missing(seen: &Seen, cap: &str, required: bool) {
+    let (status, body) = common::http_get(seen.netns, seen.addr, "/healthz");
+    if required {
+        assert_eq!(status, 503, "not ready without {cap}: {body}");
+        assert!(
+            body.contains(&format!("missing CAP_{cap}")) && body.contains("capabilities.add"),
+            "names the grant and where it goes: {body}"
+        );
+    } else {
+        assert_eq!(status, 200, "ready without {cap}: {body}");
+    }
+    assert_eq!(common::http_get(seen.netns, seen.addr, "/livez").0, 200);
+    let log = seen.log();
+    let lines: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains(&format!("missing CAP_{cap}")))
+        .collect();
+    assert_eq!(lines.len(), 1, "one line about {cap}:\n{log}");
+    assert!(lines[0].contains("WARN"), "{}", lines[0]);
+    assert_eq!(
+        seen.sample(&format!(
+            "mtuvisor_missing_capability{{capability=\"{cap}\",required=\"{required}\"}}"
+        )),
+        Some(1.0)
+    );
+}
+
+/// After the agent without a grant: the same lab under an agent with
+/// every grant is enforced (the failure above was the grant's).
+fn with_every_grant(n: &mut NodeLab, agent: usize, enforced: impl Fn() -> bool) {
+    n.lab.stop(agent, Duration::from_secs(10));
+    n.agent(&["--reconcile-interval", "200ms"]);
+    assert!(
+        eventually(Duration::from_secs(10), enforced),
+        "enforced with every grant; log:\n{}",
+        n.tail()
+    );
+    assert_eq!(common::http_get(&n.node, METRICS, "/healthz").0, 200);
+}
+
+fn unchanged_for_a_while(pod: &str, links: &[&str]) {
+    // Ten reconciles.
+    std::thread::sleep(Duration::from_secs(2));
+    for l in links {
+        assert_eq!(mtu(pod, l), 1500, "{l} left at Docker's 1500");
+    }
+}
+
+#[test]
+fn without_sys_admin_no_pod_is_entered_and_the_agent_is_not_ready() {
+    if !privileged("without_sys_admin_no_pod_is_entered_and_the_agent_is_not_ready") {
+        return;
+    }
+    let mut n = NodeLab::new("gadm");
+    let (pod, bridge) = n.docker_pod("x", 0x5a1);
+    let agent = agent_without(&mut n, &["sys_admin"]);
+    unchanged_for_a_while(&pod, &[&bridge, "veth0", "veth0p"]);
+    assert_said_missing(&Seen::node(&n), "SYS_ADMIN", true);
+    assert_eq!(
+        n.sample("mtuvisor_missing_capability{capability=\"NET_ADMIN\",required=\"true\"}"),
+        Some(0.0)
+    );
+    with_every_grant(&mut n, agent, || {
+        mtu(&pod, &bridge) == 1450 && mtu(&pod, "veth0p") == 1450
+    });
+}
+
+#[test]
+fn without_net_admin_no_link_is_changed_and_the_agent_is_not_ready() {
+    if !privileged("without_net_admin_no_link_is_changed_and_the_agent_is_not_ready") {
+        return;
+    }
+    let mut n = NodeLab::new("gnet");
+    let (pod, bridge) = n.docker_pod("x", 0x5a2);
+    let agent = agent_without(&mut n, &["net_admin"]);
+    unchanged_for_a_while(&pod, &[&bridge, "veth0", "veth0p"]);
+    assert_said_missing(&Seen::node(&n), "NET_ADMIN", true);
+    with_every_grant(&mut n, agent, || {
+        mtu(&pod, &bridge) == 1450 && mtu(&pod, "veth0p") == 1450
+    });
+}
+
+/// A container that runs as root in a namespace of its own, reachable only
+/// through its process's /proc/<pid>/ns/net: without SYS_PTRACE its `eth0`
+/// stays at 1500 while the agent enforces on the pod's bridge.
+#[test]
+fn without_sys_ptrace_a_containers_eth0_is_out_of_reach_and_the_agent_is_not_ready() {
+    if !privileged(
+        "without_sys_ptrace_a_containers_eth0_is_out_of_reach_and_the_agent_is_not_ready",
+    ) {
+        return;
+    }
+    let mut n = NodeLab::new("gptr");
+    let (pod, bridge) = n.docker_pod("x", 0x5a3);
+    // The container: a root process with every capability, in a network
+    // namespace no directory names.
+    let mut holder = std::process::Command::new("nsenter");
+    holder
+        .arg(format!("--net=/run/netns/{pod}"))
+        .args(["unshare", "-n", "sleep", "600"]);
+    let holder = n.lab.spawn(holder);
+    let pid = n.lab.pid(holder).to_string();
+    let own_ns = eventually(Duration::from_secs(5), || {
+        let ns = |p: &str| std::fs::read_link(format!("/proc/{p}/ns/net")).ok();
+        ns(&pid).is_some() && ns(&pid) != ns("self")
+    });
+    assert!(own_ns, "the container's namespace");
+    ip(
+        &pod,
+        &[
+            "link", "add", "vethc", "type", "veth", "peer", "name", "eth0c",
+        ],
+    );
+    ip(&pod, &["link", "set", "vethc", "master", &bridge, "up"]);
+    ip(&pod, &["link", "set", "eth0c", "netns", &pid]);
+    let far_end = || {
+        let out = std::process::Command::new("nsenter")
+            .arg(format!("--net=/proc/{pid}/ns/net"))
+            .args(["ip", "-o", "link", "show", "eth0c"])
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        text.split(" mtu ")
+            .nth(1)
+            .and_then(|r| r.split_whitespace().next())
+            .and_then(|m| m.parse::<u32>().ok())
+            .unwrap_or(0)
+    };
+    assert_eq!(far_end(), 1500);
+
+    let agent = agent_without(&mut n, &["sys_ptrace"]);
+    assert!(
+        eventually(Duration::from_secs(5), || mtu(&pod, &bridge) == 1450),
+        "the agent enforces in the pod; log:\n{}",
+        n.tail()
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(far_end(), 1500, "the container's eth0 is out of reach");
+    assert_eq!(
+        mtu(&pod, "vethc"),
+        1500,
+        "its host end waits for it: the pair stays matched"
+    );
+    assert_said_missing(&Seen::node(&n), "SYS_PTRACE", true);
+    with_every_grant(&mut n, agent, || far_end() == 1450);
+}
+
+/// Where `watch` and `supervise` serve metrics in their pod (its eth0).
+const POD_METRICS: &str = "192.0.2.2:9464";
+
+/// `mode` (`watch`, or `supervise` running a command that is not dockerd:
+/// the enforcement is the same) in a pod with a Docker-style bridge and
+/// container, started by `cmd`, no Docker API. Returns the process.
+fn one_enforcer(lab: &mut Lab, mode: &str, mut cmd: std::process::Command, log: &Path) -> usize {
+    let socket = format!("unix:///tmp/{}-none.sock", lab.prefix());
+    cmd.arg(mode)
+        .args([
+            "--reconcile-interval",
+            "200ms",
+            "--metrics-addr",
+            POD_METRICS,
+        ])
+        .env("DOCKER_HOST", &socket)
+        .env("MTUVISOR_LOG", "debug")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(log).unwrap());
+    if mode == "supervise" {
+        cmd.args(["--", "sleep", "600"]);
+    }
+    lab.spawn(cmd)
+}
+
+/// `watch` and `supervise` without NET_ADMIN change no link and are not
+/// ready; without SYS_ADMIN they reach no container that was there first;
+/// without NET_RAW (iptables-legacy only) they enforce. Each time one line
+/// (not one per link and sweep) names the grant. Each run is
+/// followed by one with every grant, which enforces.
+#[test]
+fn watch_and_supervise_without_each_grant_say_so_once() {
+    if !privileged("watch_and_supervise_without_each_grant_say_so_once") {
+        return;
+    }
+    // Without NET_ADMIN nothing changes. Without SYS_ADMIN the container
+    // that was there first cannot be entered: the bridge is lowered, the
+    // veth's host end waits for its far end (a pair lowered at one end
+    // would drop the container's larger frames); ready all the same, since
+    // containers started later are clamped before dockerd moves their end.
+    for (tag, mode, cap, name, required, unchanged) in [
+        (
+            "gwna",
+            "watch",
+            "net_admin",
+            "NET_ADMIN",
+            true,
+            &["docker0", "veth0"][..],
+        ),
+        (
+            "gsna",
+            "supervise",
+            "net_admin",
+            "NET_ADMIN",
+            true,
+            &["docker0", "veth0"],
+        ),
+        ("gwsa", "watch", "sys_admin", "SYS_ADMIN", false, &["veth0"]),
+        (
+            "gssa",
+            "supervise",
+            "sys_admin",
+            "SYS_ADMIN",
+            false,
+            &["veth0"],
+        ),
+        ("gwnr", "watch", "net_raw", "NET_RAW", false, &[]),
+        ("gsnr", "supervise", "net_raw", "NET_RAW", false, &[]),
+    ] {
+        let mut lab = Lab::new(tag);
+        let (pod, _) = lab.pod(1450);
+        let c = lab.netns("c");
+        ip(&pod, &["link", "add", "docker0", "type", "bridge"]);
+        ip(&pod, &["link", "set", "docker0", "up"]);
+        common::docker_style_veth(&pod, "docker0", "veth0", &c);
+        let enforced = || {
+            mtu(&pod, "docker0") == 1450 && mtu(&pod, "veth0") == 1450 && mtu(&c, "eth0") == 1450
+        };
+        let log: PathBuf = lab.temp_file("without.log", "");
+        let seen = Seen {
+            netns: &pod,
+            addr: POD_METRICS,
+            log: &log,
+        };
+        let without = common::mtuvisor_in_without(&pod, &[cap]);
+        let p = one_enforcer(&mut lab, mode, without, &log);
+        assert!(
+            eventually(Duration::from_secs(5), || {
+                common::try_http_get(&pod, POD_METRICS, "/livez").is_ok_and(|(s, _)| s == 200)
+            }),
+            "{mode} answers /livez without {name}: {}",
+            seen.log()
+        );
+        if !unchanged.is_empty() {
+            unchanged_for_a_while(&pod, unchanged);
+            assert_eq!(mtu(&c, "eth0"), 1500, "the container's eth0 left alone");
+            let log = seen.log();
+            assert!(
+                !log.lines()
+                    .any(|l| l.contains("WARN") && l.contains("cannot enforce MTU")),
+                "no warning per link and sweep:\n{log}"
+            );
+        } else {
+            assert!(
+                eventually(Duration::from_secs(5), enforced),
+                "{mode} enforces without {name}: {}",
+                seen.log()
+            );
+        }
+        assert_said_missing(&seen, name, required);
+        lab.stop(p, Duration::from_secs(10));
+
+        let log: PathBuf = lab.temp_file("with.log", "");
+        let with = common::mtuvisor_in(&pod);
+        one_enforcer(&mut lab, mode, with, &log);
+        assert!(
+            eventually(Duration::from_secs(5), enforced),
+            "{mode} enforces with every grant: {}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+        assert!(
+            eventually(Duration::from_secs(5), || {
+                common::try_http_get(&pod, POD_METRICS, "/healthz").is_ok_and(|(s, _)| s == 200)
+            }),
+            "{mode} ready with every grant"
+        );
+    }
+}
