@@ -22,8 +22,10 @@ pub struct Grant {
 }
 
 /// What `watch` and `supervise` use in their pod (supervise's dockerd
-/// needs more: what the runtime gives a privileged container).
-pub static POD_GRANTS: [Grant; 4] = [
+/// needs more: what the runtime gives a privileged container). Not
+/// NET_RAW: without it iptables-legacy cannot read its tables and the MSS
+/// rules go to nf_tables, which the kernel applies as well.
+pub static POD_GRANTS: [Grant; 3] = [
     Grant {
         cap: NET_ADMIN,
         name: "NET_ADMIN",
@@ -46,13 +48,6 @@ pub static POD_GRANTS: [Grant; 4] = [
         without: "a container found only through /proc/<pid>/ns/net (a shared process \
                   namespace without Docker's sandbox files) cannot be entered when it \
                   runs as root",
-        required: false,
-    },
-    Grant {
-        cap: NET_RAW,
-        name: "NET_RAW",
-        without: "iptables-legacy cannot read its tables: no MSS rules where Docker \
-                  uses iptables-legacy (iptables-nft and nft need no NET_RAW)",
         required: false,
     },
 ];

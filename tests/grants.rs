@@ -200,6 +200,77 @@ fn without_sys_ptrace_a_containers_eth0_is_out_of_reach_and_the_agent_is_not_rea
     with_every_grant(&mut n, agent, || far_end() == 1450);
 }
 
+/// Leaves in `pod` what a dockerd on iptables-legacy leaves (its DOCKER
+/// chain), so that MSS rules go to the legacy tables there.
+fn uses_iptables_legacy(pod: &str) {
+    let legacy = |args: &[&str]| {
+        let mut full = vec!["nsenter".to_string(), format!("--net=/run/netns/{pod}")];
+        full.push("iptables-legacy".into());
+        full.extend(args.iter().map(|a| a.to_string()));
+        let refs: Vec<&str> = full.iter().map(String::as_str).collect();
+        common::sh(&refs);
+    };
+    legacy(&["-w", "5", "-t", "filter", "-N", "DOCKER"]);
+    legacy(&["-w", "5", "-t", "filter", "-A", "FORWARD", "-j", "DOCKER"]);
+}
+
+/// Whether mtuvisor's MSS rules are in `pod`'s tables of `save`
+/// (`iptables-legacy-save`, `iptables-nft-save`).
+fn mss_in(pod: &str, save: &str) -> bool {
+    common::sh(&[
+        "nsenter",
+        &format!("--net=/run/netns/{pod}"),
+        save,
+        "-t",
+        "mangle",
+    ])
+    .contains("-A MTUVISOR-MSS")
+}
+
+fn legacy_mss(pod: &str) -> bool {
+    mss_in(pod, "iptables-legacy-save")
+}
+
+/// Without NET_RAW, in a pod whose Docker uses iptables-legacy (which
+/// reads its tables over a raw socket), the MSS rules go to nf_tables,
+/// which the kernel applies as well (a SYN through such a pod is clamped
+/// all the same): nothing stops working, so the agent asks for no NET_RAW,
+/// says nothing about it and stays ready. With NET_RAW they go beside
+/// Docker's.
+fn assert_mss_in_nf_tables_and_nothing_said(pod: &str, seen: &Seen) {
+    assert!(
+        eventually(Duration::from_secs(5), || mss_in(pod, "iptables-nft-save")),
+        "MSS rules in nf_tables:\n{}",
+        seen.log()
+    );
+    assert!(!legacy_mss(pod), "none in the legacy tables");
+    assert!(
+        !seen.log().contains("NET_RAW"),
+        "nothing said about NET_RAW:\n{}",
+        seen.log()
+    );
+    assert_eq!(common::http_get(seen.netns, seen.addr, "/healthz").0, 200);
+}
+
+#[test]
+fn without_net_raw_mss_rules_go_to_nf_tables_and_nothing_is_said() {
+    if !privileged("without_net_raw_mss_rules_go_to_nf_tables_and_nothing_is_said") {
+        return;
+    }
+    let mut n = NodeLab::new("graw");
+    let (pod, bridge) = n.docker_pod("x", 0x5a4);
+    uses_iptables_legacy(&pod);
+    let agent = agent_without(&mut n, &["net_raw"]);
+    assert!(
+        eventually(Duration::from_secs(5), || mtu(&pod, &bridge) == 1450
+            && mtu(&pod, "veth0p") == 1450),
+        "MTUs enforced without NET_RAW; log:\n{}",
+        n.tail()
+    );
+    assert_mss_in_nf_tables_and_nothing_said(&pod, &Seen::node(&n));
+    with_every_grant(&mut n, agent, || legacy_mss(&pod));
+}
+
 /// Where `watch` and `supervise` serve metrics in their pod (its eth0).
 const POD_METRICS: &str = "192.0.2.2:9464";
 
@@ -278,6 +349,9 @@ fn watch_and_supervise_without_each_grant_say_so_once() {
         let enforced = || {
             mtu(&pod, "docker0") == 1450 && mtu(&pod, "veth0") == 1450 && mtu(&c, "eth0") == 1450
         };
+        if cap == "net_raw" {
+            uses_iptables_legacy(&pod);
+        }
         let log: PathBuf = lab.temp_file("without.log", "");
         let seen = Seen {
             netns: &pod,
@@ -309,7 +383,11 @@ fn watch_and_supervise_without_each_grant_say_so_once() {
                 seen.log()
             );
         }
-        assert_said_missing(&seen, name, required);
+        if cap == "net_raw" {
+            assert_mss_in_nf_tables_and_nothing_said(&pod, &seen);
+        } else {
+            assert_said_missing(&seen, name, required);
+        }
         lab.stop(p, Duration::from_secs(10));
 
         let log: PathBuf = lab.temp_file("with.log", "");
@@ -320,6 +398,12 @@ fn watch_and_supervise_without_each_grant_say_so_once() {
             "{mode} enforces with every grant: {}",
             std::fs::read_to_string(&log).unwrap_or_default()
         );
+        if cap == "net_raw" {
+            assert!(
+                eventually(Duration::from_secs(5), || legacy_mss(&pod)),
+                "{mode}: MSS rules in the legacy tables with every grant"
+            );
+        }
         assert!(
             eventually(Duration::from_secs(5), || {
                 common::try_http_get(&pod, POD_METRICS, "/healthz").is_ok_and(|(s, _)| s == 200)

@@ -594,12 +594,12 @@ mod tests {
         tx.send(true).unwrap();
         let pod = &crate::caps::POD_GRANTS;
         let grant = |name| pod.iter().find(|g| g.name == name).unwrap();
-        r.set_grants(pod, &[grant("NET_RAW")]);
-        assert_eq!(r.unready(), None, "NET_RAW only degrades");
+        r.set_grants(pod, &[grant("SYS_PTRACE")]);
+        assert_eq!(r.unready(), None, "SYS_PTRACE only degrades");
         let text = r.render();
         assert!(
             text.contains(
-                "mtuvisor_missing_capability{capability=\"NET_RAW\",required=\"false\"} 1\n"
+                "mtuvisor_missing_capability{capability=\"SYS_PTRACE\",required=\"false\"} 1\n"
             ) && text.contains(
                 "mtuvisor_missing_capability{capability=\"NET_ADMIN\",required=\"true\"} 0\n"
             ),

@@ -3,7 +3,10 @@
 //! a metric, and (where the agent cannot do its job without it) `/healthz`
 //! not ready, so that a manifest that lost a grant never reports a useless
 //! agent healthy. Real-time priority (SYS_NICE) has its own warning
-//! (`sched`): without it the agent still clamps.
+//! (`sched`): without it the agent still clamps. NET_RAW is not asked
+//! for: without it iptables-legacy cannot read its tables, and the MSS
+//! rules go to nf_tables, which the kernel applies as well; path_probe's
+//! ICMP probe says itself when it lacks it.
 
 use tracing::warn;
 
@@ -11,7 +14,7 @@ use crate::caps::{self, Grant};
 use crate::metrics::{NodeMetrics, Registry};
 
 /// The DaemonSet's grants, and what each is for.
-pub static GRANTS: [Grant; 4] = [
+pub static GRANTS: [Grant; 3] = [
     Grant {
         cap: caps::NET_ADMIN,
         name: "NET_ADMIN",
@@ -33,13 +36,6 @@ pub static GRANTS: [Grant; 4] = [
                   that ran before the agent keep eth0 at 1500 while their host end \
                   is lowered",
         required: true,
-    },
-    Grant {
-        cap: caps::NET_RAW,
-        name: "NET_RAW",
-        without: "iptables-legacy cannot read its tables: no MSS rules in pods whose \
-                  Docker uses iptables-legacy (iptables-nft and nft need no NET_RAW)",
-        required: false,
     },
 ];
 
@@ -97,8 +93,6 @@ mod tests {
         let with = |eff| registry.set_grants(&GRANTS, &caps::missing(&GRANTS, Some(eff)));
         with(all);
         assert_eq!(registry.unready(), None);
-        with(all & !(1 << caps::NET_RAW));
-        assert_eq!(registry.unready(), None, "NET_RAW only degrades");
         with(all & !(1 << caps::SYS_ADMIN));
         let why = registry.unready().expect("not ready without SYS_ADMIN");
         assert!(
