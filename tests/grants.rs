@@ -135,20 +135,11 @@ fn without_net_admin_no_link_is_changed_and_the_agent_is_not_ready() {
     });
 }
 
-/// A container that runs as root in a namespace of its own, reachable only
-/// through its process's /proc/<pid>/ns/net: without SYS_PTRACE its `eth0`
-/// stays at 1500 while the agent enforces on the pod's bridge.
-#[test]
-fn without_sys_ptrace_a_containers_eth0_is_out_of_reach_and_the_agent_is_not_ready() {
-    if !privileged(
-        "without_sys_ptrace_a_containers_eth0_is_out_of_reach_and_the_agent_is_not_ready",
-    ) {
-        return;
-    }
-    let mut n = NodeLab::new("gptr");
-    let (pod, bridge) = n.docker_pod("x", 0x5a3);
-    // The container: a root process with every capability, in a network
-    // namespace no directory names.
+/// A container in `pod`: a root process with every capability in a
+/// network namespace no directory names, reachable only through its
+/// /proc/<pid>/ns/net, its eth0 (eth0c, 1500) the far end of `vethc` on
+/// `bridge`. Returns what reads that eth0's MTU.
+fn container_behind_proc(n: &mut NodeLab, pod: &str, bridge: &str) -> impl Fn() -> u32 {
     let mut holder = std::process::Command::new("nsenter");
     holder
         .arg(format!("--net=/run/netns/{pod}"))
@@ -161,14 +152,14 @@ fn without_sys_ptrace_a_containers_eth0_is_out_of_reach_and_the_agent_is_not_rea
     });
     assert!(own_ns, "the container's namespace");
     ip(
-        &pod,
+        pod,
         &[
             "link", "add", "vethc", "type", "veth", "peer", "name", "eth0c",
         ],
     );
-    ip(&pod, &["link", "set", "vethc", "master", &bridge, "up"]);
-    ip(&pod, &["link", "set", "eth0c", "netns", &pid]);
-    let far_end = || {
+    ip(pod, &["link", "set", "vethc", "master", bridge, "up"]);
+    ip(pod, &["link", "set", "eth0c", "netns", &pid]);
+    move || {
         let out = std::process::Command::new("nsenter")
             .arg(format!("--net=/proc/{pid}/ns/net"))
             .args(["ip", "-o", "link", "show", "eth0c"])
@@ -180,10 +171,24 @@ fn without_sys_ptrace_a_containers_eth0_is_out_of_reach_and_the_agent_is_not_rea
             .and_then(|r| r.split_whitespace().next())
             .and_then(|m| m.parse::<u32>().ok())
             .unwrap_or(0)
-    };
-    assert_eq!(far_end(), 1500);
+    }
+}
 
-    let agent = agent_without(&mut n, &["sys_ptrace"]);
+/// A pod whose container is reachable only through /proc, and an agent
+/// that `start` starts and that cannot reach it: the agent enforces on
+/// the pod's bridge while the container's eth0, and so its host end,
+/// stay at 1500. Returns the lab, what `start` returned and the reader of
+/// the container's eth0.
+fn out_of_reach<T>(
+    tag: &str,
+    index: usize,
+    start: impl FnOnce(&mut NodeLab) -> T,
+) -> (NodeLab, T, impl Fn() -> u32) {
+    let mut n = NodeLab::new(tag);
+    let (pod, bridge) = n.docker_pod("x", index);
+    let far_end = container_behind_proc(&mut n, &pod, &bridge);
+    assert_eq!(far_end(), 1500);
+    let agent = start(&mut n);
     assert!(
         eventually(Duration::from_secs(5), || mtu(&pod, &bridge) == 1450),
         "the agent enforces in the pod; log:\n{}",
@@ -196,6 +201,49 @@ fn without_sys_ptrace_a_containers_eth0_is_out_of_reach_and_the_agent_is_not_rea
         1500,
         "its host end waits for it: the pair stays matched"
     );
+    (n, agent, far_end)
+}
+
+/// Without hostPID (the agent in a PID namespace of its own, whose /proc
+/// shows only its own processes), a container reachable only through its
+/// process's namespace keeps 1500 at both ends of its veth, and what the
+/// agent says about the far end names hostPID (not SYS_PTRACE, which it
+/// holds, nor only `netns_dirs`).
+#[test]
+fn without_host_pid_a_container_behind_proc_is_out_of_reach_and_the_hint_says_hostpid() {
+    if !privileged(
+        "without_host_pid_a_container_behind_proc_is_out_of_reach_and_the_hint_says_hostpid",
+    ) {
+        return;
+    }
+    let (n, _agent, _) = out_of_reach("gpid", 0x5a5, |n| {
+        common::hostile::start_agent(
+            n,
+            &[],
+            &[],
+            &["--proc-scan", "off", "--reconcile-interval", "200ms"],
+        )
+    });
+    let log = std::fs::read_to_string(&n.log).unwrap();
+    assert!(
+        log.lines()
+            .any(|l| l.contains("vethc") && l.contains("hostPID: true")),
+        "the far end's line names hostPID:\n{log}"
+    );
+}
+
+/// A container that runs as root in a namespace of its own, reachable only
+/// through its process's /proc/<pid>/ns/net: without SYS_PTRACE its `eth0`
+/// stays at 1500 while the agent enforces on the pod's bridge.
+#[test]
+fn without_sys_ptrace_a_containers_eth0_is_out_of_reach_and_the_agent_is_not_ready() {
+    if !privileged(
+        "without_sys_ptrace_a_containers_eth0_is_out_of_reach_and_the_agent_is_not_ready",
+    ) {
+        return;
+    }
+    let (mut n, agent, far_end) =
+        out_of_reach("gptr", 0x5a3, |n| agent_without(n, &["sys_ptrace"]));
     assert_said_missing(&Seen::node(&n), "SYS_PTRACE", true);
     with_every_grant(&mut n, agent, || far_end() == 1450);
 }

@@ -146,6 +146,10 @@ pub struct NetnsResolver {
     known: HashMap<i32, PathBuf>,
     missed: HashMap<i32, Instant>,
     scanned: Option<Instant>,
+    /// Whether the last scan's /proc showed any process in a network
+    /// namespace other than ours (none: the node's PID namespace is not
+    /// ours, or no pod's process is visible).
+    proc_sees_others: Option<bool>,
     fence: Fence,
 }
 
@@ -159,6 +163,7 @@ impl NetnsResolver {
             known: HashMap::new(),
             missed: HashMap::new(),
             scanned: None,
+            proc_sees_others: None,
             fence,
         }
     }
@@ -194,9 +199,10 @@ impl NetnsResolver {
             self.missed
                 .retain(|_, at| now.duration_since(*at) < MISS_REMEMBERED);
             let dirs = self.dirs.clone();
-            let candidates = tokio::task::spawn_blocking(move || candidates(&dirs))
+            let (candidates, others) = tokio::task::spawn_blocking(move || candidates(&dirs))
                 .await
                 .unwrap_or_default();
+            self.proc_sees_others = Some(others);
             for (file, path) in candidates {
                 if let Ok(Some(id)) = rtnl.nsid_of(file.as_fd()).await {
                     self.known.entry(id).or_insert(path);
@@ -212,7 +218,10 @@ impl NetnsResolver {
         Err(NetlinkError::NsidNotFound {
             nsid,
             searched: self.describe_search(),
-            hint: search_hint(crate::caps::has(crate::caps::SYS_PTRACE)),
+            hint: search_hint(
+                crate::caps::has(crate::caps::SYS_PTRACE),
+                self.proc_sees_others,
+            ),
         })
     }
 
@@ -233,13 +242,19 @@ impl NetnsResolver {
 }
 
 /// What to do about a far end not found, given whether CAP_SYS_PTRACE is
-/// held (`None`: cannot tell).
-fn search_hint(ptrace: Option<bool>) -> String {
+/// held and whether /proc shows any process of another network namespace
+/// (`None`: cannot tell).
+fn search_hint(ptrace: Option<bool>, proc_sees_others: Option<bool>) -> String {
     let dirs = "add the directory that holds it to `netns_dirs`";
-    match ptrace {
-        Some(false) => format!(
+    match (ptrace, proc_sees_others) {
+        (Some(false), _) => format!(
             "grant SYS_PTRACE (without it another process's /proc/<pid>/ns/net \
              cannot be opened when it holds capabilities this one lacks), or {dirs}"
+        ),
+        (_, Some(false)) => format!(
+            "/proc shows no process of another network namespace: share the PID \
+             namespace the containers run in (node: hostPID: true; a sidecar: \
+             shareProcessNamespace: true), or {dirs}"
         ),
         _ => dirs.to_string(),
     }
@@ -270,9 +285,13 @@ async fn verify(path: &Path, nsid: i32, rtnl: &Rtnl) -> Option<(File, NsId)> {
 
 /// Every namespace in `dirs`, then every process's, each once (by
 /// identity), opened: blocking file-system work, for the blocking pool.
-fn candidates(dirs: &[PathBuf]) -> Vec<(File, PathBuf)> {
+fn candidates(dirs: &[PathBuf]) -> (Vec<(File, PathBuf)>, bool) {
     let mut seen = HashSet::new();
     let mut out = Vec::new();
+    let own = std::fs::metadata("/proc/self/ns/net")
+        .ok()
+        .map(|m| (m.dev(), m.ino()));
+    let mut others = false;
     for dir in dirs {
         let Ok(entries) = std::fs::read_dir(dir) else {
             continue;
@@ -288,7 +307,7 @@ fn candidates(dirs: &[PathBuf]) -> Vec<(File, PathBuf)> {
         }
     }
     let Ok(procs) = std::fs::read_dir("/proc") else {
-        return out;
+        return (out, others);
     };
     for entry in procs.flatten() {
         let Some(pid) = entry
@@ -307,6 +326,7 @@ fn candidates(dirs: &[PathBuf]) -> Vec<(File, PathBuf)> {
             dev: meta.dev(),
             ino: meta.ino(),
         };
+        others |= own != Some((id.dev, id.ino));
         if seen.contains(&id) {
             continue;
         }
@@ -316,7 +336,7 @@ fn candidates(dirs: &[PathBuf]) -> Vec<(File, PathBuf)> {
             }
         }
     }
-    out
+    (out, others)
 }
 
 /// A network namespace other than ours that enforcement works in
@@ -465,9 +485,11 @@ mod tests {
 
     #[test]
     fn a_far_end_not_found_without_sys_ptrace_says_to_grant_it() {
-        assert!(search_hint(Some(false)).starts_with("grant SYS_PTRACE"));
-        assert!(!search_hint(Some(true)).contains("SYS_PTRACE"));
-        assert!(search_hint(None).contains("netns_dirs"));
+        assert!(search_hint(Some(false), Some(true)).starts_with("grant SYS_PTRACE"));
+        assert!(search_hint(Some(false), Some(false)).starts_with("grant SYS_PTRACE"));
+        assert!(!search_hint(Some(true), Some(true)).contains("SYS_PTRACE"));
+        assert!(search_hint(Some(true), Some(false)).contains("hostPID: true"));
+        assert!(search_hint(None, None).contains("netns_dirs"));
     }
 
     #[test]
