@@ -319,6 +319,64 @@ fn without_net_raw_mss_rules_go_to_nf_tables_and_nothing_is_said() {
     with_every_grant(&mut n, agent, || legacy_mss(&pod));
 }
 
+/// The MSS a server beyond `pod` (in `router`, its link at 9000) sees
+/// from a container (`c`, behind the pod's docker0) whose SYN advertises
+/// 1460 whatever its MTU: 1460 unless the pod clamps it (to 1410 on the
+/// pod's 1450 eth0), less the 12 bytes of timestamps, as TCP_MAXSEG on
+/// the accepted connection reports it.
+fn syn_mss_beyond(pod: &str, router: &str, c: &str) -> u32 {
+    ip(pod, &["addr", "add", "172.30.0.1/16", "dev", "docker0"]);
+    ip(c, &["addr", "add", "172.30.0.2/16", "dev", "eth0"]);
+    ip(
+        c,
+        &[
+            "route",
+            "add",
+            "default",
+            "via",
+            "172.30.0.1",
+            "advmss",
+            "1460",
+        ],
+    );
+    ip(router, &["link", "set", "down0", "mtu", "9000"]);
+    ip(
+        router,
+        &["route", "add", "172.30.0.0/16", "via", "192.0.2.2"],
+    );
+    common::in_netns(pod, || {
+        std::fs::write("/proc/sys/net/ipv4/ip_forward", "1").expect("forwarding on")
+    });
+    let listener = common::in_netns(router, || {
+        std::net::TcpListener::bind("192.0.2.1:8080").expect("listen beyond the pod")
+    });
+    let server = std::thread::spawn(move || {
+        let (conn, _) = listener.accept().expect("the container connects");
+        let mut mss: nix::libc::c_int = 0;
+        let mut len = std::mem::size_of::<nix::libc::c_int>() as nix::libc::socklen_t;
+        // SAFETY: a connected socket, and an int with its length to fill.
+        let rc = unsafe {
+            nix::libc::getsockopt(
+                std::os::fd::AsRawFd::as_raw_fd(&conn),
+                nix::libc::IPPROTO_TCP,
+                nix::libc::TCP_MAXSEG,
+                (&mut mss as *mut nix::libc::c_int).cast(),
+                &mut len,
+            )
+        };
+        assert_eq!(rc, 0, "TCP_MAXSEG");
+        mss as u32
+    });
+    common::in_netns(c, || {
+        std::net::TcpStream::connect_timeout(
+            &"192.0.2.1:8080".parse().unwrap(),
+            Duration::from_secs(5),
+        )
+        .expect("connect through the pod")
+    });
+    server.join().unwrap()
+}
+
 /// Where `watch` and `supervise` serve metrics in their pod (its eth0).
 const POD_METRICS: &str = "192.0.2.2:9464";
 
@@ -389,7 +447,7 @@ fn watch_and_supervise_without_each_grant_say_so_once() {
         ("gsnr", "supervise", "net_raw", "NET_RAW", false, &[]),
     ] {
         let mut lab = Lab::new(tag);
-        let (pod, _) = lab.pod(1450);
+        let (pod, router) = lab.pod(1450);
         let c = lab.netns("c");
         ip(&pod, &["link", "add", "docker0", "type", "bridge"]);
         ip(&pod, &["link", "set", "docker0", "up"]);
@@ -433,6 +491,13 @@ fn watch_and_supervise_without_each_grant_say_so_once() {
         }
         if cap == "net_raw" {
             assert_mss_in_nf_tables_and_nothing_said(&pod, &seen);
+            // And they work beside Docker's legacy tables: the container's
+            // SYN, advertising 1460, leaves the pod clamped to its path.
+            assert_eq!(
+                syn_mss_beyond(&pod, &router, &c),
+                1410 - 12,
+                "{mode}: the SYN was clamped (1460 - 12 unclamped)"
+            );
         } else {
             assert_said_missing(&seen, name, required);
         }
