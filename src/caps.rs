@@ -85,10 +85,15 @@ pub fn missing(grants: &'static [Grant], eff: Option<u64>) -> Vec<&'static Grant
     grants.iter().filter(|g| eff & (1 << g.cap) == 0).collect()
 }
 
-/// The effective set (`CapEff`), `None` when it cannot be read.
+/// The effective set (`CapEff`), `None` when it cannot be read. Read once:
+/// mtuvisor never changes its capabilities, and the engine asks on every
+/// refused request (whether a failure was already reported at start).
 pub fn effective() -> Option<u64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    parse_cap_eff(&status)
+    static EFFECTIVE: std::sync::OnceLock<Option<u64>> = std::sync::OnceLock::new();
+    *EFFECTIVE.get_or_init(|| {
+        let status = std::fs::read_to_string("/proc/self/status").ok()?;
+        parse_cap_eff(&status)
+    })
 }
 
 /// Whether capability `cap` is effective (`None`: cannot tell).
