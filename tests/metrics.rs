@@ -42,6 +42,11 @@ fn watch_serves_what_it_did() {
     assert!(metric(&text, "mtuvisor_sweeps_total") >= 1.0);
     assert_eq!(metric(&text, "mtuvisor_clamp_seconds_count"), 1.0, "{text}");
     assert!(text.contains("mtuvisor_build_info{version=\""));
+    // Counted at the allocator: a live process holds some heap, and far
+    // less than it maps (a bound a counter gone wrong, e.g. wrapped past
+    // zero, would break).
+    let heap = metric(&text, "mtuvisor_heap_bytes");
+    assert!(heap > 0.0 && heap < 64e6, "mtuvisor_heap_bytes {heap}");
 
     // The target follows eth0, and the gauge with it.
     ip(&pod, &["link", "set", "eth0", "mtu", "1400"]);

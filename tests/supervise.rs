@@ -177,6 +177,8 @@ fn killed_dockerd_is_restarted_within_5s() {
         common::metric(&scrape(), "mtuvisor_dockerd_restarts_total"),
         1.0
     );
+    // The heap is counted in this mode's process too (node: node_churn).
+    assert!(common::metric(&scrape(), "mtuvisor_heap_bytes") > 0.0);
     assert!(
         common::eventually(Duration::from_secs(10), || common::metric(
             &scrape(),

@@ -187,6 +187,14 @@ pub(super) fn registry(registry: &Registry) -> String {
          {name} {}\n",
         crate::sched::priority()
     );
+    let name = "mtuvisor_heap_bytes";
+    let _ = write!(
+        out,
+        "# HELP {name} Heap in use, counted at the allocator: a leak grows it; \
+         the C allocator's fragmentation grows only the resident set.\n\
+         # TYPE {name} gauge\n{name} {}\n",
+        crate::heap::in_use()
+    );
     let _ = write!(
         out,
         "# HELP mtuvisor_build_info The running version.\n# TYPE mtuvisor_build_info gauge\n\
