@@ -436,29 +436,33 @@ impl RealNode {
             .join("\n")
     }
 
-    /// When `container` started (the runtime's clock, nanoseconds).
-    pub fn started_at(&self, pod: &Pod, container: &str) -> i64 {
+    /// The runtime's ContainerStatus of `container` in `pod`, with its
+    /// verbose `info` when asked.
+    fn container_status(
+        &self,
+        pod: &Pod,
+        container: &str,
+        verbose: bool,
+    ) -> cri::ContainerStatusResponse {
         let id = pod.ids[container].clone();
-        let status = self.call(|mut c| async move {
+        self.call(|mut c| async move {
             c.container_status(cri::ContainerStatusRequest {
                 container_id: id,
-                verbose: false,
+                verbose,
             })
             .await
-        });
+        })
+    }
+
+    /// When `container` started (the runtime's clock, nanoseconds).
+    pub fn started_at(&self, pod: &Pod, container: &str) -> i64 {
+        let status = self.container_status(pod, container, false);
         status.status.expect("a container status").started_at
     }
 
     /// The process ID (the machine's) of `container`'s first process.
     pub fn pid_of(&self, pod: &Pod, container: &str) -> i32 {
-        let id = pod.ids[container].clone();
-        let status = self.call(|mut c| async move {
-            c.container_status(cri::ContainerStatusRequest {
-                container_id: id,
-                verbose: true,
-            })
-            .await
-        });
+        let status = self.container_status(pod, container, true);
         let info: serde_json::Value =
             serde_json::from_str(status.info.get("info").expect("verbose info")).unwrap();
         info["pid"].as_i64().expect("the container's pid") as i32
