@@ -109,6 +109,7 @@ fn agent_first_then_pods_each_at_its_own_mtu() {
         n.tail()
     );
     assert!(all_at(&a, "docker0", "a", &ca, 1450), "pod a stays at 1450");
+    common::far_ends_a_moment_apart(&mut n.lab, &a, "docker0", 1450);
 
     let m = n.metrics();
     for (series, want) in [

@@ -219,7 +219,7 @@ fn a_lower_outer_mtu_later_is_followed() {
     if !require_docker("a_lower_outer_mtu_later_is_followed") {
         return;
     }
-    let d = supervised("sfol");
+    let mut d = supervised("sfol");
     let id = d.docker_ok(&["network", "create", "ci"]);
     let bridge = format!("br-{}", &id[..12]);
     let cid = d.docker_ok(&["run", "-d", "--network", "ci", IMAGE, "sleep", "60"]);
@@ -243,6 +243,9 @@ fn a_lower_outer_mtu_later_is_followed() {
     assert_eq!(d.first_instruction_mtu(None), "1400");
     assert_eq!(d.first_instruction_mtu(Some("ci")), "1400");
     d.docker_ok(&["rm", "-f", &cid]);
+    // Namespaces Docker did not report, a moment apart.
+    let pod = d.pod.clone();
+    common::far_ends_a_moment_apart(&mut d.lab, &pod, "docker0", 1400);
 }
 
 /// Real-time priority refused: without CAP_SYS_NICE one warning; with it,

@@ -107,6 +107,8 @@ fn clamps_a_peer_already_in_another_namespace_when_its_host_end_joins() {
     assert!(eventually(Duration::from_secs(1), || mtu(&pod, "vethlate")
         == 1450
         && mtu(&c, "eth0") == 1450));
+    let took = common::far_ends_a_moment_apart(&mut lab, &pod, "docker0", 1450);
+    eprintln!("a far end found by the next search, {took:?} after it joined");
 }
 
 #[test]

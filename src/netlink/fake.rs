@@ -30,6 +30,9 @@ pub(crate) struct FakeNet {
     pub(crate) fenced: Mutex<HashSet<u32>>,
     /// Host ends whose far end's namespace cannot be found.
     pub(crate) unresolved: Mutex<HashSet<u32>>,
+    /// Host ends whose far end's namespace the last search came too early
+    /// for: the next lookup finds it.
+    pub(crate) unsearched: Mutex<HashSet<u32>>,
 }
 
 impl FakeNet {
@@ -124,6 +127,12 @@ impl NetOps for FakeNet {
         if self.fenced.lock().unwrap().contains(&host.index) {
             return Err(NetlinkError::Fenced {
                 path: "/proc/1/ns/net".into(),
+            });
+        }
+        if self.unsearched.lock().unwrap().remove(&host.index) {
+            return Err(NetlinkError::NsidNotSearchedYet {
+                nsid,
+                retry_in: std::time::Duration::from_millis(50),
             });
         }
         if self.unresolved.lock().unwrap().contains(&host.index) {

@@ -52,6 +52,14 @@ pub enum NetlinkError {
         hint: String,
     },
     #[error(
+        "no network namespace with nsid {nsid} was known at the last search, \
+         less than a second ago; searching again in {retry_in:?}"
+    )]
+    NsidNotSearchedYet {
+        nsid: i32,
+        retry_in: std::time::Duration,
+    },
+    #[error(
         "its far end is in {path}, the node's network namespace or another pod's, \
          where nothing is ever changed (a pod's own link on a bridge named like Docker's?)"
     )]
@@ -92,11 +100,14 @@ impl NetlinkError {
     }
 
     /// True when a veth's far end cannot be reached from here: its
-    /// namespace is not found, or may not be entered.
+    /// namespace is not found (or not looked for yet), or may not be
+    /// entered.
     pub fn is_out_of_reach(&self) -> bool {
         matches!(
             self,
-            NetlinkError::NsidNotFound { .. } | NetlinkError::NetnsDenied { .. }
+            NetlinkError::NsidNotFound { .. }
+                | NetlinkError::NsidNotSearchedYet { .. }
+                | NetlinkError::NetnsDenied { .. }
         )
     }
 }

@@ -214,6 +214,18 @@ impl NetnsResolver {
                 return self.fenced(file, id, path);
             }
         }
+        if recently_scanned && !recently_missed {
+            // The last scan may have run before this namespace got its
+            // nsid (a container whose end dockerd moved a moment after
+            // another's): not a miss until a scan has looked for it.
+            let since = self
+                .scanned
+                .map_or(Duration::ZERO, |at| now.duration_since(at));
+            return Err(NetlinkError::NsidNotSearchedYet {
+                nsid,
+                retry_in: SCAN_EVERY.saturating_sub(since),
+            });
+        }
         self.missed.insert(nsid, now);
         Err(NetlinkError::NsidNotFound {
             nsid,

@@ -245,6 +245,40 @@ pub fn docker_style_veth(pod: &str, bridge: &str, host: &str, container: &str) {
     ip(container, &["link", "set", &tmp, "name", "eth0", "up"]);
 }
 
+/// Two containers joining `bridge` in `pod` a moment apart, each eth0 made
+/// in its own namespace (reachable only through its nsid), the second
+/// within a second of the namespace search that found the first (a search
+/// runs at most once a second, whatever asks). Both pairs reach `target`,
+/// the second within 3 s: the search runs again after its second, not
+/// after a remembered miss (10 s) and the next reconcile (30 s by
+/// default). Returns how long the second pair took.
+pub fn far_ends_a_moment_apart(lab: &mut Lab, pod: &str, bridge: &str, target: u32) -> Duration {
+    let join = |lab: &mut Lab, host: &str| {
+        let c = lab.netns(host);
+        ip(
+            pod,
+            &[
+                "link", "add", host, "type", "veth", "peer", "name", "eth0", "netns", &c,
+            ],
+        );
+        ip(pod, &["link", "set", host, "master", bridge, "up"]);
+        (c, Instant::now())
+    };
+    let at = |c: &str, host: &str| mtu(pod, host) == target && mtu(c, "eth0") == target;
+    let (c1, _) = join(lab, "vethsrch1");
+    assert!(
+        eventually(Duration::from_secs(3), || at(&c1, "vethsrch1")),
+        "the first container's pair at {target}"
+    );
+    let (c2, joined) = join(lab, "vethsrch2");
+    assert!(
+        eventually(Duration::from_secs(3), || at(&c2, "vethsrch2")),
+        "the second container's pair at {target} within 3 s, though it joined within a \
+         second of the search that found the first"
+    );
+    joined.elapsed()
+}
+
 /// Polls until `check` holds or `within` passes; returns whether it held.
 pub fn eventually(within: Duration, mut check: impl FnMut() -> bool) -> bool {
     let deadline = Instant::now() + within;

@@ -61,6 +61,13 @@ impl Coalesced {
         }
     }
 
+    /// Due at `at` (or sooner, when already asked for), never before its
+    /// spacing allows.
+    fn ask_at(&mut self, at: Instant) {
+        let at = self.earliest.max(at);
+        self.due = Some(self.due.map_or(at, |due| due.min(at)));
+    }
+
     fn ran(&mut self, started: Instant) {
         let took = started.elapsed();
         self.earliest = Instant::now() + took * SPACING;
@@ -86,6 +93,9 @@ pub(crate) struct Enforcer<N> {
     mss_log: RepeatedFailure,
     outer_read: Coalesced,
     overrun_sweep: Coalesced,
+    /// A sweep for far ends not looked for yet (the namespace search runs
+    /// at most once a second).
+    reach_retry: Coalesced,
     /// Since when no default route exists, and whether that was said.
     route_gone: Option<(Instant, bool)>,
     /// The outer MTU below the floor that was last warned about.
@@ -123,6 +133,7 @@ impl<N: NetOps> Enforcer<N> {
             mss_log: RepeatedFailure::default(),
             outer_read: Coalesced::new(),
             overrun_sweep: Coalesced::new(),
+            reach_retry: Coalesced::new(),
             route_gone: None,
             floored: None,
             origin,
@@ -187,10 +198,14 @@ impl<N: NetOps> Enforcer<N> {
     /// When the loop must call [`Enforcer::on_due`]: a coalesced re-read
     /// or sweep that is waiting for its turn.
     pub(crate) fn next_due(&self) -> Option<Instant> {
-        [self.outer_read.due, self.overrun_sweep.due]
-            .into_iter()
-            .flatten()
-            .min()
+        [
+            self.outer_read.due,
+            self.overrun_sweep.due,
+            self.reach_retry.due,
+        ]
+        .into_iter()
+        .flatten()
+        .min()
     }
 
     /// Runs what [`Enforcer::next_due`] said was due.
@@ -198,10 +213,21 @@ impl<N: NetOps> Enforcer<N> {
         if self.outer_read.take_if_due() {
             self.follow_outer().await;
         }
-        if self.overrun_sweep.take_if_due() {
+        // Lost notifications, or far ends not looked for yet: one sweep
+        // serves both.
+        let overrun = self.overrun_sweep.take_if_due();
+        let reach = self.reach_retry.take_if_due();
+        if overrun || reach {
             let started = Instant::now();
             self.sweep().await;
-            self.overrun_sweep.ran(started);
+            for asked in [
+                (overrun, &mut self.overrun_sweep),
+                (reach, &mut self.reach_retry),
+            ] {
+                if asked.0 {
+                    asked.1.ran(started);
+                }
+            }
         }
     }
 
@@ -486,7 +512,10 @@ impl<N: NetOps> Enforcer<N> {
         }
     }
 
-    fn record(&self, report: PassReport) {
+    fn record(&mut self, report: PassReport) {
+        if let Some(at) = self.engine.take_retry_at() {
+            self.reach_retry.ask_at(at);
+        }
         self.metrics.add_changes(report.changed, report.failed);
         if let Some(took) = report.clamped {
             self.metrics.observe_clamp(took);

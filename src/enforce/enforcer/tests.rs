@@ -100,6 +100,31 @@ async fn a_notification_of_a_new_port_clamps_both_ends_and_is_timed() {
     assert_eq!(l.metric("mtuvisor_clamp_seconds_count"), 1.0);
 }
 
+/// A container's end moved into a namespace that got its nsid just after
+/// the last search (searches run at most once a second): both ends wait,
+/// and a sweep reaches them once the search may run again, not at the
+/// next reconcile (30 s).
+#[tokio::test]
+async fn a_far_end_not_looked_for_yet_is_reached_when_the_search_may_run() {
+    let mut l = Loop::start(pod()).await;
+    let host = veth(12, "vethC", 1500, Some(3), 2, Some(2));
+    l.net().add(host.clone());
+    l.net().remote.lock().unwrap().insert(12, 1500);
+    l.net().unsearched.lock().unwrap().insert(12);
+    l.enforcer.on_net_event(NetEvent::LinkChanged(host)).await;
+    assert_eq!(
+        (l.net().mtu(12), l.net().remote_mtu(12)),
+        (1500, 1500),
+        "the host end waits for its far end"
+    );
+    let due = l.enforcer.next_due().expect("a sweep is due");
+    assert!(due <= Instant::now() + Duration::from_millis(50));
+    l.settle().await;
+    assert_eq!((l.net().mtu(12), l.net().remote_mtu(12)), (1450, 1450));
+    assert_eq!(l.metric("mtuvisor_sweeps_total"), 2.0);
+    assert_eq!(l.enforcer.next_due(), None, "nothing more is due");
+}
+
 #[tokio::test]
 async fn a_docker_update_names_a_bridge_to_manage_and_a_sandbox_to_check() {
     let net = pod();

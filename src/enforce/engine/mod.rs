@@ -27,6 +27,14 @@ pub const MAX_LINKS: usize = 4096;
 /// one still missing this long after the first try is worth a warning.
 const UNRESOLVED_QUIET: Duration = Duration::from_secs(30);
 
+/// A port whose far end is out of reach: since when, and whether that was
+/// warned about.
+#[derive(Debug, Clone, Copy)]
+struct OutOfReach {
+    since: Instant,
+    warned: bool,
+}
+
 /// What mtuvisor lowered, so that it can raise it back (and only that).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 enum Owned {
@@ -106,16 +114,16 @@ pub struct Engine<N> {
     /// (see `netlink::Fence`), with the peer that was refused: not tried
     /// again until the peer changes.
     fenced: HashMap<u32, PeerRef>,
-    /// Ports whose far end could not be found, since when, and whether a
-    /// warning was given.
-    unresolved: HashMap<u32, (Instant, bool)>,
     /// Ports whose far end, in another namespace, is out of reach (not
-    /// found, or may not be entered): their host end is held at its MTU.
-    /// Lowered alone it would drop every frame the container's end, still
-    /// at Docker's 1500, sends above the target, where a matched pair
-    /// leaves the oversize packets to the bridge's forwarding path, which
-    /// answers with "fragmentation needed" inside the pod.
-    held: HashSet<u32>,
+    /// found, or may not be entered), since when: their host end is held
+    /// at its MTU. Lowered alone it would drop every frame the container's
+    /// end, still at Docker's 1500, sends above the target, where a
+    /// matched pair leaves the oversize packets to the bridge's forwarding
+    /// path, which answers with "fragmentation needed" inside the pod.
+    out_of_reach: HashMap<u32, OutOfReach>,
+    /// When a far end that was not looked for yet may be (the earliest
+    /// such), until the enforcer takes it.
+    retry_at: Option<Instant>,
     /// Uplinks already warned about.
     warned_uplinks: HashSet<u32>,
 }
@@ -134,8 +142,8 @@ impl<N: NetOps> Engine<N> {
             uplinks: HashSet::new(),
             left_out: 0,
             fenced: HashMap::new(),
-            unresolved: HashMap::new(),
-            held: HashSet::new(),
+            out_of_reach: HashMap::new(),
+            retry_at: None,
             warned_uplinks: HashSet::new(),
         }
     }
@@ -238,8 +246,7 @@ impl<N: NetOps> Engine<N> {
         });
         self.peer_checked.retain(|i, _| links.contains_key(i));
         self.fenced.retain(|i, _| links.contains_key(i));
-        self.unresolved.retain(|i, _| links.contains_key(i));
-        self.held.retain(|i| links.contains_key(i));
+        self.out_of_reach.retain(|i, _| links.contains_key(i));
         self.pending.clear();
         let report = self.enforce_all().await;
         if report.changed > 0 || report.failed > 0 {
@@ -312,6 +319,12 @@ impl<N: NetOps> Engine<N> {
         report
     }
 
+    /// When a sweep should run again because a far end could not be looked
+    /// for yet, once: the caller schedules it.
+    pub fn take_retry_at(&mut self) -> Option<Instant> {
+        self.retry_at.take()
+    }
+
     /// Reacts to RTM_DELLINK.
     pub fn on_link_removed(&mut self, ifindex: u32) {
         self.links.remove(&ifindex);
@@ -321,8 +334,7 @@ impl<N: NetOps> Engine<N> {
         self.peer_checked.remove(&ifindex);
         self.pending.remove(&ifindex);
         self.fenced.remove(&ifindex);
-        self.unresolved.remove(&ifindex);
-        self.held.remove(&ifindex);
+        self.out_of_reach.remove(&ifindex);
         self.warned_uplinks.remove(&ifindex);
     }
 
@@ -347,7 +359,7 @@ impl<N: NetOps> Engine<N> {
             .cloned()
             .collect();
         ports.sort_by_key(|l| l.index);
-        // Far ends first: a host end waits for its far end (see `held`).
+        // Far ends first: a host end waits for its far end (see `out_of_reach`).
         // A far end in another namespace costs a thread; check several at
         // once rather than one after another.
         let jobs: Vec<(Link, MtuRule)> = ports
@@ -367,7 +379,7 @@ impl<N: NetOps> Engine<N> {
         // keep several in flight rather than one after another.
         let jobs: Vec<(Link, MtuRule)> = ports
             .iter()
-            .filter(|p| !self.held.contains(&p.index))
+            .filter(|p| !self.out_of_reach.contains_key(&p.index))
             .map(|p| (p.clone(), self.rule(Owned::Link(p.index))))
             .collect();
         let this = &*self;
@@ -431,7 +443,7 @@ impl<N: NetOps> Engine<N> {
                 report_of(&[host, far])
             }
             // The far end is elsewhere already: it first, and the host end
-            // only once it is reached (see `held`).
+            // only once it is reached (see `out_of_reach`).
             None => {
                 let far = self.enforce_peer(port).await;
                 let host = self.enforce_host_end(port).await;
@@ -476,9 +488,9 @@ impl<N: NetOps> Engine<N> {
         }
     }
 
-    /// A port's own MTU, unless its far end is out of reach (`held`).
+    /// A port's own MTU, unless its far end is out of reach.
     async fn enforce_host_end(&mut self, port: &Link) -> Outcome {
-        if self.held.contains(&port.index) {
+        if self.out_of_reach.contains_key(&port.index) {
             Outcome::Unchanged
         } else {
             self.enforce_link(port).await

@@ -5,7 +5,7 @@ use std::time::Instant;
 
 use tracing::{debug, info, warn};
 
-use super::{report_failure, Engine, Outcome, Owned, PassReport, UNRESOLVED_QUIET};
+use super::{report_failure, Engine, OutOfReach, Outcome, Owned, PassReport, UNRESOLVED_QUIET};
 use crate::netlink::{Link, LinkKind, NetOps, NetlinkError, Netns, PeerChange};
 
 impl<N: NetOps> Engine<N> {
@@ -95,16 +95,19 @@ impl<N: NetOps> Engine<N> {
         host: &Link,
         result: Result<PeerChange, NetlinkError>,
     ) -> Outcome {
-        match &result {
-            Err(e) if e.is_out_of_reach() => self.held.insert(host.index),
-            _ => self.held.remove(&host.index),
-        };
+        if result.as_ref().is_err_and(NetlinkError::is_out_of_reach) {
+            self.out_of_reach.entry(host.index).or_insert(OutOfReach {
+                since: Instant::now(),
+                warned: false,
+            });
+        } else {
+            self.out_of_reach.remove(&host.index);
+        }
         match result {
             Ok(change) => {
                 if let Some(peer_ref) = host.peer {
                     self.peer_checked.insert(host.index, peer_ref);
                 }
-                self.unresolved.remove(&host.index);
                 let Some(mtu) = change.set_to else {
                     return Outcome::Unchanged;
                 };
@@ -133,11 +136,19 @@ impl<N: NetOps> Engine<N> {
                 }
                 Outcome::Unchanged
             }
+            Err(NetlinkError::NsidNotSearchedYet { nsid, retry_in }) => {
+                let at = Instant::now() + retry_in;
+                self.retry_at = Some(self.retry_at.map_or(at, |t| t.min(at)));
+                debug!(link = %host.name, ifindex = host.index, nsid, ?retry_in, "far end in a namespace not looked for yet; again after the next search");
+                Outcome::Unchanged
+            }
             Err(e @ NetlinkError::NsidNotFound { .. }) => {
-                let now = Instant::now();
-                let (since, warned) = self.unresolved.entry(host.index).or_insert((now, false));
-                if !*warned && now.duration_since(*since) >= UNRESOLVED_QUIET {
-                    *warned = true;
+                let first_warning = self.out_of_reach.get_mut(&host.index).is_some_and(|o| {
+                    let due = !o.warned && o.since.elapsed() >= UNRESOLVED_QUIET;
+                    o.warned |= due;
+                    due
+                });
+                if first_warning {
                     warn!(link = %host.name, ifindex = host.index, error = %e, "cannot reach the far end of this veth; will retry on the next sweep");
                     Outcome::Failed
                 } else {
