@@ -145,13 +145,13 @@ fn without_net_admin_no_link_is_changed_and_the_agent_is_not_ready() {
 /// network namespace no directory names, reachable only through its
 /// /proc/<pid>/ns/net, its eth0 (eth0c, 1500) the far end of `vethc` on
 /// `bridge`. Returns what reads that eth0's MTU.
-fn container_behind_proc(n: &mut NodeLab, pod: &str, bridge: &str) -> impl Fn() -> u32 {
+fn container_behind_proc(lab: &mut Lab, pod: &str, bridge: &str) -> impl Fn() -> u32 {
     let mut holder = std::process::Command::new("nsenter");
     holder
         .arg(format!("--net=/run/netns/{pod}"))
         .args(["unshare", "-n", "sleep", "600"]);
-    let holder = n.lab.spawn(holder);
-    let pid = n.lab.pid(holder).to_string();
+    let holder = lab.spawn(holder);
+    let pid = lab.pid(holder).to_string();
     let own_ns = eventually(Duration::from_secs(5), || {
         let ns = |p: &str| std::fs::read_link(format!("/proc/{p}/ns/net")).ok();
         ns(&pid).is_some() && ns(&pid) != ns("self")
@@ -192,7 +192,7 @@ fn out_of_reach<T>(
 ) -> (NodeLab, T, impl Fn() -> u32) {
     let mut n = NodeLab::new(tag);
     let (pod, bridge) = n.docker_pod("x", index);
-    let far_end = container_behind_proc(&mut n, &pod, &bridge);
+    let far_end = container_behind_proc(&mut n.lab, &pod, &bridge);
     assert_eq!(far_end(), 1500);
     let agent = start(&mut n);
     assert!(
@@ -235,6 +235,45 @@ fn without_host_pid_a_container_behind_proc_is_out_of_reach_and_the_hint_says_ho
         log.lines()
             .any(|l| l.contains("vethc") && l.contains("hostPID: true")),
         "the far end's line names hostPID:\n{log}"
+    );
+}
+
+/// The sidecar's case (`watch` beside dockerd in a pod without
+/// shareProcessNamespace, so its /proc shows only its own processes): a
+/// container reachable only through its process's namespace keeps 1500
+/// at both ends, and what watch says about the far end names
+/// shareProcessNamespace.
+#[test]
+fn watch_without_the_pods_pid_namespace_says_share_process_namespace() {
+    if !privileged("watch_without_the_pods_pid_namespace_says_share_process_namespace") {
+        return;
+    }
+    let mut lab = Lab::new("gwpid");
+    let (pod, _) = lab.pod(1450);
+    ip(&pod, &["link", "add", "docker0", "type", "bridge"]);
+    ip(&pod, &["link", "set", "docker0", "up"]);
+    let far_end = container_behind_proc(&mut lab, &pod, "docker0");
+    let log: PathBuf = lab.temp_file("watch.log", "");
+    let mut cmd = std::process::Command::new("nsenter");
+    cmd.arg(format!("--net=/run/netns/{pod}"))
+        .args(["unshare", "--pid", "--fork", "--kill-child", "--mount-proc"])
+        .args(["--propagation", "slave"])
+        .arg(common::bin())
+        .env_remove("MTUVISOR_MTU");
+    one_enforcer(&mut lab, "watch", cmd, &log);
+    assert!(
+        eventually(Duration::from_secs(5), || mtu(&pod, "docker0") == 1450),
+        "watch enforces in its pod: {}",
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(far_end(), 1500, "the container's eth0 is out of reach");
+    assert_eq!(mtu(&pod, "vethc"), 1500, "its host end waits for it");
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        text.lines()
+            .any(|l| l.contains("vethc") && l.contains("shareProcessNamespace: true")),
+        "the far end's line names shareProcessNamespace:\n{text}"
     );
 }
 
