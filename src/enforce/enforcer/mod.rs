@@ -45,9 +45,7 @@ impl Coalesced {
     }
 
     fn ask(&mut self) {
-        if self.due.is_none() {
-            self.due = Some(self.earliest.max(Instant::now()));
-        }
+        self.ask_at(Instant::now());
     }
 
     /// Whether it is due now; if so, it is taken.
@@ -92,10 +90,10 @@ pub(crate) struct Enforcer<N> {
     sweep_log: RepeatedFailure,
     mss_log: RepeatedFailure,
     outer_read: Coalesced,
-    overrun_sweep: Coalesced,
-    /// A sweep for far ends not looked for yet (the namespace search runs
-    /// at most once a second).
-    reach_retry: Coalesced,
+    /// A sweep after lost notifications (now), or for far ends not looked
+    /// for yet (once the namespace search, at most once a second, may run):
+    /// one sweep serves both.
+    soon_sweep: Coalesced,
     /// Since when no default route exists, and whether that was said.
     route_gone: Option<(Instant, bool)>,
     /// The outer MTU below the floor that was last warned about.
@@ -132,8 +130,7 @@ impl<N: NetOps> Enforcer<N> {
             sweep_log: RepeatedFailure::default(),
             mss_log: RepeatedFailure::default(),
             outer_read: Coalesced::new(),
-            overrun_sweep: Coalesced::new(),
-            reach_retry: Coalesced::new(),
+            soon_sweep: Coalesced::new(),
             route_gone: None,
             floored: None,
             origin,
@@ -198,14 +195,10 @@ impl<N: NetOps> Enforcer<N> {
     /// When the loop must call [`Enforcer::on_due`]: a coalesced re-read
     /// or sweep that is waiting for its turn.
     pub(crate) fn next_due(&self) -> Option<Instant> {
-        [
-            self.outer_read.due,
-            self.overrun_sweep.due,
-            self.reach_retry.due,
-        ]
-        .into_iter()
-        .flatten()
-        .min()
+        [self.outer_read.due, self.soon_sweep.due]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
     /// Runs what [`Enforcer::next_due`] said was due.
@@ -213,21 +206,10 @@ impl<N: NetOps> Enforcer<N> {
         if self.outer_read.take_if_due() {
             self.follow_outer().await;
         }
-        // Lost notifications, or far ends not looked for yet: one sweep
-        // serves both.
-        let overrun = self.overrun_sweep.take_if_due();
-        let reach = self.reach_retry.take_if_due();
-        if overrun || reach {
+        if self.soon_sweep.take_if_due() {
             let started = Instant::now();
             self.sweep().await;
-            for asked in [
-                (overrun, &mut self.overrun_sweep),
-                (reach, &mut self.reach_retry),
-            ] {
-                if asked.0 {
-                    asked.1.ran(started);
-                }
-            }
+            self.soon_sweep.ran(started);
         }
     }
 
@@ -267,7 +249,7 @@ impl<N: NetOps> Enforcer<N> {
                 debug!("link notifications were lost (netlink overrun); sweeping");
                 self.metrics.netlink_overrun();
                 self.outer_read.ask();
-                self.overrun_sweep.ask();
+                self.soon_sweep.ask();
             }
         }
     }
@@ -514,7 +496,7 @@ impl<N: NetOps> Enforcer<N> {
 
     fn record(&mut self, report: PassReport) {
         if let Some(at) = self.engine.take_retry_at() {
-            self.reach_retry.ask_at(at);
+            self.soon_sweep.ask_at(at);
         }
         self.metrics.add_changes(report.changed, report.failed);
         if let Some(took) = report.clamped {
