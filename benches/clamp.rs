@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use common::{ip, ms, mtu, percentile, sh, timed_veth_series, Lab, Pace};
 use mtuvisor::enforce::{BridgeMatcher, Engine};
-use mtuvisor::netlink::{MtuSetter, NetnsResolver, Rtnl, RtnlClient};
+use mtuvisor::netlink::{MtuSetter, NetnsResolver, Quarantine, Rtnl, RtnlClient};
 
 const VETHS: usize = 300;
 const PORTS: usize = 500;
@@ -104,6 +104,7 @@ fn sweep(moved: bool) {
                 Rtnl::connect().unwrap(),
                 MtuSetter::new(4).unwrap(),
                 NetnsResolver::new(vec!["/run/netns".into()], Default::default()),
+                Quarantine::new("self"),
             );
             let mut engine = Engine::new(client, BridgeMatcher::default(), 1450);
             let t = Instant::now();

@@ -105,7 +105,7 @@ fn main() {
     let mut far_done: HashMap<u32, Instant> = HashMap::new();
     while let Ok(seen) = notes.rx.try_recv() {
         let l = &seen.link;
-        if l.peer.is_some() && l.master.is_none() && l.name.starts_with("veth") {
+        if l.peer.is_some() && l.master.is_none() && l.name.as_bytes().starts_with(b"veth") {
             veths
                 .entry(l.index)
                 .or_default()

@@ -32,9 +32,12 @@ fn sets_in_its_own_namespace_and_names_the_link_on_failure() {
             .unwrap();
         rt.block_on(async {
             // Both at once, as the engine sets the two ends of a new veth.
-            let (ra, rb) = tokio::join!(setter.set(a, "sa", 1400), setter.set(b, "sb", 1380));
-            let gone = setter.set(999_999, "nothere", 1400).await;
-            let invalid = setter.set(a, "sa", 40).await;
+            let (ra, rb) = tokio::join!(
+                setter.set(a, "sa".into(), 1400),
+                setter.set(b, "sb".into(), 1380)
+            );
+            let gone = setter.set(999_999, "nothere".into(), 1400).await;
+            let invalid = setter.set(a, "sa".into(), 40).await;
             (ra, rb, gone, invalid)
         })
     });

@@ -18,6 +18,7 @@ use crate::config::{Flags, Settings};
 use crate::enforce::{PathProber, Setup};
 use crate::error::{Error, EXIT_BAD_INPUT};
 use crate::metrics::{self, Metrics, Registry};
+use crate::netlink::Quarantine;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -134,6 +135,7 @@ struct OneEnforcer {
     prober: Option<Arc<PathProber>>,
     ready: Sender<bool>,
     ready_rx: Receiver<bool>,
+    quarantine: Quarantine,
 }
 
 impl OneEnforcer {
@@ -147,6 +149,7 @@ impl OneEnforcer {
             netns: None,
             mss_when_docker: false,
             fence: Default::default(),
+            quarantine: self.quarantine.clone(),
             prober: self.prober.clone(),
             probe_ceiling: None,
         }
@@ -161,7 +164,8 @@ impl OneEnforcer {
         let grants = &crate::caps::POD_GRANTS;
         registry.set_grants(grants, &crate::caps::check(grants));
         let (ready, ready_rx) = signal::channel(false);
-        let metrics = registry.add(&[], ready_rx.clone());
+        let quarantine = Quarantine::new("self");
+        let metrics = registry.add(&[], ready_rx.clone(), quarantine.clone());
         let prober = PathProber::new(
             settings.path_probe.clone(),
             settings.path_probe_interval,
@@ -177,6 +181,7 @@ impl OneEnforcer {
             prober,
             ready,
             ready_rx,
+            quarantine,
         })
     }
 }

@@ -150,7 +150,7 @@ async fn family_mtu(
         };
         let candidate = FamilyMtu {
             family,
-            interface: link.name,
+            interface: link.name.to_string(),
             ifindex: link.index,
             link_mtu: link.mtu,
             route_mtu: route.mtu,

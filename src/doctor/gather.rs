@@ -29,7 +29,7 @@ pub(super) fn managed_links(
     let mut rows: Vec<LinkRow> = bridges
         .values()
         .map(|b| LinkRow {
-            name: b.name.clone(),
+            name: b.name.to_string(),
             role: "bridge",
             mtu: b.mtu,
             bridge: None,
@@ -39,10 +39,10 @@ pub(super) fn managed_links(
     for l in links {
         if let Some(bridge) = l.master.and_then(|m| bridges.get(&m)) {
             rows.push(LinkRow {
-                name: l.name.clone(),
+                name: l.name.to_string(),
                 role: "port",
                 mtu: l.mtu,
-                bridge: Some(bridge.name.clone()),
+                bridge: Some(bridge.name.to_string()),
                 over_target: over(l.mtu),
             });
         }

@@ -183,13 +183,20 @@ pub async fn examine(settings: &Settings, request: &Request) -> Report {
         matcher.set_docker_bridges(d.networks.iter().map(|n| n.bridge.clone()).collect());
     }
     let all_links = match &rtnl {
-        Some(r) => r.links().await.unwrap_or_default(),
+        Some(r) => r
+            .links_at_most(usize::MAX)
+            .await
+            .map(|l| l.links)
+            .unwrap_or_default(),
         None => Vec::new(),
     };
     let links = gather::managed_links(&all_links, &matcher, target);
     let docker = docker.map(|mut d| {
         for n in &mut d.networks {
-            n.bridge_mtu = all_links.iter().find(|l| l.name == n.bridge).map(|l| l.mtu);
+            n.bridge_mtu = all_links
+                .iter()
+                .find(|l| l.name == n.bridge.as_str())
+                .map(|l| l.mtu);
             n.over_target = target.is_some_and(|t| {
                 n.bridge_mtu.is_some_and(|m| m > t) || n.mtu_option.is_some_and(|m| m > t)
             });

@@ -35,8 +35,8 @@ use crate::firewall::{EnsureReport, MssClamp};
 use crate::logging::RepeatedFailure;
 use crate::metrics::Metrics;
 use crate::netlink::{
-    Fence, MtuSetter, NetMonitor, NetlinkError, NetnsResolver, NsFile, Rtnl, RtnlClient,
-    RECV_BUFFER_OWN, RECV_BUFFER_POD,
+    Fence, MtuSetter, NetMonitor, NetlinkError, NetnsResolver, NsFile, Quarantine, Rtnl,
+    RtnlClient, Socket, RECV_BUFFER_OWN, RECV_BUFFER_POD,
 };
 use crate::AbortOnDrop;
 use enforcer::Enforcer;
@@ -70,6 +70,9 @@ pub struct Setup {
     /// `path_probe`: the process's prober, probing from its own network
     /// namespace (`node`: the node's, one for every pod).
     pub prober: Option<Arc<PathProber>>,
+    /// Whether work in this enforcer's namespace ends in time (shared with
+    /// its series: readiness reads it).
+    pub quarantine: Quarantine,
     /// The MTU the path probe is bounded by: `None`, the enforcer's own
     /// outer MTU (the probe runs in its namespace); `node`: `mtu_ceiling`,
     /// one probe of the node's path for every pod.
@@ -156,17 +159,20 @@ pub async fn prepare(settings: Settings, setup: Setup, retry: Retry) -> Result<P
     }
 }
 
-/// The sockets, opened in the calling thread's namespace; `setters`: how
-/// many MTU changes may wait for RTNL at once there, `buffer`: how many
-/// bytes of notifications may wait to be read.
-fn sockets(setters: usize, buffer: usize) -> Result<(Rtnl, NetMonitor, MtuSetter), NetlinkError> {
+/// The sockets, opened in the calling thread's namespace (requests,
+/// notifications, MTU changes); `setters`: how many MTU changes may wait
+/// for RTNL at once there, `buffer`: how many bytes of notifications may
+/// wait to be read. Nothing here needs a runtime: a pod's are opened on a
+/// thread inside it, then handed to the runtime.
+fn sockets(setters: usize, buffer: usize) -> Result<(Socket, Socket, MtuSetter), NetlinkError> {
     // Subscribed before the first dump so that nothing created in between
     // is missed.
-    Ok((
-        Rtnl::connect()?,
-        NetMonitor::subscribe(buffer)?,
-        MtuSetter::new(setters)?,
-    ))
+    let monitor = NetMonitor::socket(buffer)?;
+    let requests = Socket::open(0, None).map_err(|source| NetlinkError::Socket {
+        context: String::new(),
+        source,
+    })?;
+    Ok((requests, monitor, MtuSetter::new(setters)?))
 }
 
 /// MTU changes in flight at once in our own namespace, and in each pod's.
@@ -174,24 +180,19 @@ const SETTERS_OWN: usize = 4;
 const SETTERS_POD: usize = 2;
 
 async fn open(settings: &Settings, setup: &Setup) -> Result<Opened, Error> {
-    let (rtnl, monitor, setter) = match &setup.netns {
+    let (requests, monitor, setter) = match &setup.netns {
         None => sockets(SETTERS_OWN, RECV_BUFFER_OWN)?,
         // Opened from a short-lived thread inside the pod's namespace
         // (this task waits, the runtime thread does not), then driven by
         // this runtime: no thread per pod.
-        Some(ns) => {
-            let runtime = tokio::runtime::Handle::current();
-            ns.run(move || {
-                let _entered = runtime.enter();
-                sockets(SETTERS_POD, RECV_BUFFER_POD)
-            })
-            .await??
-        }
+        Some(ns) => ns.run(|| sockets(SETTERS_POD, RECV_BUFFER_POD)).await??,
     };
+    let monitor = NetMonitor::new(monitor)?;
     let client = RtnlClient::new(
-        rtnl,
+        Rtnl::from_socket(requests)?,
         setter,
         NetnsResolver::new(settings.netns_dirs.clone(), setup.fence.clone()),
+        setup.quarantine.clone(),
     );
     let source = match settings.mtu {
         MtuSetting::Fixed(mtu) => {

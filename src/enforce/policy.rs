@@ -4,6 +4,7 @@
 use std::collections::HashSet;
 
 use crate::config::glob_match;
+use crate::netlink::LinkName;
 
 /// Matches the bridges whose links mtuvisor keeps at or below the target:
 /// Docker's own names plus globs from the configuration.
@@ -23,7 +24,15 @@ impl BridgeMatcher {
         }
     }
 
-    pub fn matches(&self, bridge_name: &str) -> bool {
+    /// Whether a bridge of this name is managed. A name that is not UTF-8
+    /// is no name Docker gives nor one a pattern was written for.
+    pub fn matches(&self, bridge_name: &LinkName) -> bool {
+        bridge_name
+            .as_str()
+            .is_some_and(|name| self.matches_text(name))
+    }
+
+    fn matches_text(&self, bridge_name: &str) -> bool {
         is_docker_bridge_name(bridge_name)
             || self.from_docker.contains(bridge_name)
             || self.patterns.iter().any(|p| glob_match(p, bridge_name))
@@ -90,9 +99,13 @@ mod tests {
     #[test]
     fn matcher_combines_docker_names_and_patterns() {
         let m = BridgeMatcher::new(vec!["cni*".into()]);
-        assert!(m.matches("cni0"));
-        assert!(m.matches("docker0"));
-        assert!(!m.matches("lxcbr0"));
+        assert!(m.matches(&"cni0".into()));
+        assert!(m.matches(&"docker0".into()));
+        assert!(!m.matches(&"lxcbr0".into()));
+        // Bytes outside UTF-8 match no name and no pattern, not even `*`.
+        let all = BridgeMatcher::new(vec!["*".into()]);
+        assert!(all.matches(&"x".into()));
+        assert!(!all.matches(&LinkName::new(b"docker0\xff").unwrap()));
     }
 
     #[test]

@@ -20,6 +20,7 @@ use tokio::sync::watch;
 use crate::caps::Grant;
 use crate::detect::Origin;
 use crate::firewall::Family;
+use crate::netlink::Quarantine;
 use histogram::{Histogram, CLAMP_BUCKETS_US, DISCOVERY_BUCKETS_US};
 
 pub use http::{bind, spawn_server, MetricsError, Server};
@@ -48,11 +49,15 @@ pub struct Metrics {
     /// Per family: 1 while the rules are in place.
     mss_installed: [AtomicU64; 2],
     mss_ensure_failures: AtomicU64,
+    netlink_undecodable: AtomicU64,
     /// A managed bridge exists in the enforcer's namespace (`node` counts
     /// the namespaces that have one).
     bridges_present: std::sync::atomic::AtomicBool,
     /// The enforcer's readiness, as its loop publishes it.
     ready: watch::Receiver<bool>,
+    /// Its namespace's quarantine (written where its work times out):
+    /// not ready while it lasts.
+    quarantine: Quarantine,
 }
 
 fn family_index(family: Family) -> usize {
@@ -65,7 +70,11 @@ fn family_index(family: Family) -> usize {
 const FAMILIES: [Family; 2] = [Family::Ipv4, Family::Ipv6];
 
 impl Metrics {
-    fn new(labels: &[(&str, &str)], ready: watch::Receiver<bool>) -> Metrics {
+    fn new(
+        labels: &[(&str, &str)],
+        ready: watch::Receiver<bool>,
+        quarantine: Quarantine,
+    ) -> Metrics {
         let labels = labels
             .iter()
             .map(|(k, v)| format!("{k}=\"{}\"", escape_label_value(v)))
@@ -87,8 +96,10 @@ impl Metrics {
             mss_families: AtomicU64::new(0),
             mss_installed: [const { AtomicU64::new(0) }; 2],
             mss_ensure_failures: AtomicU64::new(0),
+            netlink_undecodable: AtomicU64::new(0),
             bridges_present: std::sync::atomic::AtomicBool::new(false),
             ready,
+            quarantine,
         }
     }
 
@@ -103,8 +114,28 @@ impl Metrics {
         self.target_source.store(index as u64, Relaxed);
     }
 
+    /// Its first sweep done, notifications flowing, and its namespace not
+    /// quarantined.
     pub fn is_ready(&self) -> bool {
-        *self.ready.borrow()
+        *self.ready.borrow() && !self.quarantine.is_active()
+    }
+
+    /// Why it is not ready, for a person; `None` when it is.
+    fn unready(&self) -> Option<String> {
+        if self.quarantine.is_active() {
+            return Some(format!(
+                "enforcement in network namespace {} is stuck (its requests did not end \
+                 in time; see the log)",
+                self.quarantine.label()
+            ));
+        }
+        (!*self.ready.borrow()).then(|| "the first sweep has not finished".into())
+    }
+
+    /// Messages the kernel sent that could not be decoded (each an error
+    /// for the object it was about).
+    pub fn netlink_undecodable(&self, n: usize) {
+        self.netlink_undecodable.fetch_add(n as u64, Relaxed);
     }
 
     /// MTUs set and checks that failed, from one pass of the engine.
@@ -284,8 +315,13 @@ impl Registry {
 
     /// Series for one more enforcer, labelled with `labels`, whose
     /// readiness is `ready`.
-    pub fn add(&self, labels: &[(&str, &str)], ready: watch::Receiver<bool>) -> Arc<Metrics> {
-        let m = Arc::new(Metrics::new(labels, ready));
+    pub fn add(
+        &self,
+        labels: &[(&str, &str)],
+        ready: watch::Receiver<bool>,
+        quarantine: Quarantine,
+    ) -> Arc<Metrics> {
+        let m = Arc::new(Metrics::new(labels, ready, quarantine));
         self.lock().push(m.clone());
         m
     }
@@ -330,13 +366,20 @@ impl Registry {
                 missing.join("; ")
             ));
         }
+        let all = self.lock();
         if let Some(node) = &self.node {
             why.extend(node.unready());
+            // A pod whose enforcer has not started yet (no default route
+            // yet) is normal; one whose work is stuck is not.
+            why.extend(
+                all.iter()
+                    .filter(|m| m.quarantine.is_active())
+                    .filter_map(|m| m.unready()),
+            );
+        } else if all.is_empty() {
+            why.push("the first sweep has not finished".into());
         } else {
-            let all = self.lock();
-            if all.is_empty() || !all.iter().all(|m| m.is_ready()) {
-                why.push("the first sweep has not finished".into());
-            }
+            why.extend(all.iter().filter_map(|m| m.unready()));
         }
         (!why.is_empty()).then(|| why.join("; "))
     }
@@ -366,7 +409,7 @@ mod tests {
     fn one() -> (Registry, watch::Sender<bool>, Arc<Metrics>) {
         let r = Registry::default();
         let (tx, rx) = watch::channel(false);
-        let m = r.add(&[], rx);
+        let m = r.add(&[], rx, Quarantine::new("t"));
         (r, tx, m)
     }
 
@@ -391,7 +434,7 @@ mod tests {
         let node = Arc::new(NodeMetrics::default());
         let r = Registry::for_node(node.clone());
         let (_tx, ready) = watch::channel(true);
-        let pod = r.add(&[("netns", "cni-1")], ready);
+        let pod = r.add(&[("netns", "cni-1")], ready, Quarantine::new("t"));
         node.observe_discovery(Duration::from_millis(3));
         node.observe_discovery(Duration::from_millis(40));
         pod.observe_clamp(Duration::from_micros(300));
@@ -494,8 +537,8 @@ mod tests {
         let r = Registry::default();
         let (tx_a, rx_a) = watch::channel(false);
         let (tx_b, rx_b) = watch::channel(false);
-        let a = r.add(&[("netns", "pod-a")], rx_a);
-        let b = r.add(&[("netns", "pod-b")], rx_b);
+        let a = r.add(&[("netns", "pod-a")], rx_a, Quarantine::new("t"));
+        let b = r.add(&[("netns", "pod-b")], rx_b, Quarantine::new("t"));
         a.set_target(1450, Origin::Link);
         b.set_target(1400, Origin::Probe);
         b.set_mss_families(&[Family::Ipv4]);
@@ -533,7 +576,11 @@ mod tests {
         assert_eq!(label_safe(&"x".repeat(300)).len(), 128);
         let r = Registry::default();
         let (_tx, rx) = watch::channel(true);
-        r.add(&[("netns", "evil\"}\nmtuvisor_ready 1\n#")], rx);
+        r.add(
+            &[("netns", "evil\"}\nmtuvisor_ready 1\n#")],
+            rx,
+            Quarantine::new("t"),
+        );
         let text = r.render();
         let ready: Vec<&str> = text
             .lines()

@@ -145,6 +145,26 @@ const SCALARS: &[Scalar] = &[
         value: |m| m.dockerd_restarts.load(Relaxed),
     },
     Scalar {
+        name: "mtuvisor_netns_timeouts_total",
+        kind: Kind::Counter,
+        help: "Work in the enforcer's namespace that did not end within its deadline \
+               (each quarantines the namespace for a while).",
+        value: |m| m.quarantine.timeouts(),
+    },
+    Scalar {
+        name: "mtuvisor_netns_quarantined",
+        kind: Kind::Gauge,
+        help:
+            "1 while the enforcer's namespace is left alone after work there did not end in time.",
+        value: |m| m.quarantine.is_active().into(),
+    },
+    Scalar {
+        name: "mtuvisor_netlink_undecodable_total",
+        kind: Kind::Counter,
+        help: "Kernel messages that could not be decoded, each about one link left alone.",
+        value: |m| m.netlink_undecodable.load(Relaxed),
+    },
+    Scalar {
         name: "mtuvisor_mss_ensure_failures_total",
         kind: Kind::Counter,
         help: "Times installing the MSS clamping rules failed (retried at the next reconcile).",

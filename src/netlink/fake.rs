@@ -8,7 +8,7 @@ use std::sync::Mutex;
 
 use super::{
     DefaultRoute, Family, Link, LinkKind, Listed, NetOps, NetlinkError, Netns, PeerChange, PeerRef,
-    PeerState, RouteTable, MAIN_TABLE,
+    PeerState, RouteTable, Undecodable, MAIN_TABLE,
 };
 
 /// Links in "our" namespace plus far ends elsewhere, keyed by the
@@ -33,6 +33,8 @@ pub(crate) struct FakeNet {
     /// Host ends whose far end's namespace the last search came too early
     /// for: the next lookup finds it.
     pub(crate) unsearched: Mutex<HashSet<u32>>,
+    /// What a dump returns besides the links: messages it cannot decode.
+    pub(crate) undecodable: Mutex<Vec<Undecodable>>,
 }
 
 impl FakeNet {
@@ -86,18 +88,19 @@ impl NetOps for FakeNet {
         Ok(Listed {
             links: all.into_iter().take(max).collect(),
             left_out,
+            undecodable: self.undecodable.lock().unwrap().clone(),
         })
     }
     async fn set_mtu(&self, link: &Link, mtu: u32) -> Result<(), NetlinkError> {
         let mut links = self.links.lock().unwrap();
         let Some(l) = links.get_mut(&link.index) else {
             return Err(NetlinkError::NoSuchLink {
-                name: link.name.clone(),
+                name: link.name.to_string(),
                 ifindex: link.index,
             });
         };
         l.mtu = mtu;
-        self.sets.lock().unwrap().push((link.name.clone(), mtu));
+        self.sets.lock().unwrap().push((link.name.to_string(), mtu));
         Ok(())
     }
     async fn far_end_here(&self, host: &Link, peer_ifindex: u32) -> Result<Link, NetlinkError> {

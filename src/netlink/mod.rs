@@ -1,26 +1,36 @@
 //! Everything that speaks rtnetlink: the link model, a client, network
 //! namespace resolution and the link/route monitor.
+//!
+//! The border with what a pod controls is `wire.rs` (every message
+//! decoded, nowhere else) and `socket.rs` (every request, dump and
+//! notification read, each with a deadline); see their module docs.
 
 mod client;
-mod dump;
 #[cfg(test)]
 pub(crate) mod fake;
 mod link;
 mod monitor;
 mod netns;
+mod quarantine;
 mod route;
 mod setter;
+mod socket;
+pub mod wire;
 
 use std::future::Future;
+use std::time::Duration;
 
-pub use client::{Rtnl, RtnlClient};
+pub use client::{Rtnl, RtnlClient, RtnlSync};
 pub use link::{Link, LinkKind, PeerRef};
 pub use monitor::{NetEvent, NetMonitor, RECV_BUFFER_OWN, RECV_BUFFER_POD};
 pub use netns::{
     in_netns, open_ns_file, open_proc_ns, unpinned, Fence, NetnsResolver, NsFile, NsId,
 };
+pub use quarantine::Quarantine;
 pub use route::{DefaultRoute, Family, MAIN_TABLE};
 pub use setter::MtuSetter;
+pub use socket::{Socket, DEADLINE};
+pub use wire::{printable, LinkName, Undecodable};
 
 /// Errors of netlink requests, each naming the object it concerns.
 #[derive(Debug, thiserror::Error)]
@@ -30,13 +40,19 @@ pub enum NetlinkError {
         context: String,
         source: std::io::Error,
     },
-    #[error("{op} failed: {source}")]
-    Request {
-        op: String,
-        source: rtnetlink::Error,
-    },
+    #[error("{op} failed: {} (errno {errno})", nix::errno::Errno::from_raw(*errno).desc())]
+    Refused { op: String, errno: i32 },
     #[error("{op} failed: {source}")]
     Io { op: String, source: std::io::Error },
+    #[error("{op} got no complete answer within {after:?}; given up")]
+    TimedOut { op: String, after: Duration },
+    #[error("{op} failed: the answer cannot be decoded ({why})")]
+    Undecodable { op: String, why: String },
+    #[error(
+        "network namespace {netns}: left alone for {retry_in:?} after work there did not end \
+         in time"
+    )]
+    Quarantined { netns: String, retry_in: Duration },
     #[error("link {name} (ifindex {ifindex}) no longer exists")]
     NoSuchLink { name: String, ifindex: u32 },
     #[error("network namespace {path}: {message}")]
@@ -78,10 +94,7 @@ impl NetlinkError {
     pub fn is_gone(&self) -> bool {
         match self {
             NetlinkError::NoSuchLink { .. } => true,
-            NetlinkError::Request {
-                source: rtnetlink::Error::NetlinkError(e),
-                ..
-            } => is_enodev(e),
+            NetlinkError::Refused { errno, .. } => *errno == nix::libc::ENODEV,
             _ => false,
         }
     }
@@ -90,10 +103,9 @@ impl NetlinkError {
     /// link request wants NET_ADMIN, entering a namespace SYS_ADMIN.
     pub fn wanted_capability(&self) -> Option<u32> {
         match self {
-            NetlinkError::Request {
-                source: rtnetlink::Error::NetlinkError(e),
-                ..
-            } if e.raw_code() == -(nix::errno::Errno::EPERM as i32) => Some(crate::caps::NET_ADMIN),
+            NetlinkError::Refused { errno, .. } if *errno == nix::libc::EPERM => {
+                Some(crate::caps::NET_ADMIN)
+            }
             NetlinkError::NetnsDenied { .. } => Some(crate::caps::SYS_ADMIN),
             _ => None,
         }
@@ -110,27 +122,36 @@ impl NetlinkError {
                 | NetlinkError::NetnsDenied { .. }
         )
     }
-}
 
-/// What a refused RTM_SETLINK of `mtu` on a link means: the link is gone
-/// (ENODEV), or the request failed, named after the link.
-fn set_mtu_failed(name: &str, ifindex: u32, mtu: u32, source: rtnetlink::Error) -> NetlinkError {
-    match &source {
-        rtnetlink::Error::NetlinkError(e) if is_enodev(e) => NetlinkError::NoSuchLink {
-            name: name.to_string(),
-            ifindex,
-        },
-        _ => NetlinkError::Request {
-            op: format!("setting MTU {mtu} on {name} (ifindex {ifindex})"),
-            source,
-        },
+    /// True when the work did not end within its deadline (or was not
+    /// started because its namespace is quarantined after one that did
+    /// not).
+    pub fn is_timeout(&self) -> bool {
+        matches!(
+            self,
+            NetlinkError::TimedOut { .. } | NetlinkError::Quarantined { .. }
+        )
     }
 }
 
-/// The kernel's "no such device": the link was deleted (or moved away)
-/// before our request reached it.
-fn is_enodev(e: &netlink_packet_core::ErrorMessage) -> bool {
-    e.raw_code() == -(nix::errno::Errno::ENODEV as i32)
+/// What a failed RTM_SETLINK of an MTU on link `name` means: the link is
+/// gone (ENODEV: deleted, or moved away, before our request reached it),
+/// or the error as it was.
+fn set_mtu_failed(name: &LinkName, ifindex: u32, e: NetlinkError) -> NetlinkError {
+    match e {
+        NetlinkError::Refused { errno, .. } if errno == nix::libc::ENODEV => {
+            NetlinkError::NoSuchLink {
+                name: name.to_string(),
+                ifindex,
+            }
+        }
+        e => e,
+    }
+}
+
+/// How a request that sets an MTU is named in errors.
+fn set_mtu_op(name: &LinkName, ifindex: u32, mtu: u32) -> String {
+    format!("setting MTU {mtu} on {name} (ifindex {ifindex})")
 }
 
 /// Which namespace a link lives in: ours, or the one at a path.
@@ -155,12 +176,15 @@ pub struct Listed {
     pub links: Vec<Link>,
     /// Links past the bound, not kept.
     pub left_out: usize,
+    /// Links whose message could not be decoded: not listed, each named
+    /// by its ifindex where that could be read.
+    pub undecodable: Vec<Undecodable>,
 }
 
 /// The state of a veth's far end, as read in its own namespace.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PeerState {
-    pub name: String,
+    pub name: LinkName,
     pub ifindex: u32,
     pub mtu: u32,
     /// The namespace it lives in.
@@ -234,7 +258,7 @@ pub trait NetOps: RouteTable {
         async move {
             let Some(peer) = host.peer else {
                 return Err(NetlinkError::PeerMismatch {
-                    host: host.name.clone(),
+                    host: host.name.to_string(),
                     ifindex: host.index,
                     why: "it has no peer (not a veth)".into(),
                 });

@@ -1,13 +1,12 @@
 //! The rtnetlink notification stream (RTNLGRP_LINK and the route groups),
-//! turned into the few events the engine reacts to.
+//! turned into the few events the engine reacts to, through the border's
+//! socket and decoder.
 
 use std::collections::VecDeque;
 
-use netlink_packet_core::{NetlinkMessage, NetlinkPayload};
-use netlink_packet_route::RouteNetlinkMessage;
-use netlink_sys::{protocols::NETLINK_ROUTE, AsyncSocket, AsyncSocketExt, TokioSocket};
-
-use super::{Link, NetlinkError};
+use super::socket::AsyncSocket;
+use super::wire::{self, Item, Undecodable};
+use super::{Link, NetlinkError, Socket};
 
 /// The kernel's receive buffer: the one queue of notifications not yet
 /// read. Nothing is copied out of it before the loop asks for the next
@@ -20,9 +19,9 @@ use super::{Link, NetlinkError};
 pub const RECV_BUFFER_OWN: usize = 8 << 20;
 pub const RECV_BUFFER_POD: usize = 2 << 20;
 
-/// rtnetlink multicast groups (linux/rtnetlink.h): RTNLGRP_LINK,
-/// RTNLGRP_IPV4_ROUTE, RTNLGRP_IPV6_ROUTE.
-const GROUPS: [u32; 3] = [1, 7, 11];
+/// rtnetlink multicast groups (linux/rtnetlink.h) as bind(2)'s mask:
+/// RTMGRP_LINK, RTMGRP_IPV4_ROUTE, RTMGRP_IPV6_ROUTE.
+const GROUPS: u32 = 0x1 | 0x40 | 0x400;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum NetEvent {
@@ -34,38 +33,45 @@ pub enum NetEvent {
     DefaultRouteChanged,
     /// The kernel dropped notifications (ENOBUFS): state must be re-read.
     Overrun,
+    /// A notification that cannot be decoded: an error for the object it
+    /// is about (its ifindex, when that could be read).
+    Undecodable(Undecodable),
 }
 
 /// A subscription in one namespace; its socket closes when this is
 /// dropped.
 pub struct NetMonitor {
-    socket: TokioSocket,
+    socket: AsyncSocket,
     /// The rest of the last datagram read (one can hold several messages).
     parsed: VecDeque<NetEvent>,
 }
 
 impl NetMonitor {
-    /// Subscribes in the calling thread's namespace, with a receive buffer
-    /// of `buffer` bytes; the socket is registered with the current tokio
-    /// runtime.
-    pub fn subscribe(buffer: usize) -> Result<NetMonitor, NetlinkError> {
-        let socket_err = |source| NetlinkError::Socket {
+    /// The socket of a subscription in the calling thread's namespace,
+    /// with a receive buffer of `buffer` bytes; see [`NetMonitor::new`].
+    pub fn socket(buffer: usize) -> Result<Socket, NetlinkError> {
+        Socket::open(GROUPS, Some(buffer)).map_err(|source| NetlinkError::Socket {
             context: " for link and route notifications".into(),
             source,
-        };
-        let mut socket = TokioSocket::new(NETLINK_ROUTE).map_err(socket_err)?;
-        let raw = socket.socket_mut();
-        raw.bind_auto().map_err(socket_err)?;
-        for group in GROUPS {
-            raw.add_membership(group).map_err(socket_err)?;
-        }
-        // Not fatal: without CAP_NET_ADMIN the kernel caps the size, and
-        // overruns are handled anyway.
-        let _ = raw.set_rx_buf_sz(buffer);
+        })
+    }
+
+    /// The subscription of `socket` (opened by [`NetMonitor::socket`],
+    /// here or on a thread inside another namespace), driven by the
+    /// current tokio runtime.
+    pub fn new(socket: Socket) -> Result<NetMonitor, NetlinkError> {
         Ok(NetMonitor {
-            socket,
+            socket: AsyncSocket::new(socket).map_err(|source| NetlinkError::Socket {
+                context: " for link and route notifications (registering it)".into(),
+                source,
+            })?,
             parsed: VecDeque::new(),
         })
+    }
+
+    /// Subscribes in the calling thread's namespace.
+    pub fn subscribe(buffer: usize) -> Result<NetMonitor, NetlinkError> {
+        NetMonitor::new(NetMonitor::socket(buffer)?)
     }
 
     /// The next event; `None` when the socket failed for good.
@@ -74,12 +80,17 @@ impl NetMonitor {
             if let Some(event) = self.parsed.pop_front() {
                 return Some(event);
             }
-            match self.socket.recv_from_full().await {
-                Ok((datagram, _)) => self.parse(&datagram),
+            let parsed = &mut self.parsed;
+            match self.socket.next(|d| parse(d, parsed)).await {
+                Ok(()) => {}
                 Err(e) if e.raw_os_error() == Some(nix::libc::ENOBUFS) => {
                     return Some(NetEvent::Overrun)
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                // A datagram too large to keep: lost, as in an overrun.
+                Err(e) if e.kind() == std::io::ErrorKind::InvalidData => {
+                    return Some(NetEvent::Overrun)
+                }
                 Err(e) => {
                     tracing::debug!(error = %e, "link notifications socket failed");
                     return None;
@@ -87,38 +98,54 @@ impl NetMonitor {
             }
         }
     }
+}
 
-    fn parse(&mut self, datagram: &[u8]) {
-        let mut offset = 0;
-        while offset < datagram.len() {
-            let Ok(msg) = NetlinkMessage::<RouteNetlinkMessage>::deserialize(&datagram[offset..])
-            else {
-                return;
-            };
-            let len = msg.header.length as usize;
-            if let Some(event) = classify(msg) {
-                self.parsed.push_back(event);
-            }
-            if len == 0 {
-                return;
-            }
-            offset += (len + 3) & !3;
-        }
+/// The events of one datagram. One whose messages cannot be split has lost
+/// whatever followed: that is an overrun (state is re-read).
+fn parse(datagram: &[u8], out: &mut VecDeque<NetEvent>) {
+    for message in wire::messages(datagram) {
+        let Ok((header, payload)) = message else {
+            out.push_back(NetEvent::Overrun);
+            return;
+        };
+        let event = match wire::decode(&header, payload) {
+            Ok(Item::Link(link)) => NetEvent::LinkChanged(link),
+            Ok(Item::LinkGone(index)) => NetEvent::LinkRemoved(index),
+            Ok(Item::DefaultRoute(_)) => NetEvent::DefaultRouteChanged,
+            Ok(Item::Overrun) => NetEvent::Overrun,
+            Ok(_) => continue,
+            Err(u) => NetEvent::Undecodable(u),
+        };
+        out.push_back(event);
     }
 }
 
-fn classify(msg: NetlinkMessage<RouteNetlinkMessage>) -> Option<NetEvent> {
-    match msg.payload {
-        NetlinkPayload::Overrun(_) => Some(NetEvent::Overrun),
-        NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewLink(link)) => {
-            Link::from_message(&link).map(NetEvent::LinkChanged)
-        }
-        NetlinkPayload::InnerMessage(RouteNetlinkMessage::DelLink(link)) => {
-            Some(NetEvent::LinkRemoved(link.header.index))
-        }
-        NetlinkPayload::InnerMessage(
-            RouteNetlinkMessage::NewRoute(route) | RouteNetlinkMessage::DelRoute(route),
-        ) if route.header.destination_prefix_length == 0 => Some(NetEvent::DefaultRouteChanged),
-        _ => None,
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::netlink::wire::forge;
+
+    #[test]
+    fn every_message_of_a_datagram_is_an_event_or_an_error_for_its_object() {
+        let good = forge::link(0, 5, b"\xff\nname", b"veth", 1500, 3, None, &[]);
+        let mut body = vec![0u8; 16];
+        body[4..8].copy_from_slice(&6u32.to_ne_bytes());
+        body.extend(forge::attr(4, &[0; 7]));
+        let bad = forge::message(wire::RTM_NEWLINK, 0, 0, &body);
+        let after = forge::link(0, 7, b"ok", b"bridge", 1500, 0, None, &[]);
+        let mut out = VecDeque::new();
+        parse(&[good, bad, after].concat(), &mut out);
+        let events: Vec<_> = out.into_iter().collect();
+        assert_eq!(events.len(), 3, "{events:?}");
+        assert!(matches!(&events[0], NetEvent::LinkChanged(l) if l.index == 5));
+        assert!(matches!(&events[1], NetEvent::Undecodable(u) if u.ifindex == Some(6)));
+        assert!(matches!(&events[2], NetEvent::LinkChanged(l) if l.index == 7));
+    }
+
+    #[test]
+    fn a_datagram_that_cannot_be_split_is_an_overrun() {
+        let mut out = VecDeque::new();
+        parse(&[0xffu8; 24], &mut out);
+        assert_eq!(out.into_iter().collect::<Vec<_>>(), [NetEvent::Overrun]);
     }
 }

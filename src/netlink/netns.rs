@@ -11,7 +11,6 @@
 
 use std::collections::{HashMap, HashSet};
 use std::fs::File;
-use std::future::Future;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -24,7 +23,7 @@ use nix::sys::stat::Mode;
 use nix::sys::statfs::{fstatfs, NSFS_MAGIC};
 use tokio::sync::Semaphore;
 
-use super::{NetlinkError, Rtnl};
+use super::{NetlinkError, Quarantine, Rtnl, RtnlSync, DEADLINE};
 
 /// A network namespace's identity: the device and inode of its nsfs file,
 /// the same through every path and mount that names it.
@@ -193,7 +192,10 @@ impl NetnsResolver {
             .is_some_and(|at| now.duration_since(at) < SCAN_EVERY);
         if !recently_missed && !recently_scanned {
             // One pass learns every candidate's nsid, so that a burst of new
-            // containers costs one scan rather than one scan each.
+            // containers costs one scan rather than one scan each. The
+            // candidates are listed without opening them; each is then
+            // opened, asked about and closed in turn: a search holds one
+            // namespace file at a time, however many the node has.
             self.scanned = Some(now);
             self.known.clear();
             self.missed
@@ -203,9 +205,22 @@ impl NetnsResolver {
                 .await
                 .unwrap_or_default();
             self.proc_sees_others = Some(others);
-            for (file, path) in candidates {
-                if let Ok(Some(id)) = rtnl.nsid_of(file.as_fd()).await {
-                    self.known.entry(id).or_insert(path);
+            for (path, id) in candidates {
+                let Some((file, opened)) = open_any(&path) else {
+                    continue;
+                };
+                if opened != id {
+                    continue; // the process exited and its pid was reused
+                }
+                match rtnl.nsid_of(file.as_fd()).await {
+                    Ok(Some(nsid)) => {
+                        self.known.entry(nsid).or_insert(path);
+                    }
+                    Ok(None) => {}
+                    // The pod's own socket stopped answering: the search
+                    // ends here, with what it learnt.
+                    Err(e) if e.is_timeout() => return Err(e),
+                    Err(_) => {}
                 }
             }
         }
@@ -296,8 +311,10 @@ async fn verify(path: &Path, nsid: i32, rtnl: &Rtnl) -> Option<(File, NsId)> {
 }
 
 /// Every namespace in `dirs`, then every process's, each once (by
-/// identity), opened: blocking file-system work, for the blocking pool.
-fn candidates(dirs: &[PathBuf]) -> (Vec<(File, PathBuf)>, bool) {
+/// identity), with its identity; none is kept open (blocking file-system
+/// work, for the blocking pool). Also whether any process is in another
+/// namespace than ours.
+fn candidates(dirs: &[PathBuf]) -> (Vec<(PathBuf, NsId)>, bool) {
     let mut seen = HashSet::new();
     let mut out = Vec::new();
     let own = std::fs::metadata("/proc/self/ns/net")
@@ -311,9 +328,11 @@ fn candidates(dirs: &[PathBuf]) -> (Vec<(File, PathBuf)>, bool) {
         let mut files: Vec<PathBuf> = entries.flatten().map(|e| e.path()).collect();
         files.sort();
         for path in files {
-            if let Some((file, id)) = open_ns_file(&path) {
+            // Opened only to prove it nsfs (never followed, never a FIFO's
+            // open), and closed at once.
+            if let Some((_, id)) = open_ns_file(&path) {
                 if seen.insert(id) {
-                    out.push((file, path));
+                    out.push((path, id));
                 }
             }
         }
@@ -329,7 +348,7 @@ fn candidates(dirs: &[PathBuf]) -> (Vec<(File, PathBuf)>, bool) {
         else {
             continue;
         };
-        // Cheap identity first: most processes share a few namespaces.
+        // Identity from the magic link's stat: no file is opened.
         let path = PathBuf::from(format!("/proc/{pid}/ns/net"));
         let Ok(meta) = std::fs::metadata(&path) else {
             continue;
@@ -339,13 +358,8 @@ fn candidates(dirs: &[PathBuf]) -> (Vec<(File, PathBuf)>, bool) {
             ino: meta.ino(),
         };
         others |= own != Some((id.dev, id.ino));
-        if seen.contains(&id) {
-            continue;
-        }
-        if let Some((file, opened)) = open_proc_ns(pid) {
-            if opened == id && seen.insert(id) {
-                out.push((file, path));
-            }
+        if seen.insert(id) {
+            out.push((path, id));
         }
     }
     (out, others)
@@ -393,7 +407,7 @@ impl NsFile {
             .file
             .try_clone()
             .map_err(|e| self.err(format!("cannot duplicate its file: {e}")))?;
-        on_thread_in(file, self.label.clone(), f).await
+        on_thread_in(file, self.label.clone(), None, f).await
     }
 
     fn err(&self, message: String) -> NetlinkError {
@@ -410,7 +424,7 @@ impl NsFile {
 /// `MNT_DETACH` would get EBUSY for as long as we enforce there).
 pub async fn unpinned(file: File, label: String) -> Result<File, NetlinkError> {
     let label_err = label.clone();
-    on_thread_in(file, label, || File::open("/proc/thread-self/ns/net"))
+    on_thread_in(file, label, None, || File::open("/proc/thread-self/ns/net"))
         .await?
         .map_err(|e| NetlinkError::Netns {
             path: label_err,
@@ -418,12 +432,23 @@ pub async fn unpinned(file: File, label: String) -> Result<File, NetlinkError> {
         })
 }
 
+/// How long a thread inside a namespace may take: its two requests (a
+/// far end read and set), each within [`DEADLINE`], and a margin.
+const THREAD_DEADLINE: Duration = Duration::from_secs(DEADLINE.as_secs() * 2 + 1);
+
 /// The one way into a namespace for async code: a permit of the process's
 /// [`NETNS_PERMITS`], then a fresh thread that enters, runs `f` and exits.
 /// `setns` changes the calling thread for good, so never a tokio worker.
+///
+/// The task waits at most [`THREAD_DEADLINE`]. A thread still running then
+/// is left to end on its own: its permit is given back at once, and the
+/// namespace's `quarantine` (the pod's) admits nothing more until that
+/// thread has ended, so no pod ever holds more than one thread beyond the
+/// shared ones, nor a permit another pod needs.
 async fn on_thread_in<T: Send + 'static>(
     file: File,
     label: String,
+    quarantine: Option<&Quarantine>,
     f: impl FnOnce() -> T + Send + 'static,
 ) -> Result<T, NetlinkError> {
     let err = {
@@ -433,16 +458,22 @@ async fn on_thread_in<T: Send + 'static>(
             message,
         }
     };
-    let _permit = NETNS_PERMITS
+    if let Some(q) = quarantine {
+        q.admit()?;
+    }
+    let permit = NETNS_PERMITS
         .acquire()
         .await
         .map_err(|_| err("no more threads may enter namespaces".into()))?;
+    let working = Arc::new(quarantine.map(Quarantine::working));
+    let in_thread = working.clone();
     let (tx, rx) = tokio::sync::oneshot::channel();
     let enter_err = err.clone();
     let denied_label = label.clone();
     std::thread::Builder::new()
         .name("mtuvisor-netns".into())
         .spawn(move || {
+            let _working = in_thread;
             let result = setns(file.as_fd(), CloneFlags::CLONE_NEWNET)
                 .map_err(|e| match e {
                     nix::errno::Errno::EPERM => NetlinkError::NetnsDenied {
@@ -457,36 +488,39 @@ async fn on_thread_in<T: Send + 'static>(
             let _ = tx.send(result);
         })
         .map_err(|e| err(format!("cannot spawn a thread to enter it: {e}")))?;
-    rx.await
-        .map_err(|_| err("the thread working in it died".into()))?
+    let answered = tokio::time::timeout(THREAD_DEADLINE, rx).await;
+    drop(permit);
+    match answered {
+        Ok(result) => result.map_err(|_| err("the thread working in it died".into()))?,
+        Err(_) => {
+            if let Some(w) = working.as_ref() {
+                w.outlived();
+            }
+            Err(NetlinkError::TimedOut {
+                op: format!("work in network namespace {label}"),
+                after: THREAD_DEADLINE,
+            })
+        }
+    }
 }
 
 /// Runs `f` with a netlink socket opened inside the namespace `ns`, on a
-/// thread of its own with a runtime of its own (a far end in a container
-/// is clamped from there, at the clamping threads' priority).
-pub async fn in_netns<T, F, Fut>(ns: File, label: String, f: F) -> Result<T, NetlinkError>
+/// thread of its own (a far end in a container is clamped from there, at
+/// the clamping threads' priority), within [`on_thread_in`]'s deadline.
+pub async fn in_netns<T, F>(
+    ns: File,
+    label: String,
+    quarantine: Option<&Quarantine>,
+    f: F,
+) -> Result<T, NetlinkError>
 where
     T: Send + 'static,
-    F: FnOnce(Rtnl) -> Fut + Send + 'static,
-    Fut: Future<Output = Result<T, NetlinkError>>,
+    F: FnOnce(&mut RtnlSync) -> Result<T, NetlinkError> + Send + 'static,
 {
-    let runtime_err = {
-        let label = label.clone();
-        move |message: String| NetlinkError::Netns {
-            path: label.clone(),
-            message,
-        }
-    };
-    on_thread_in(ns, label, move || {
+    on_thread_in(ns, label, quarantine, move || {
         crate::sched::join();
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_io()
-            .build()
-            .map_err(|e| runtime_err(format!("cannot start a runtime in it: {e}")))?;
-        rt.block_on(async {
-            let rtnl = Rtnl::connect()?;
-            f(rtnl).await
-        })
+        let mut rtnl = RtnlSync::open()?;
+        f(&mut rtnl)
     })
     .await?
 }

@@ -14,16 +14,14 @@
 use std::collections::{HashMap, VecDeque};
 use std::io;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex, OnceLock};
+use std::sync::{Arc, Condvar, Mutex};
 use std::thread;
+use std::time::Instant;
 
-use netlink_packet_core::{ErrorMessage, NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_REQUEST};
-use netlink_packet_route::link::{LinkAttribute, LinkMessage};
-use netlink_packet_route::RouteNetlinkMessage;
-use netlink_sys::{protocols::NETLINK_ROUTE, Socket, SocketAddr};
 use tokio::sync::oneshot;
 
-use super::NetlinkError;
+use super::wire::Request;
+use super::{LinkName, NetlinkError, Socket, DEADLINE};
 
 /// Requests that may wait for RTNL at the same time, in the whole process:
 /// the worker threads are shared by every namespace enforced in (`node`),
@@ -32,20 +30,15 @@ const WORKERS: usize = 4;
 
 struct Job {
     ifindex: u32,
+    name: LinkName,
     mtu: u32,
-    reply: oneshot::Sender<Result<(), Failure>>,
+    reply: oneshot::Sender<Result<(), NetlinkError>>,
 }
 
-/// Why one request failed, before it is given a link's name.
-enum Failure {
-    Io(io::Error),
-    Nack(ErrorMessage),
-}
-
-/// One namespace's requests and blocking sockets.
+/// One namespace's requests and sockets.
 struct Queue {
     jobs: VecDeque<Job>,
-    idle: Vec<(Socket, u32)>,
+    idle: Vec<Socket>,
     /// Sockets lent to workers right now.
     lent: usize,
     /// In [`Shared::ready`].
@@ -91,18 +84,21 @@ impl Shared {
     }
 }
 
-/// The process's workers, started on first use.
+/// The process's workers, started on first use: by one caller, however
+/// many ask at once (a second set would double the threads that may wait
+/// for RTNL, and the bound the README gives).
 fn workers() -> Result<&'static Arc<Shared>, NetlinkError> {
-    static SHARED: OnceLock<Arc<Shared>> = OnceLock::new();
-    if let Some(shared) = SHARED.get() {
+    static SHARED: Mutex<Option<&'static Arc<Shared>>> = Mutex::new(None);
+    let mut slot = SHARED.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(shared) = *slot {
         return Ok(shared);
     }
-    let shared = Arc::new(Shared {
+    let shared: &'static Arc<Shared> = Box::leak(Box::new(Arc::new(Shared {
         schedule: Mutex::new(Schedule::default()),
         work: Condvar::new(),
-    });
+    })));
     for n in 0..WORKERS {
-        let shared = Arc::clone(&shared);
+        let shared = Arc::clone(shared);
         thread::Builder::new()
             .name(format!("mtu-set-{n}"))
             .spawn(move || {
@@ -124,7 +120,8 @@ fn workers() -> Result<&'static Arc<Shared>, NetlinkError> {
                 source,
             })?;
     }
-    Ok(SHARED.get_or_init(|| shared))
+    *slot = Some(shared);
+    Ok(shared)
 }
 
 /// Sets MTUs in the namespace it was created in, through the process's
@@ -142,11 +139,11 @@ impl MtuSetter {
         let shared = workers()?;
         let mut idle = Vec::with_capacity(count);
         for _ in 0..count.max(1) {
-            let socket = open().map_err(|source| NetlinkError::Socket {
+            let socket = Socket::open(0, None).map_err(|source| NetlinkError::Socket {
                 context: " for MTU changes".into(),
                 source,
             })?;
-            idle.push((socket, 0));
+            idle.push(socket);
         }
         let id = NEXT.fetch_add(1, Ordering::Relaxed);
         shared.lock().queues.insert(
@@ -162,8 +159,9 @@ impl MtuSetter {
         Ok(MtuSetter { id, shared })
     }
 
-    /// Sets the MTU of link `ifindex` (named `name`, for errors).
-    pub async fn set(&self, ifindex: u32, name: &str, mtu: u32) -> Result<(), NetlinkError> {
+    /// Sets the MTU of link `ifindex` (named `name`, for errors), within
+    /// [`DEADLINE`] once a worker takes it.
+    pub async fn set(&self, ifindex: u32, name: LinkName, mtu: u32) -> Result<(), NetlinkError> {
         let (reply, done) = oneshot::channel();
         let gone = || NetlinkError::Socket {
             context: " for MTU changes".into(),
@@ -174,6 +172,7 @@ impl MtuSetter {
             let queue = schedule.queues.get_mut(&self.id).ok_or_else(gone)?;
             queue.jobs.push_back(Job {
                 ifindex,
+                name,
                 mtu,
                 reply,
             });
@@ -181,19 +180,7 @@ impl MtuSetter {
                 self.shared.work.notify_one();
             }
         }
-        match done.await.map_err(|_| gone())? {
-            Ok(()) => Ok(()),
-            Err(Failure::Nack(e)) => Err(super::set_mtu_failed(
-                name,
-                ifindex,
-                mtu,
-                rtnetlink::Error::NetlinkError(e),
-            )),
-            Err(Failure::Io(source)) => Err(NetlinkError::Io {
-                op: format!("setting MTU {mtu} on {name} (ifindex {ifindex})"),
-                source,
-            }),
-        }
+        done.await.map_err(|_| gone())?
     }
 }
 
@@ -211,16 +198,9 @@ impl Drop for MtuSetter {
     }
 }
 
-fn open() -> io::Result<Socket> {
-    let mut socket = Socket::new(NETLINK_ROUTE)?;
-    socket.bind_auto()?;
-    socket.connect(&SocketAddr::new(0, 0))?;
-    Ok(socket)
-}
-
 fn work(shared: &Shared) {
     loop {
-        let (id, job, (socket, seq)) = {
+        let (id, job, mut socket) = {
             let mut schedule = shared.lock();
             loop {
                 if let Some(id) = schedule.ready.pop_front() {
@@ -240,8 +220,7 @@ fn work(shared: &Shared) {
                     .unwrap_or_else(|e| e.into_inner());
             }
         };
-        let seq = seq.wrapping_add(1);
-        let result = set_mtu(&socket, seq, job.ifindex, job.mtu);
+        let result = set_mtu(&mut socket, &job);
         let _ = job.reply.send(result);
         let mut schedule = shared.lock();
         let Some(q) = schedule.queues.get_mut(&id) else {
@@ -254,44 +233,52 @@ fn work(shared: &Shared) {
             }
             continue;
         }
-        q.idle.push((socket, seq));
+        q.idle.push(socket);
         if schedule.reconsider(id) {
             shared.work.notify_one();
         }
     }
 }
 
-/// One RTM_SETLINK and its acknowledgement.
-fn set_mtu(socket: &Socket, seq: u32, ifindex: u32, mtu: u32) -> Result<(), Failure> {
-    let mut link = LinkMessage::default();
-    link.header.index = ifindex;
-    link.attributes.push(LinkAttribute::Mtu(mtu));
-    let mut request = NetlinkMessage::from(RouteNetlinkMessage::SetLink(link));
-    request.header.flags = NLM_F_REQUEST | NLM_F_ACK;
-    request.header.sequence_number = seq;
-    request.finalize();
-    let mut buf = vec![0; request.buffer_len()];
-    request.serialize(&mut buf);
-    socket.send(&buf, 0).map_err(Failure::Io)?;
-    loop {
-        let (data, _) = socket.recv_from_full().map_err(Failure::Io)?;
-        let mut offset = 0;
-        while offset < data.len() {
-            let reply = NetlinkMessage::<RouteNetlinkMessage>::deserialize(&data[offset..])
-                .map_err(|e| Failure::Io(io::Error::new(io::ErrorKind::InvalidData, e)))?;
-            let len = reply.header.length as usize;
-            if reply.header.sequence_number == seq {
-                if let NetlinkPayload::Error(e) = reply.payload {
-                    return match e.code {
-                        None => Ok(()),
-                        Some(_) => Err(Failure::Nack(e)),
-                    };
-                }
+/// One RTM_SETLINK and its acknowledgement, within [`DEADLINE`].
+fn set_mtu(socket: &mut Socket, job: &Job) -> Result<(), NetlinkError> {
+    let (name, ifindex, mtu) = (job.name, job.ifindex, job.mtu);
+    socket
+        .exchange(
+            &mut Request::set_mtu(ifindex, mtu),
+            &|| super::set_mtu_op(&name, ifindex, mtu),
+            Instant::now() + DEADLINE,
+            &mut |_| {},
+        )
+        .map_err(|e| super::set_mtu_failed(&name, ifindex, e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn threads_named(prefix: &str) -> usize {
+        std::fs::read_dir("/proc/self/task")
+            .unwrap()
+            .flatten()
+            .filter(|t| {
+                std::fs::read_to_string(t.path().join("comm"))
+                    .is_ok_and(|c| c.trim().starts_with(prefix))
+            })
+            .count()
+    }
+
+    #[test]
+    fn setters_made_at_once_share_one_set_of_workers() {
+        let start = std::sync::Barrier::new(16);
+        std::thread::scope(|s| {
+            for _ in 0..16 {
+                s.spawn(|| {
+                    std::sync::Barrier::wait(&start);
+                    MtuSetter::new(1).expect("a setter")
+                });
             }
-            if len == 0 {
-                break;
-            }
-            offset += (len + 3) & !3;
-        }
+        });
+        assert_eq!(threads_named("mtu-set-"), WORKERS);
     }
 }

@@ -31,7 +31,7 @@ use tracing::{info, info_span, warn, Instrument};
 use crate::config::Settings;
 use crate::enforce::{self, PathProber, Retry, Setup};
 use crate::metrics::{Metrics, NodeMetrics, Registry};
-use crate::netlink::{Fence, NsFile, NsId};
+use crate::netlink::{Fence, NsFile, NsId, Quarantine};
 use discovery::Found;
 
 /// On the agent's clean stop, each enforcer gets this long to remove its
@@ -194,7 +194,8 @@ fn start(shared: Shared<'_>, ns: NsFile, seen: tokio::time::Instant) -> Pod {
     } = shared;
     let label = ns.label.clone();
     let (ready, ready_rx) = watch::channel(false);
-    let metrics = registry.add(&[("netns", &label)], ready_rx.clone());
+    let quarantine = Quarantine::new(&label);
+    let metrics = registry.add(&[("netns", &label)], ready_rx.clone(), quarantine.clone());
     let (stop, mut stop_rx) = watch::channel(false);
     let ns = Arc::new(ns);
     let setup = Setup {
@@ -204,6 +205,7 @@ fn start(shared: Shared<'_>, ns: NsFile, seen: tokio::time::Instant) -> Pod {
         netns: Some(ns),
         mss_when_docker: true,
         fence: fence.clone(),
+        quarantine,
         prober: prober.clone(),
         probe_ceiling: Some(settings.mtu_ceiling),
     };

@@ -559,3 +559,128 @@ impl Drop for Scratch {
         let _ = std::fs::remove_dir_all(&self.0);
     }
 }
+
+/// A network namespace a pod made: held by a process of the pod that is
+/// not the first of its PID namespace (as a DinD pod's container is, seen
+/// from the node). Returns the attack (its processes) and the holder's pid
+/// as this PID namespace sees it.
+pub fn own_namespace(arena: &dyn Arena, pod: &str, scratch: &Path) -> (Attack, i32) {
+    let file = scratch.join(format!("holder-{pod}-{}", std::process::id()));
+    let _ = std::fs::remove_file(&file);
+    // `read` is the shell's own: /proc/self/stat is the holder's, and
+    // /proc is the host's, so its first field is the pid seen from here.
+    let script = format!(
+        "unshare --net sh -c 'read pid rest < /proc/self/stat; echo $pid > {f}; exec sleep 600' & \
+         exec sleep 600",
+        f = file.display()
+    );
+    let mut a = Attack::default();
+    a.process(arena.pause(pod, false, &script));
+    let mut holder = None;
+    let found = eventually(Duration::from_secs(10), || {
+        holder = std::fs::read_to_string(&file)
+            .ok()
+            .and_then(|t| t.trim().parse().ok());
+        holder.is_some()
+    });
+    assert!(found, "the pod's namespace is made");
+    let _ = std::fs::remove_file(&file);
+    (a, holder.unwrap())
+}
+
+/// `ip` with arguments that may be any bytes (names, aliases).
+pub fn ip_bytes(args: &[&[u8]]) {
+    use std::os::unix::ffi::OsStrExt;
+    let out = Command::new("ip")
+        .args(args.iter().map(|a| std::ffi::OsStr::from_bytes(a)))
+        .output()
+        .expect("ip");
+    assert!(
+        out.status.success(),
+        "ip {:?}: {}",
+        args.iter()
+            .map(|a| String::from_utf8_lossy(a))
+            .collect::<Vec<_>>(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Veths in `pod` on `bridge` (made if missing) whose far ends are made
+/// in the namespace `holder` holds, named `names` there; each far end's
+/// alias set to `alias` when given. Host ends `hb0`, `hb1`, ….
+pub fn far_ends_named(
+    pod: &str,
+    bridge: &str,
+    holder: i32,
+    names: &[Vec<u8>],
+    alias: Option<&[u8]>,
+) {
+    let existing = ip(pod, &["-o", "link", "show"]);
+    if !existing.contains(&format!(": {bridge}:")) {
+        ip(pod, &["link", "add", bridge, "type", "bridge"]);
+        ip(pod, &["link", "set", bridge, "up"]);
+    }
+    let target = format!("/proc/{holder}/ns/net");
+    for (i, name) in names.iter().enumerate() {
+        let host = format!("hb{i}");
+        ip_bytes(&[
+            b"-n",
+            pod.as_bytes(),
+            b"link",
+            b"add",
+            host.as_bytes(),
+            b"type",
+            b"veth",
+            b"peer",
+            b"name",
+            name,
+            b"netns",
+            holder.to_string().as_bytes(),
+        ]);
+        if let Some(alias) = alias {
+            use std::os::unix::ffi::OsStrExt;
+            let net = format!("--net={target}");
+            let out = Command::new("nsenter")
+                .arg(&net)
+                .args(["ip", "link", "set", "dev"])
+                .arg(std::ffi::OsStr::from_bytes(name))
+                .arg("alias")
+                .arg(std::ffi::OsStr::from_bytes(alias))
+                .output()
+                .expect("nsenter ip");
+            assert!(
+                out.status.success(),
+                "alias: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+    }
+    // All at once, as a burst of containers would: the agent looks for
+    // every far end together.
+    for i in 0..names.len() {
+        ip(
+            pod,
+            &["link", "set", &format!("hb{i}"), "master", bridge, "up"],
+        );
+    }
+}
+
+/// The MTUs of the veths in the namespace `holder` holds (any names).
+pub fn veth_mtus_of(holder: i32) -> Vec<u32> {
+    let out = Command::new("nsenter")
+        .arg(format!("--net=/proc/{holder}/ns/net"))
+        .args(["ip", "-o", "link", "show", "type", "veth"])
+        .output()
+        .expect("ip");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| {
+            l.split(" mtu ")
+                .nth(1)?
+                .split_whitespace()
+                .next()?
+                .parse()
+                .ok()
+        })
+        .collect()
+}

@@ -6,6 +6,7 @@
 //! nothing is compiled as dead code.
 
 pub mod blackhole;
+pub mod chaos;
 pub mod dockerd;
 pub mod firewall;
 pub mod hostile;

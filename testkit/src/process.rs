@@ -5,10 +5,14 @@ use std::process::{Command, Output};
 use std::sync::OnceLock;
 
 /// The `mtuvisor` binary cargo built for these tests, benches and the demo
-/// (in the same profile's directory).
+/// (in the same profile's directory); `MTUVISOR_BIN` names another build
+/// (to run a test against an earlier commit's binary).
 pub fn bin() -> &'static str {
     static BIN: OnceLock<String> = OnceLock::new();
     BIN.get_or_init(|| {
+        if let Some(other) = std::env::var_os("MTUVISOR_BIN") {
+            return other.to_string_lossy().into_owned();
+        }
         let exe = std::env::current_exe().expect("the test's own path");
         // A test or bench lives in target/<profile>/deps, the demo in
         // target/<profile> itself.

@@ -35,6 +35,25 @@ pub fn latency_lab(tag: &str) -> (Lab, String, Vec<String>) {
     (lab, pod, containers)
 }
 
+/// A link notification as mtuvisor's decoder reads it.
+fn agent_view(message: &[u8]) -> Option<Link> {
+    use mtuvisor::netlink::wire::{decode, messages, Item};
+    let (header, payload) = messages(message).next()?.ok()?;
+    match decode(&header, payload) {
+        Ok(Item::Link(link)) => Some(link),
+        _ => None,
+    }
+}
+
+/// An rtnetlink connection in the calling thread's namespace, driven by
+/// the current runtime: the test's own requests (the agent's go through
+/// its own socket).
+fn connection() -> rtnetlink::Handle {
+    let (conn, handle, _) = rtnetlink::new_connection().expect("rtnetlink socket");
+    tokio::spawn(conn);
+    handle
+}
+
 // --- Timed veth series: dockerd's sequence at netlink speed -------------
 
 /// A link notification, stamped when the kernel handed it to our reader.
@@ -86,7 +105,9 @@ impl Notifications {
                         if let NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewLink(m)) =
                             msg.payload
                         {
-                            if let Some(link) = Link::from_message(&m) {
+                            // The link as the agent reads it: through its
+                            // own decoder, on the same bytes.
+                            if let Some(link) = agent_view(&buf[offset..offset + len]) {
                                 let up = m.header.flags.contains(LinkFlags::Up);
                                 let address = m
                                     .attributes
@@ -201,12 +222,11 @@ async fn drive_series(
     let mut container_fds = Vec::new();
     for c in containers {
         enter_netns(c);
-        in_container.push(mtuvisor::netlink::Rtnl::connect().unwrap());
+        in_container.push(connection());
         container_fds.push(File::open(format!("/run/netns/{c}")).unwrap());
     }
     enter_netns(pod);
-    let here = mtuvisor::netlink::Rtnl::connect().unwrap();
-    let h = here.handle().clone();
+    let h = connection();
     let by_name = |handle: rtnetlink::Handle, name: String| async move {
         handle
             .link()
@@ -270,7 +290,7 @@ async fn drive_series(
             .execute()
             .await
             .unwrap();
-        let ch = in_container[c].handle().clone();
+        let ch = in_container[c].clone();
         let moved = by_name(ch.clone(), tmp.clone()).await;
         ch.link()
             .set(LinkUnspec::new_with_index(moved).name("eth0").up().build())
@@ -384,9 +404,10 @@ impl RtnlProbe {
                 rt.block_on(async move {
                     let rtnl = mtuvisor::netlink::Rtnl::connect().unwrap();
                     let link = rtnl
-                        .links()
+                        .links_at_most(usize::MAX)
                         .await
                         .unwrap()
+                        .links
                         .into_iter()
                         .find(|l| l.name == a)
                         .expect("probe link");

@@ -245,6 +245,10 @@ impl<N: NetOps> Enforcer<N> {
                 }
             }
             NetEvent::DefaultRouteChanged => self.outer_read.ask(),
+            NetEvent::Undecodable(u) => {
+                self.engine.on_undecodable(u);
+                self.note_undecodable();
+            }
             NetEvent::Overrun => {
                 debug!("link notifications were lost (netlink overrun); sweeping");
                 self.metrics.netlink_overrun();
@@ -297,6 +301,7 @@ impl<N: NetOps> Enforcer<N> {
         } else {
             match self.engine.refresh().await {
                 Ok(()) => {
+                    self.note_undecodable();
                     self.note_links();
                     self.metrics
                         .set_bridges_present(self.engine.has_managed_bridge());
@@ -359,6 +364,8 @@ impl<N: NetOps> Enforcer<N> {
                 self.record_sweep(report);
                 self.sweep_log.succeeded("sweeps succeed again");
             }
+            // Said once, naming the namespace, by its quarantine.
+            Err(e) if e.is_timeout() => debug!(error = %e, "sweep not done in time"),
             Err(e) => self.sweep_log.failed("sweep failed", &e),
         }
     }
@@ -494,7 +501,25 @@ impl<N: NetOps> Enforcer<N> {
         }
     }
 
+    /// One warning per link whose message could not be decoded: the
+    /// kernel sent what this decoder cannot read (a newer kernel's form of
+    /// an attribute it uses), and the link is left alone meanwhile.
+    fn note_undecodable(&mut self) {
+        let fresh = self.engine.take_undecodable();
+        self.metrics.netlink_undecodable(fresh.len());
+        for u in fresh {
+            warn!(
+                ifindex = ?u.ifindex,
+                message_type = u.kind,
+                why = u.why,
+                "a link's netlink message cannot be decoded; that link is left alone \
+                 (please report this with the kernel version)"
+            );
+        }
+    }
+
     fn record(&mut self, report: PassReport) {
+        self.note_undecodable();
         if let Some(at) = self.engine.take_retry_at() {
             self.soon_sweep.ask_at(at);
         }

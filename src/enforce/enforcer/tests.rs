@@ -33,7 +33,7 @@ impl Loop {
     async fn start(net: FakeNet) -> Loop {
         let registry = Registry::default();
         let (ready, rx) = watch::channel(true);
-        let metrics = registry.add(&[], rx);
+        let metrics = registry.add(&[], rx, crate::netlink::Quarantine::new("self"));
         let last = crate::detect::outer_mtu(&net).await.unwrap();
         let mut enforcer = Enforcer::new(
             net,
@@ -323,7 +323,7 @@ async fn with_mtu_enforcement_off_links_are_followed_and_never_changed() {
     *net.outer.lock().unwrap() = Some(("eth0".into(), 2, 1450));
     let registry = Registry::default();
     let (_ready, rx) = watch::channel(true);
-    let metrics = registry.add(&[], rx);
+    let metrics = registry.add(&[], rx, crate::netlink::Quarantine::new("self"));
     let last = crate::detect::outer_mtu(&net).await.unwrap();
     let mut settings = Settings::default();
     settings.enforce_mtu = false;

@@ -8,7 +8,7 @@ use tracing::{debug, info, warn};
 use super::policy::{BridgeMatcher, MtuRule};
 use futures::StreamExt;
 
-use crate::netlink::{Link, NetOps, NetlinkError, Netns, PeerChange, PeerRef};
+use crate::netlink::{Link, NetOps, NetlinkError, Netns, PeerChange, PeerRef, Undecodable};
 
 /// How many requests a sweep keeps in flight: MTU sets in our namespace,
 /// or checks of far ends in other namespaces.
@@ -126,6 +126,12 @@ pub struct Engine<N> {
     retry_at: Option<Instant>,
     /// Uplinks already warned about.
     warned_uplinks: HashSet<u32>,
+    /// Links whose last message could not be decoded: left alone (not
+    /// among `links`), each reported once.
+    undecodable: HashSet<u32>,
+    /// Undecodable messages not yet reported, until the enforcer takes
+    /// them.
+    fresh_undecodable: Vec<Undecodable>,
 }
 
 impl<N: NetOps> Engine<N> {
@@ -145,6 +151,8 @@ impl<N: NetOps> Engine<N> {
             out_of_reach: HashMap::new(),
             retry_at: None,
             warned_uplinks: HashSet::new(),
+            undecodable: HashSet::new(),
+            fresh_undecodable: Vec::new(),
         }
     }
 
@@ -221,6 +229,18 @@ impl<N: NetOps> Engine<N> {
         let listed = self.net.links(MAX_LINKS).await?;
         self.left_out = listed.left_out;
         self.links = listed.links.into_iter().map(|l| (l.index, l)).collect();
+        let before = std::mem::take(&mut self.undecodable);
+        for u in listed.undecodable {
+            match u.ifindex {
+                Some(i) => {
+                    self.undecodable.insert(i);
+                    if !before.contains(&i) {
+                        self.fresh_undecodable.push(u);
+                    }
+                }
+                None => self.fresh_undecodable.push(u),
+            }
+        }
         self.recount_managed_bridges();
         self.note_uplink_bridges();
         Ok(())
@@ -282,8 +302,30 @@ impl<N: NetOps> Engine<N> {
         self.enforce_all().await
     }
 
+    /// A notification that could not be decoded: the link it is about is
+    /// left alone (forgotten until it is read whole again), and reported
+    /// once.
+    pub fn on_undecodable(&mut self, u: Undecodable) {
+        let Some(index) = u.ifindex else {
+            self.fresh_undecodable.push(u);
+            return;
+        };
+        let known = self.undecodable.contains(&index);
+        self.on_link_removed(index);
+        self.undecodable.insert(index);
+        if !known {
+            self.fresh_undecodable.push(u);
+        }
+    }
+
+    /// Undecodable messages met since the last call, each once.
+    pub fn take_undecodable(&mut self) -> Vec<Undecodable> {
+        std::mem::take(&mut self.fresh_undecodable)
+    }
+
     /// Reacts to RTM_NEWLINK.
     pub async fn on_link_changed(&mut self, mut link: Link) -> PassReport {
+        self.undecodable.remove(&link.index);
         if let Some(&set) = self.pending.get(&link.index) {
             if link.mtu == set {
                 self.pending.remove(&link.index);
@@ -336,6 +378,7 @@ impl<N: NetOps> Engine<N> {
         self.fenced.remove(&ifindex);
         self.out_of_reach.remove(&ifindex);
         self.warned_uplinks.remove(&ifindex);
+        self.undecodable.remove(&ifindex);
     }
 
     async fn enforce_all(&mut self) -> PassReport {
@@ -475,7 +518,7 @@ impl<N: NetOps> Engine<N> {
                 self.note_set(Owned::Link(link.index), link.index, link.mtu, mtu);
                 Outcome::Changed
             }
-            Err(e) => report_failure(&e, &link.name, link.index),
+            Err(e) => report_failure(&e, &link.name.to_string(), link.index),
         }
     }
 
@@ -557,6 +600,11 @@ fn report_failure(e: &NetlinkError, what: &str, ifindex: u32) -> Outcome {
         // Deleted between the notification and our request: normal churn.
         debug!(link = %what, ifindex, "link vanished before its MTU could be checked");
         Outcome::Unchanged
+    } else if e.is_timeout() {
+        // Said once, naming the namespace, by its quarantine; it is not
+        // ready meanwhile.
+        debug!(link = %what, ifindex, error = %e, "not in time; left alone for a while");
+        Outcome::Failed
     } else if e
         .wanted_capability()
         .is_some_and(|cap| crate::caps::has(cap) == Some(false))
