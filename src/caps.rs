@@ -101,6 +101,87 @@ pub fn has(cap: u32) -> Option<bool> {
     effective().map(|eff| eff & (1 << cap) != 0)
 }
 
+/// The capabilities a tool the agent runs may keep: writing rules
+/// (`iptables`, `nft`) needs NET_ADMIN, and iptables-legacy reads its
+/// tables through a raw socket (NET_RAW, where the agent holds it).
+pub const TOOL_CAPS: [u32; 2] = [NET_ADMIN, NET_RAW];
+
+/// Makes `cmd`'s process give up, before it executes, every capability but
+/// those of `keep` the agent holds, and the right to gain any
+/// (`no_new_privs`): a tool that runs as root keeps what its job needs,
+/// never SYS_ADMIN, SYS_PTRACE or SYS_NICE. Under no_new_privs the kernel
+/// gives a root process at exec no more than it held before (the bounding
+/// set, which only CAP_SETPCAP could shrink, would otherwise be granted
+/// back), so lowering the permitted set is enough.
+pub fn restrict_child(cmd: &mut std::process::Command, keep: &[u32]) {
+    use std::os::unix::process::CommandExt;
+    let wanted = keep.iter().fold(0u64, |m, c| m | 1 << c);
+    // Unknown: keep only what was asked (capset refuses to add anything).
+    let mask = wanted & effective().unwrap_or(wanted);
+    let data = [
+        CapData {
+            effective: mask as u32,
+            permitted: mask as u32,
+            inheritable: 0,
+        },
+        CapData {
+            effective: (mask >> 32) as u32,
+            permitted: (mask >> 32) as u32,
+            inheritable: 0,
+        },
+    ];
+    // SAFETY: the closure runs in the child between fork and exec and
+    // makes only raw system calls (prctl, capset) on data it owns: nothing
+    // that allocates or takes a lock.
+    unsafe {
+        cmd.pre_exec(move || {
+            use nix::libc;
+            if libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            // Best effort: ambient capabilities are empty unless someone
+            // raised them, and older kernels lack the call.
+            libc::prctl(
+                libc::PR_CAP_AMBIENT,
+                libc::PR_CAP_AMBIENT_CLEAR_ALL,
+                0,
+                0,
+                0,
+            );
+            let mut header = CapHeader {
+                version: CAP_V3,
+                pid: 0,
+            };
+            let rc = libc::syscall(
+                libc::SYS_capset,
+                &mut header as *mut CapHeader,
+                data.as_ptr(),
+            );
+            if rc != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+}
+
+/// `_LINUX_CAPABILITY_VERSION_3` and its structures (linux/capability.h).
+const CAP_V3: u32 = 0x2008_0522;
+
+#[repr(C)]
+struct CapHeader {
+    version: u32,
+    pid: i32,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct CapData {
+    effective: u32,
+    permitted: u32,
+    inheritable: u32,
+}
+
 fn parse_cap_eff(status: &str) -> Option<u64> {
     let hex = status.lines().find_map(|l| l.strip_prefix("CapEff:"))?;
     u64::from_str_radix(hex.trim(), 16).ok()
@@ -118,6 +199,33 @@ mod tests {
         assert!(eff & (1 << NET_ADMIN) != 0 && eff & (1 << NET_RAW) != 0);
         assert!(eff & (1 << SYS_ADMIN) == 0);
         assert_eq!(parse_cap_eff("Name:\tx\n"), None);
+    }
+
+    #[test]
+    fn a_restricted_child_keeps_only_what_it_was_allowed_and_cannot_gain_more() {
+        let mut cmd = std::process::Command::new("sh");
+        cmd.args([
+            "-c",
+            "grep -E '^(CapEff|CapPrm|NoNewPrivs)' /proc/self/status",
+        ]);
+        restrict_child(&mut cmd, &[NET_ADMIN]);
+        let out = crate::process::output(&mut cmd, b"").unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        let field = |name: &str| {
+            text.lines()
+                .find_map(|l| l.strip_prefix(name))
+                .map(|v| v.trim().to_string())
+                .unwrap_or_default()
+        };
+        assert_eq!(field("NoNewPrivs:"), "1", "{text}");
+        let eff = u64::from_str_radix(&field("CapEff:"), 16).unwrap();
+        let prm = u64::from_str_radix(&field("CapPrm:"), 16).unwrap();
+        let allowed = 1u64 << NET_ADMIN;
+        assert_eq!(eff & !allowed, 0, "{text}");
+        assert_eq!(prm & !allowed, 0, "{text}");
+        if has(NET_ADMIN) == Some(true) {
+            assert_eq!(eff, allowed, "{text}");
+        }
     }
 
     #[test]

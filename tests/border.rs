@@ -134,3 +134,288 @@ fn far_ends_with_aliases_of_any_bytes_are_clamped_and_hold_nothing_up() {
     }
     names_of_any_bytes("baliases", true);
 }
+
+/// `nft` in a namespace, with `args`; its stdout.
+fn nft_in(netns: &str, args: &[&str]) -> String {
+    let mut all = vec![
+        "nsenter".to_string(),
+        format!("--net=/run/netns/{netns}"),
+        "nft".into(),
+    ];
+    all.extend(args.iter().map(|a| a.to_string()));
+    let all: Vec<&str> = all.iter().map(String::as_str).collect();
+    common::sh(&all)
+}
+
+/// Whether the pod's `inet mtuvisor` is exactly the agent's: one chain,
+/// `forward` at mangle priority, holding one rule with our comment.
+fn nft_table_is_ours(pod: &str) -> bool {
+    let Ok(json) =
+        std::panic::catch_unwind(|| nft_in(pod, &["-j", "list", "table", "inet", "mtuvisor"]))
+    else {
+        return false;
+    };
+    let v: serde_json::Value = serde_json::from_str(&json).unwrap_or_default();
+    let items = v["nftables"].as_array().cloned().unwrap_or_default();
+    let chains: Vec<&serde_json::Value> = items.iter().filter_map(|i| i.get("chain")).collect();
+    let rules: Vec<&serde_json::Value> = items.iter().filter_map(|i| i.get("rule")).collect();
+    chains.len() == 1
+        && chains[0]["name"] == "forward"
+        && chains[0]["prio"] == -150
+        && rules.len() == 1
+        && rules[0]["comment"] == "mtuvisor mss pmtu"
+}
+
+/// Row 3: a pod that made its own `inet mtuvisor` with chains whose names
+/// hold a newline and an `include` of a node file, or a command after a
+/// `;`: the agent makes the table again from fixed text; the file is never
+/// read into its log, and no command of the pod's is run.
+#[test]
+fn an_nft_table_a_pod_made_is_made_again_and_no_name_reaches_nft() {
+    if !privileged("an_nft_table_a_pod_made_is_made_again_and_no_name_reaches_nft") {
+        return;
+    }
+    let seed = seed("bnft");
+    let mut rng = Rng::new(seed);
+    let mut n = NodeLab::new("bnft");
+    let scratch = Scratch::new(n.lab.prefix());
+    let secret = scratch.0.join("node-secret");
+    let secret_text = format!("SECRET-{}", n.lab.prefix());
+    std::fs::write(&secret, format!("{secret_text}\n{secret_text} line two\n")).unwrap();
+    let _agent = hostile::start_agent(
+        &mut n,
+        &[],
+        &[("MTUVISOR_MSS_BACKEND", "nftables")],
+        &["--reconcile-interval", "2s"],
+    );
+    let from = log_len(&n.log);
+    let pod = n.pod("nft", 1450);
+    // Chain names a pod chooses: nft takes any text in JSON.
+    let random: String = rng
+        .alias()
+        .iter()
+        .map(|b| char::from(b'!' + b % 90))
+        .take(60)
+        .collect();
+    let names = [
+        format!("x\ninclude \"{}\"\n", secret.display()),
+        "forward; add table ip injected #".to_string(),
+        random,
+    ];
+    let mut json =
+        String::from(r#"{"nftables":[{"add":{"table":{"family":"inet","name":"mtuvisor"}}}"#);
+    for name in &names {
+        json.push_str(&format!(
+            r#",{{"add":{{"chain":{{"family":"inet","table":"mtuvisor","name":{}}}}}}}"#,
+            serde_json::to_string(name).unwrap()
+        ));
+    }
+    json.push_str("]}");
+    let file = scratch.0.join("evil.json");
+    std::fs::write(&file, json).unwrap();
+    nft_in(&pod, &["-j", "-f", file.to_str().unwrap()]);
+    // Docker arrives: the agent's MSS rules go in.
+    ip(&pod, &["link", "add", "docker0", "type", "bridge"]);
+    let ours = eventually(Duration::from_secs(15), || nft_table_is_ours(&pod));
+    assert!(
+        ours,
+        "seed {seed}: the table is the agent's; {}\nlog:\n{}",
+        nft_in(&pod, &["list", "ruleset"]),
+        n.tail()
+    );
+    let tables = nft_in(&pod, &["list", "tables"]);
+    assert!(
+        !tables.contains("injected"),
+        "no command of the pod's ran: {tables}"
+    );
+    // The pod fills it again later: made again at the next reconcile.
+    nft_in(&pod, &["-j", "-f", file.to_str().unwrap()]);
+    assert!(
+        eventually(Duration::from_secs(10), || nft_table_is_ours(&pod)),
+        "{}",
+        n.tail()
+    );
+    let log = std::fs::read_to_string(&n.log).unwrap_or_default();
+    assert!(
+        !log.contains(&secret_text),
+        "the node file reached the log:\n{}",
+        n.tail()
+    );
+    assert!(!n.metrics().contains(&secret_text));
+    assert_log_clean(&n.log, from);
+}
+
+/// Row 4: a pod that put 100,000 rules in the agent's iptables chain: one
+/// ensure puts it right in one restore, in seconds, whatever the count.
+#[test]
+fn a_hundred_thousand_rules_in_our_chain_cost_one_ensure() {
+    if !privileged("a_hundred_thousand_rules_in_our_chain_cost_one_ensure") {
+        return;
+    }
+    let mut n = NodeLab::new("b100k");
+    let scratch = Scratch::new(n.lab.prefix());
+    let agent = hostile::start_agent(&mut n, &[], &[], &["--reconcile-interval", "2s"]);
+    let pod = n.pod("rules", 1450);
+    ip(&pod, &["link", "add", "docker0", "type", "bridge"]);
+    let installed = |pod: &str| {
+        let rules = common::node::mangle_rules(pod);
+        rules
+            .lines()
+            .filter(|l| l.starts_with("-A MTUVISOR-MSS"))
+            .count()
+            == 1
+            && rules.contains("-A FORWARD -j MTUVISOR-MSS")
+    };
+    assert!(
+        eventually(Duration::from_secs(10), || installed(&pod)),
+        "{}",
+        n.tail()
+    );
+    let before = hostile::held(agent.pid);
+    // The pod's own 100,000 rules, appended to the agent's chain.
+    let mut text = String::from("*mangle\n");
+    for i in 0..100_000 {
+        text.push_str(&format!(
+            "-A MTUVISOR-MSS -p tcp --dport {} -j ACCEPT\n",
+            1 + i % 65000
+        ));
+    }
+    text.push_str("COMMIT\n");
+    let file = scratch.0.join("rules");
+    std::fs::write(&file, text).unwrap();
+    common::sh(&[
+        "nsenter",
+        &format!("--net=/run/netns/{pod}"),
+        "iptables-restore",
+        "--noflush",
+        file.to_str().unwrap(),
+    ]);
+    let began = Instant::now();
+    let mut peak = before;
+    let fixed = eventually(Duration::from_secs(30), || {
+        let now = hostile::held(agent.pid);
+        if now.rss_kb > peak.rss_kb {
+            peak = now;
+        }
+        installed(&pod)
+    });
+    assert!(fixed, "one copy again within 30 s; {}", n.tail());
+    eprintln!(
+        "100,000 rules in the agent's chain: one copy again {:?} after (reconcile every 2 s); agent {before} -> peak {peak}",
+        began.elapsed()
+    );
+    assert!(
+        peak.rss_kb < before.rss_kb + 8 * 1024,
+        "memory bounded: {before} before, {peak} at the peak"
+    );
+}
+
+/// List item: the tools run with only NET_ADMIN (and NET_RAW where held)
+/// and no_new_privs, never with SYS_ADMIN, SYS_PTRACE or SYS_NICE; under
+/// `node` and under `watch`.
+#[test]
+fn firewall_tools_run_with_net_admin_only_and_no_new_privs() {
+    if !privileged("firewall_tools_run_with_net_admin_only_and_no_new_privs") {
+        return;
+    }
+    let allowed = 1u64 << 12 | 1 << 13;
+    let check = |mode: &str, log: &Path| {
+        let seen = common::firewall::recorded_capabilities(log, "mtuvisor");
+        assert!(!seen.is_empty(), "{mode}: the agent ran a tool");
+        for (tool, eff, nnp) in &seen {
+            assert_eq!(eff & !allowed, 0, "{mode}: {tool} ran with CapEff {eff:x}");
+            assert!(nnp, "{mode}: {tool} ran without no_new_privs");
+        }
+        eprintln!(
+            "{mode}: {} tool runs, each with CapEff within {allowed:x} and no_new_privs",
+            seen.len()
+        );
+    };
+    // node
+    let mut n = NodeLab::new("bcaps");
+    let scratch = Scratch::new(n.lab.prefix());
+    let (bin, log) = (scratch.0.join("bin"), scratch.0.join("caps.log"));
+    common::firewall::capability_recorders(&bin, &log);
+    let path = format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let _agent = hostile::start_agent(&mut n, &[], &[("PATH", &path)], &[]);
+    let pod = n.pod("caps", 1450);
+    ip(&pod, &["link", "add", "docker0", "type", "bridge"]);
+    assert!(
+        eventually(Duration::from_secs(10), || common::node::mangle_rules(&pod)
+            .contains("MTUVISOR-MSS")),
+        "{}",
+        n.tail()
+    );
+    check("node", &log);
+    // watch
+    let mut lab = common::Lab::new("bcapsw");
+    let (wpod, _) = lab.pod(1450);
+    let wlog = scratch.0.join("caps-watch.log");
+    common::firewall::capability_recorders(&scratch.0.join("wbin"), &wlog);
+    let wpath = format!(
+        "{}:{}",
+        scratch.0.join("wbin").display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    lab.watch(&wpod, &[], &[("PATH", &wpath)]);
+    assert!(
+        eventually(Duration::from_secs(10), || common::node::mangle_rules(
+            &wpod
+        )
+        .contains("MTUVISOR-MSS")),
+        "watch installs its rules"
+    );
+    check("watch", &wlog);
+}
+
+/// The same under `supervise`, whose dockerd runs the same tools with its
+/// own capabilities (those are dockerd's business, told apart by parent).
+#[test]
+fn firewall_tools_run_with_net_admin_only_under_supervise() {
+    if !common::dockerd::require_docker("firewall_tools_run_with_net_admin_only_under_supervise") {
+        return;
+    }
+    let mut d = common::dockerd::DockerLab::new("bcapss");
+    let scratch = Scratch::new(d.lab.prefix());
+    let (bin, log) = (scratch.0.join("bin"), scratch.0.join("caps.log"));
+    common::firewall::capability_recorders(&bin, &log);
+    let path = format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    d.start_supervised_env(&[], &[("PATH", &path)]);
+    d.ready();
+    let pod = d.pod.clone();
+    assert!(
+        eventually(Duration::from_secs(20), || common::node::mangle_rules(&pod)
+            .contains("-A MTUVISOR-MSS")),
+        "supervise installs its rules; {}",
+        d.tail()
+    );
+    let allowed = 1u64 << 12 | 1 << 13;
+    let seen = common::firewall::recorded_capabilities(&log, "mtuvisor");
+    assert!(!seen.is_empty(), "supervise ran a tool");
+    for (tool, eff, nnp) in &seen {
+        assert_eq!(
+            eff & !allowed,
+            0,
+            "supervise: {tool} ran with CapEff {eff:x}"
+        );
+        assert!(nnp, "supervise: {tool} ran without no_new_privs");
+    }
+    let dockerd = common::firewall::recorded_capabilities(&log, "dockerd");
+    eprintln!(
+        "supervise: {} tool runs within {allowed:x} and no_new_privs; dockerd's own: {}",
+        seen.len(),
+        dockerd.len()
+    );
+    assert_eq!(
+        d.stop_main(Duration::from_secs(30)).and_then(|s| s.code()),
+        Some(0)
+    );
+}

@@ -1,17 +1,27 @@
 //! iptables and ip6tables, nf_tables flavour or legacy: a chain of our own
 //! in the mangle table, jumped to first thing from FORWARD.
 //!
-//! Each ensure reads the family's mangle table once (`-S`), plans the
-//! commands that turn what is there into exactly one complete copy, and
-//! runs only those. Planning is a pure function, tested for every partial
-//! state a crash, a flush or an older mtuvisor can leave.
+//! Under `node` the tables are a pod's, and whatever it put there is its
+//! own: nothing read from them is ever sent back to a tool, and the work of
+//! one ensure does not grow with them. Each ensure reads three things: the
+//! first two rules of our chain (`-S MTUVISOR-MSS 1`, `2`: exactly our rule,
+//! alone?) and FORWARD's rules (where our jumps are). When anything is off,
+//! one `iptables-restore --noflush` of fixed text puts it right at once:
+//! declaring our chain empties it (whatever a pod filled it with: one
+//! process for any number of rules), our rule is appended, the jump put
+//! first, and at most [`MAX_JUMPS_REMOVED`] extra jumps are removed by
+//! their position (numbers we counted, never text we read); the restore is
+//! atomic, so protection never lapses on the way. Planning is a pure
+//! function, tested for every partial state a crash, a flush, an older
+//! mtuvisor or a pod can leave.
 
 use tracing::info;
 
 use crate::process::find_program;
 
 use super::{
-    run, BackendChoice, EnsureReport, Ensured, Family, FirewallError, MssBackend, MssMode, CHAIN,
+    run, run_with_input, BackendChoice, EnsureReport, Ensured, Family, FirewallError, MssBackend,
+    MssMode, CHAIN,
 };
 
 /// `-w` with a bound: how long a call waits for the xtables lock (held
@@ -20,13 +30,25 @@ use super::{
 /// waits for ever.
 const LOCK_WAIT_SECS: &str = "5";
 
+/// Extra jumps to our chain removed by one ensure (a second copy left by
+/// an older mtuvisor, or a pod's doing); more are left for the next one:
+/// a jump more only clamps the same SYN to the same value again.
+const MAX_JUMPS_REMOVED: usize = 16;
+
 pub struct Iptables {
     backend: &'static str,
     kind: BackendChoice,
-    /// The iptables and ip6tables binaries; ip6tables is `None` when the
-    /// tool or the kernel lacks IPv6 (said once, at selection).
-    v4: String,
-    v6: Option<String>,
+    /// The iptables and ip6tables binaries, each with its restore tool;
+    /// ip6tables is `None` when the tool or the kernel lacks IPv6 (said
+    /// once, at selection).
+    v4: Tools,
+    v6: Option<Tools>,
+}
+
+#[derive(Debug, Clone)]
+struct Tools {
+    tool: String,
+    restore: String,
 }
 
 impl Iptables {
@@ -57,16 +79,23 @@ impl Iptables {
         v6: &str,
         flavour: &str,
     ) -> Result<Iptables, FirewallError> {
-        let missing = || FirewallError::Missing {
-            tool: v4.to_string(),
+        let missing = |tool: &str| FirewallError::Missing {
+            tool: tool.to_string(),
             backend,
         };
-        find_program(v4).ok_or_else(missing)?;
+        let tools = |tool: &str| -> Option<Tools> {
+            let restore = format!("{tool}-restore");
+            (find_program(tool).is_some() && find_program(&restore).is_some()).then(|| Tools {
+                tool: tool.to_string(),
+                restore,
+            })
+        };
+        let v4_tools = tools(v4).ok_or_else(|| missing(&format!("{v4} (with {v4}-restore)")))?;
         // `iptables` may be either flavour; the nft backend must not end up
         // writing legacy tables, nor the reverse.
         let version = run(v4, &["--version"])?;
         if !version.contains(flavour) {
-            return Err(missing());
+            return Err(missing(v4));
         }
         let v6 = if !super::ipv6_enabled() {
             info!(
@@ -74,27 +103,27 @@ impl Iptables {
                 "IPv6 is disabled in this namespace; MSS clamping for IPv4 only"
             );
             None
-        } else if find_program(v6).is_none() {
-            info!(
-                backend,
-                tool = v6,
-                "not installed; MSS clamping for IPv4 only"
-            );
-            None
         } else {
-            Some(v6.to_string())
+            let found = tools(v6);
+            if found.is_none() {
+                info!(
+                    backend,
+                    tool = v6,
+                    "not installed; MSS clamping for IPv4 only"
+                );
+            }
+            found
         };
         Ok(Iptables {
             backend,
             kind,
-            v4: v4.to_string(),
+            v4: v4_tools,
             v6,
         })
     }
 
-    fn tools(&self) -> impl Iterator<Item = (Family, &str)> {
-        std::iter::once((Family::Ipv4, self.v4.as_str()))
-            .chain(self.v6.as_deref().map(|t| (Family::Ipv6, t)))
+    fn tools(&self) -> impl Iterator<Item = (Family, &Tools)> {
+        std::iter::once((Family::Ipv4, &self.v4)).chain(self.v6.as_ref().map(|t| (Family::Ipv6, t)))
     }
 }
 
@@ -110,89 +139,137 @@ fn desired_rule(mode: MssMode) -> Option<String> {
     ))
 }
 
-/// What one family's mangle table holds of ours, from `iptables -t mangle -S`.
+/// What one family's mangle table holds of ours.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 struct TableState {
-    /// `-N MTUVISOR-MSS` is listed.
+    /// Our chain exists (its first rule could be listed).
     chain: bool,
-    /// Our chain's rules, in order, as `-A MTUVISOR-MSS …` lines.
-    rules: Vec<String>,
+    /// Its first rule, as `-S` prints it.
+    first: Option<String>,
+    /// It has a second rule.
+    more: bool,
     /// 1-based positions in FORWARD of rules that jump to our chain.
     jumps: Vec<usize>,
 }
 
-fn parse_state(save: &str) -> TableState {
-    let mut state = TableState::default();
-    let chain_rule = format!("-A {CHAIN} ");
-    let mut forward = 0;
-    for line in save.lines().map(str::trim) {
-        if line == format!("-N {CHAIN}") {
+/// The positions of FORWARD's jumps to our chain, from `-S FORWARD`.
+fn forward_jumps(listing: &str) -> Vec<usize> {
+    let jump = format!("-j {CHAIN}");
+    listing
+        .lines()
+        .map(str::trim)
+        .filter(|l| l.starts_with("-A FORWARD"))
+        .enumerate()
+        .filter(|(_, l)| l.ends_with(&jump))
+        .map(|(i, _)| i + 1)
+        .collect()
+}
+
+fn read_state(tool: &str) -> Result<TableState, FirewallError> {
+    let rule = |n: &str| {
+        run(
+            tool,
+            &["-w", LOCK_WAIT_SECS, "-t", "mangle", "-S", CHAIN, n],
+        )
+    };
+    let first = rule("1");
+    let mut state = TableState {
+        jumps: forward_jumps(&run(
+            tool,
+            &["-w", LOCK_WAIT_SECS, "-t", "mangle", "-S", "FORWARD"],
+        )?),
+        ..TableState::default()
+    };
+    match first {
+        Ok(out) => {
             state.chain = true;
-        } else if line.starts_with(&chain_rule) {
-            state.rules.push(line.to_string());
-        } else if line.starts_with("-A FORWARD ") || line == "-A FORWARD" {
-            forward += 1;
-            if line.ends_with(&format!("-j {CHAIN}")) {
-                state.jumps.push(forward);
+            state.first = out
+                .lines()
+                .next()
+                .map(|l| l.trim().to_string())
+                .filter(|l| !l.is_empty());
+            state.more = rule("2").map(|o| !o.trim().is_empty()).unwrap_or(true);
+        }
+        // No chain (each flavour says so in its words), or one we cannot
+        // read: either way, declaring it in a restore makes it ours.
+        Err(FirewallError::Command { .. }) => {}
+        Err(e) => return Err(e),
+    }
+    Ok(state)
+}
+
+/// The `iptables-restore --noflush` input that turns `state` into exactly
+/// one copy (the chain holding `rule` alone, one jump first in FORWARD),
+/// or, with no rule, nothing of ours at all; `None` when nothing is to
+/// change. Fixed text and numbers only. Whether everything could be
+/// removed is the second value (false: jumps past the bound were left).
+fn plan(state: &TableState, rule: Option<&str>) -> (Option<String>, bool) {
+    let mut lines = Vec::new();
+    let mut complete = true;
+    let mut remove_jumps = |jumps: &[usize], shift: usize, lines: &mut Vec<String>| {
+        if jumps.len() > MAX_JUMPS_REMOVED {
+            complete = false;
+        }
+        for pos in jumps.iter().rev().take(MAX_JUMPS_REMOVED) {
+            lines.push(format!("-D FORWARD {}", pos + shift));
+        }
+    };
+    match rule {
+        None => {
+            remove_jumps(&state.jumps, 0, &mut lines);
+            if state.chain {
+                lines.push(format!("-F {CHAIN}"));
+                if state.jumps.len() <= MAX_JUMPS_REMOVED {
+                    lines.push(format!("-X {CHAIN}"));
+                }
             }
         }
+        Some(rule) => {
+            let chain_ok = state.chain && state.first.as_deref() == Some(rule) && !state.more;
+            if !chain_ok {
+                // Declared: created, or emptied whatever it held.
+                lines.push(format!(":{CHAIN} - [0:0]"));
+                lines.push(rule.to_string());
+            }
+            let (first, extra, shift) = if state.jumps.first() == Some(&1) {
+                (true, &state.jumps[1..], 0)
+            } else {
+                (false, &state.jumps[..], 1)
+            };
+            if !first {
+                lines.push(format!("-I FORWARD 1 -j {CHAIN}"));
+            }
+            remove_jumps(extra, shift, &mut lines);
+        }
     }
-    state
+    if lines.is_empty() {
+        return (None, complete);
+    }
+    let mut script = String::from("*mangle\n");
+    for l in &lines {
+        script.push_str(l);
+        script.push('\n');
+    }
+    script.push_str("COMMIT\n");
+    (Some(script), complete)
 }
 
-/// The commands (after `-w -t mangle`) that turn `state` into exactly one
-/// copy: the chain, `rule` alone in it, and one jump first in FORWARD; or,
-/// with no rule, nothing of ours at all. Protection never lapses on the
-/// way: what is added comes before what is deleted.
-fn plan(state: &TableState, rule: Option<&str>) -> Vec<Vec<String>> {
-    let args = |list: &[&str]| list.iter().map(|a| a.to_string()).collect::<Vec<_>>();
-    let mut steps = Vec::new();
-    let Some(rule) = rule else {
-        for pos in state.jumps.iter().rev() {
-            steps.push(args(&["-D", "FORWARD", &pos.to_string()]));
-        }
-        if state.chain {
-            steps.push(args(&["-F", CHAIN]));
-            steps.push(args(&["-X", CHAIN]));
-        }
-        return steps;
-    };
-    if !state.chain {
-        steps.push(args(&["-N", CHAIN]));
+fn apply_family(tools: &Tools, rule: Option<&str>) -> Result<Ensured, FirewallError> {
+    let state = read_state(&tools.tool)?;
+    let (script, complete) = plan(&state, rule);
+    if let Some(script) = &script {
+        run_with_input(&tools.restore, &["-w", LOCK_WAIT_SECS, "--noflush"], script)?;
     }
-    let keep = state.rules.iter().position(|r| r == rule);
-    if keep.is_none() {
-        steps.push(rule.split_whitespace().map(String::from).collect());
+    if !complete {
+        return Err(FirewallError::Command {
+            command: format!("{} -t mangle (removing jumps to {CHAIN})", tools.tool),
+            stderr: format!(
+                "FORWARD holds more than {MAX_JUMPS_REMOVED} jumps to {CHAIN}; \
+                 the rest go at the next ensure"
+            ),
+        });
     }
-    // Everything else in the chain (an older mode, a second copy) goes,
-    // from the bottom up so that the positions hold; an appended rule is
-    // below them all.
-    for pos in (0..state.rules.len()).rev().filter(|i| Some(*i) != keep) {
-        steps.push(args(&["-D", CHAIN, &(pos + 1).to_string()]));
-    }
-    let (first, shift) = if state.jumps.first() == Some(&1) {
-        (true, 0)
-    } else {
-        steps.push(args(&["-I", "FORWARD", "1", "-j", CHAIN]));
-        (false, 1)
-    };
-    for pos in state.jumps.iter().rev() {
-        if !(first && *pos == 1) {
-            steps.push(args(&["-D", "FORWARD", &(pos + shift).to_string()]));
-        }
-    }
-    steps
-}
-
-fn apply_family(tool: &str, rule: Option<&str>) -> Result<Ensured, FirewallError> {
-    let state = parse_state(&run(tool, &["-w", LOCK_WAIT_SECS, "-t", "mangle", "-S"])?);
-    let steps = plan(&state, rule);
-    for step in &steps {
-        let mut full = vec!["-w", LOCK_WAIT_SECS, "-t", "mangle"];
-        full.extend(step.iter().map(String::as_str));
-        run(tool, &full)?;
-    }
-    Ok(if steps.is_empty() {
+    Ok(if script.is_none() {
         Ensured::Unchanged
     } else {
         Ensured::Installed
@@ -205,7 +282,7 @@ impl MssBackend for Iptables {
         EnsureReport {
             families: self
                 .tools()
-                .map(|(family, tool)| (family, apply_family(tool, rule.as_deref())))
+                .map(|(family, tools)| (family, apply_family(tools, rule.as_deref())))
                 .collect(),
             switched: None,
         }
@@ -213,9 +290,9 @@ impl MssBackend for Iptables {
 
     fn complete(&self, mode: MssMode) -> Result<bool, FirewallError> {
         let rule = desired_rule(mode);
-        for (_, tool) in self.tools() {
-            let state = parse_state(&run(tool, &["-w", LOCK_WAIT_SECS, "-t", "mangle", "-S"])?);
-            if !plan(&state, rule.as_deref()).is_empty() {
+        for (_, tools) in self.tools() {
+            let state = read_state(&tools.tool)?;
+            if plan(&state, rule.as_deref()).0.is_some() {
                 return Ok(false);
             }
         }
@@ -223,8 +300,8 @@ impl MssBackend for Iptables {
     }
 
     fn remove(&self) -> Result<(), FirewallError> {
-        for (_, tool) in self.tools() {
-            apply_family(tool, None)?;
+        for (_, tools) in self.tools() {
+            apply_family(tools, None)?;
         }
         Ok(())
     }
@@ -256,14 +333,24 @@ mod tests {
     const OLD: &str =
         "-A MTUVISOR-MSS -p tcp -m tcp --tcp-flags SYN,RST SYN -j TCPMSS --set-mss 1400";
 
+    /// The restore input's lines between `*mangle` and `COMMIT`.
     fn steps(state: &TableState, rule: Option<&str>) -> Vec<String> {
-        plan(state, rule).iter().map(|s| s.join(" ")).collect()
+        match plan(state, rule).0 {
+            None => Vec::new(),
+            Some(script) => {
+                let lines: Vec<String> = script.lines().map(String::from).collect();
+                assert_eq!(lines.first().map(String::as_str), Some("*mangle"));
+                assert_eq!(lines.last().map(String::as_str), Some("COMMIT"));
+                lines[1..lines.len() - 1].to_vec()
+            }
+        }
     }
 
     fn complete() -> TableState {
         TableState {
             chain: true,
-            rules: vec![PMTU.into()],
+            first: Some(PMTU.into()),
+            more: false,
             jumps: vec![1],
         }
     }
@@ -279,19 +366,10 @@ mod tests {
     }
 
     #[test]
-    fn state_is_read_from_the_whole_table() {
-        let save = "-P PREROUTING ACCEPT\n-P FORWARD ACCEPT\n-N MTUVISOR-MSS\n-N OTHER\n\
-                    -A FORWARD -j OTHER\n-A FORWARD -j MTUVISOR-MSS\n-A FORWARD -p tcp -j MTUVISOR-MSS\n\
-                    -A MTUVISOR-MSS -p tcp -m tcp --tcp-flags SYN,RST SYN -j TCPMSS --clamp-mss-to-pmtu\n\
-                    -A OTHER -j RETURN\n";
-        assert_eq!(
-            parse_state(save),
-            TableState {
-                chain: true,
-                rules: vec![PMTU.into()],
-                jumps: vec![2, 3],
-            }
-        );
+    fn jumps_are_counted_in_forward_only() {
+        let listing = "-P FORWARD ACCEPT\n-A FORWARD -j OTHER\n-A FORWARD -j MTUVISOR-MSS\n\
+                       -A FORWARD -p tcp -j MTUVISOR-MSS\n-A FORWARD -j MTUVISOR-MSS-NOT\n";
+        assert_eq!(forward_jumps(listing), vec![2, 3]);
     }
 
     #[test]
@@ -300,10 +378,14 @@ mod tests {
     }
 
     #[test]
-    fn from_nothing_everything_is_added() {
+    fn from_nothing_everything_is_added_in_one_restore() {
         assert_eq!(
             steps(&TableState::default(), Some(PMTU)),
-            ["-N MTUVISOR-MSS", PMTU, "-I FORWARD 1 -j MTUVISOR-MSS"]
+            [
+                ":MTUVISOR-MSS - [0:0]",
+                PMTU,
+                "-I FORWARD 1 -j MTUVISOR-MSS"
+            ]
         );
     }
 
@@ -317,52 +399,51 @@ mod tests {
     }
 
     #[test]
-    fn empty_chain_with_jump_gets_only_the_rule() {
-        // What a flush of the chain, or a crash between -N and -A, leaves.
-        let state = TableState {
-            rules: vec![],
-            ..complete()
-        };
-        assert_eq!(steps(&state, Some(PMTU)), [PMTU]);
+    fn an_empty_chain_or_another_rule_or_more_rules_is_emptied_and_given_the_rule() {
+        // A flush, an older version's rule, or a pod's 100,000 rules: the
+        // same fixed lines, whatever the chain held.
+        for state in [
+            TableState {
+                first: None,
+                ..complete()
+            },
+            TableState {
+                first: Some(OLD.into()),
+                ..complete()
+            },
+            TableState {
+                more: true,
+                ..complete()
+            },
+        ] {
+            assert_eq!(
+                steps(&state, Some(PMTU)),
+                [":MTUVISOR-MSS - [0:0]", PMTU],
+                "{state:?}"
+            );
+        }
     }
 
     #[test]
-    fn jump_without_chain_gets_the_chain_and_rule() {
-        // iptables itself refuses this state; a plan for it must still
-        // converge (another tool could have left it).
+    fn extra_jumps_are_removed_by_position_bottom_up_and_boundedly() {
         let state = TableState {
-            chain: false,
-            rules: vec![],
-            jumps: vec![1],
-        };
-        assert_eq!(steps(&state, Some(PMTU)), ["-N MTUVISOR-MSS", PMTU]);
-    }
-
-    #[test]
-    fn an_older_versions_rule_is_replaced_after_the_new_one_is_in() {
-        let state = TableState {
-            rules: vec![OLD.into()],
-            ..complete()
-        };
-        assert_eq!(steps(&state, Some(PMTU)), [PMTU, "-D MTUVISOR-MSS 1"]);
-    }
-
-    #[test]
-    fn extra_copies_are_removed_bottom_up() {
-        let state = TableState {
-            rules: vec![OLD.into(), PMTU.into(), PMTU.into(), OLD.into()],
             jumps: vec![1, 4, 7],
-            chain: true,
+            ..complete()
         };
+        assert_eq!(steps(&state, Some(PMTU)), ["-D FORWARD 7", "-D FORWARD 4"]);
+        let many = TableState {
+            jumps: (1..=100).collect(),
+            ..complete()
+        };
+        let (script, complete_) = plan(&many, Some(PMTU));
+        assert!(!complete_);
         assert_eq!(
-            steps(&state, Some(PMTU)),
-            [
-                "-D MTUVISOR-MSS 4",
-                "-D MTUVISOR-MSS 3",
-                "-D MTUVISOR-MSS 1",
-                "-D FORWARD 7",
-                "-D FORWARD 4"
-            ]
+            script
+                .unwrap()
+                .lines()
+                .filter(|l| l.starts_with("-D"))
+                .count(),
+            MAX_JUMPS_REMOVED
         );
     }
 
@@ -394,5 +475,18 @@ mod tests {
             ]
         );
         assert!(steps(&TableState::default(), None).is_empty());
+    }
+
+    #[test]
+    fn removal_past_the_bound_empties_the_chain_and_says_so() {
+        let state = TableState {
+            jumps: (1..=40).collect(),
+            ..complete()
+        };
+        let (script, done) = plan(&state, None);
+        let script = script.unwrap();
+        assert!(!done);
+        assert!(script.contains("-F MTUVISOR-MSS"));
+        assert!(!script.contains("-X MTUVISOR-MSS"), "{script}");
     }
 }

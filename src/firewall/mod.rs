@@ -51,6 +51,8 @@ pub enum FirewallError {
     Missing { tool: String, backend: &'static str },
     #[error("`{command}` failed: {stderr}")]
     Command { command: String, stderr: String },
+    #[error("`{command}` printed more than {max} bytes; its output was not read")]
+    TooLarge { command: String, max: usize },
     #[error("cannot run {tool}: {source}")]
     Spawn {
         tool: String,
@@ -170,18 +172,63 @@ pub(crate) fn run_with_input(
     args: &[&str],
     input: &str,
 ) -> Result<String, FirewallError> {
-    let out = crate::process::output(Command::new(tool).args(args), input.as_bytes()).map_err(
-        |source| FirewallError::Spawn {
-            tool: tool.to_string(),
-            source: Arc::new(source),
-        },
-    )?;
+    run_bounded(tool, args, input, crate::process::Limits::TOOL)
+}
+
+/// Runs a tool whose output is read only up to `max` bytes (a listing of
+/// what should be small): more is [`FirewallError::TooLarge`].
+pub(crate) fn run_within(tool: &str, args: &[&str], max: usize) -> Result<String, FirewallError> {
+    let limits = crate::process::Limits {
+        max_output: max,
+        ..crate::process::Limits::TOOL
+    };
+    run_bounded(tool, args, "", limits)
+}
+
+/// How much of a tool's error output reaches an error message (and so a
+/// log line): enough for its message, not a pod's ruleset.
+const STDERR_SHOWN: usize = 512;
+
+/// Every tool runs here: with only the capabilities its job needs
+/// (`caps::TOOL_CAPS`, no_new_privs), within `limits`, its input our own
+/// fixed text; what it printed reaches an error bounded and with every
+/// control character and byte outside ASCII escaped.
+fn run_bounded(
+    tool: &str,
+    args: &[&str],
+    input: &str,
+    limits: crate::process::Limits,
+) -> Result<String, FirewallError> {
+    let command = || format!("{tool} {}", args.join(" "));
+    let mut cmd = Command::new(tool);
+    cmd.args(args);
+    crate::caps::restrict_child(&mut cmd, &crate::caps::TOOL_CAPS);
+    let out = match crate::process::output_within(&mut cmd, input.as_bytes(), limits) {
+        Ok(out) => out,
+        Err(e) if e.kind() == std::io::ErrorKind::InvalidData => {
+            return Err(FirewallError::TooLarge {
+                command: command(),
+                max: limits.max_output,
+            })
+        }
+        Err(source) => {
+            return Err(FirewallError::Spawn {
+                tool: tool.to_string(),
+                source: Arc::new(source),
+            })
+        }
+    };
     if out.status.success() {
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     } else {
+        let shown = &out.stderr[..out.stderr.len().min(STDERR_SHOWN)];
+        let mut stderr = crate::netlink::printable(shown.trim_ascii());
+        if out.stderr.len() > STDERR_SHOWN {
+            stderr.push_str(" …");
+        }
         Err(FirewallError::Command {
-            command: format!("{tool} {}", args.join(" ")),
-            stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+            command: command(),
+            stderr,
         })
     }
 }

@@ -1,18 +1,26 @@
 //! Native nftables: a table of mtuvisor's own (`inet mtuvisor`) with a
 //! forward chain at mangle priority, covering IPv4 and IPv6 at once.
 //!
-//! The state is read as data (`nft -j list table`), the rule is known by
-//! its comment (which names the mode), and the plan (only what is missing
-//! added, only what is extra deleted) is applied as one `nft -f`
-//! transaction: all or nothing.
+//! The state is read as data (`nft -j list table`, at most
+//! [`MAX_LISTING`] bytes) only to answer one question: is the table
+//! exactly ours (one base chain `forward` at mangle priority holding our one
+//! rule, marked by its comment and with the expressions nft gave it when
+//! we made it)? When it is not (missing, or anything in it a pod added:
+//! chains of any name, rules by the thousand, a listing too large to
+//! read), the whole table is made again in one `nft -f` transaction of
+//! fixed text: created if missing, deleted, created with our chain and
+//! rule. Nothing read from the table is ever written back to nft, and the
+//! work does not grow with what a pod put there.
+
+use std::sync::Mutex;
 
 use serde::Deserialize;
 
 use crate::process::find_program;
 
 use super::{
-    run, run_with_input, BackendChoice, EnsureReport, Ensured, Family, FirewallError, MssBackend,
-    MssMode, NFT_TABLE,
+    run_with_input, run_within, BackendChoice, EnsureReport, Ensured, Family, FirewallError,
+    MssBackend, MssMode, NFT_TABLE,
 };
 
 /// Our base chain, and where it hooks (mangle is priority -150).
@@ -21,7 +29,16 @@ const HOOK: &str = "forward";
 const TYPE: &str = "filter";
 const PRIO_MANGLE: i64 = -150;
 
-pub struct Nftables;
+/// Our table lists in about a kilobyte; a listing larger than this holds
+/// what a pod added, and is not read further.
+const MAX_LISTING: usize = 64 << 10;
+
+pub struct Nftables {
+    /// The expressions of our rule as nft listed them right after we made
+    /// it, per mode's comment: what "our rule" looks like, so that a rule
+    /// a pod wrote with our comment is not taken for it.
+    made: Mutex<Option<(String, serde_json::Value)>>,
+}
 
 impl Nftables {
     pub fn new() -> Result<Nftables, FirewallError> {
@@ -29,7 +46,9 @@ impl Nftables {
             tool: "nft".into(),
             backend: "nftables",
         })?;
-        Ok(Nftables)
+        Ok(Nftables {
+            made: Mutex::new(None),
+        })
     }
 }
 
@@ -66,15 +85,16 @@ struct ChainItem {
     prio: Option<i64>,
 }
 
-#[derive(Debug, Deserialize, Clone, PartialEq, Eq)]
+#[derive(Debug, Deserialize, Clone, PartialEq)]
 struct RuleItem {
     chain: String,
-    handle: u64,
     comment: Option<String>,
+    #[serde(default)]
+    expr: serde_json::Value,
 }
 
-/// What our table holds; `None` when there is no table.
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
+/// What our table holds.
+#[derive(Debug, Default, Clone, PartialEq)]
 struct TableState {
     chains: Vec<ChainItem>,
     rules: Vec<RuleItem>,
@@ -97,102 +117,101 @@ fn parse_state(json: &str) -> Result<TableState, String> {
     Ok(state)
 }
 
-fn read_state() -> Result<Option<TableState>, FirewallError> {
-    let listed = match run("nft", &["-j", "list", "table", "inet", NFT_TABLE]) {
-        Ok(out) => out,
-        Err(FirewallError::Command { stderr, .. }) if stderr.contains("No such file") => {
-            return Ok(None)
-        }
-        Err(e) => return Err(e),
-    };
-    parse_state(&listed)
-        .map(Some)
-        .map_err(|e| FirewallError::Command {
-            command: format!("nft -j list table inet {NFT_TABLE}"),
-            stderr: format!("unexpected JSON: {e}"),
-        })
+/// What the table is, as far as this backend needs to know.
+#[derive(Debug, Clone, PartialEq)]
+enum Found {
+    Missing,
+    /// Read whole.
+    Read(TableState),
+    /// There, but not readable within the bound (too large, or not the
+    /// JSON nft writes): not ours as it is.
+    Unreadable,
 }
 
-/// The `nft -f` script that turns `state` (`None`: no table) into exactly
-/// the chain and the one rule for `wanted`; or, with nothing wanted, no
-/// table. Empty when nothing is to change.
-fn plan(state: Option<&TableState>, wanted: Option<(&str, &str)>) -> String {
-    let mut script = String::new();
-    let Some((stmt, comment)) = wanted else {
-        if state.is_some() {
-            script.push_str(&format!("delete table inet {NFT_TABLE}\n"));
+fn read_state() -> Result<Found, FirewallError> {
+    let listed = match run_within(
+        "nft",
+        &["-j", "list", "table", "inet", NFT_TABLE],
+        MAX_LISTING,
+    ) {
+        Ok(out) => out,
+        Err(FirewallError::Command { stderr, .. }) if stderr.contains("No such file") => {
+            return Ok(Found::Missing)
         }
-        return script;
+        Err(FirewallError::TooLarge { .. }) => return Ok(Found::Unreadable),
+        Err(e) => return Err(e),
     };
-    let empty = TableState::default();
-    let state = match state {
-        Some(s) => s,
-        None => {
-            script.push_str(&format!("add table inet {NFT_TABLE}\n"));
-            &empty
-        }
+    Ok(parse_state(&listed).map_or(Found::Unreadable, Found::Read))
+}
+
+/// Whether `state` is exactly our table for `comment`: one base chain, at
+/// our hook and priority, holding one rule, ours (`expr`, when known, as
+/// nft listed it when we made it).
+fn exactly_ours(state: &TableState, comment: &str, expr: Option<&serde_json::Value>) -> bool {
+    let [chain] = state.chains.as_slice() else {
+        return false;
     };
-    let hooked = |c: &ChainItem| {
-        c.kind.as_deref() == Some(TYPE)
-            && c.hook.as_deref() == Some(HOOK)
-            && c.prio == Some(PRIO_MANGLE)
+    let [rule] = state.rules.as_slice() else {
+        return false;
     };
-    let mut chain_ok = false;
-    for chain in &state.chains {
-        if chain.name == CHAIN && hooked(chain) {
-            chain_ok = true;
-        } else {
-            // A base chain's hook cannot be changed in place, and a chain
-            // that is not ours has no business in our table.
-            script.push_str(&format!(
-                "flush chain inet {NFT_TABLE} {0}\ndelete chain inet {NFT_TABLE} {0}\n",
-                chain.name
-            ));
-        }
-    }
-    if !chain_ok {
+    chain.name == CHAIN
+        && chain.kind.as_deref() == Some(TYPE)
+        && chain.hook.as_deref() == Some(HOOK)
+        && chain.prio == Some(PRIO_MANGLE)
+        && rule.chain == CHAIN
+        && rule.comment.as_deref() == Some(comment)
+        && expr.is_some_and(|e| *e == rule.expr)
+}
+
+/// The `nft -f` script that makes the table again with the chain and the
+/// one rule for `wanted`; with nothing wanted, no table. Fixed text only.
+fn rebuild(wanted: Option<(&str, &str)>) -> String {
+    // `add` first so that `delete` finds a table whether or not one was
+    // there: the whole script is one transaction, all or nothing.
+    let mut script = format!("add table inet {NFT_TABLE}\ndelete table inet {NFT_TABLE}\n");
+    if let Some((stmt, comment)) = wanted {
         script.push_str(&format!(
-            "add chain inet {NFT_TABLE} {CHAIN} {{ type {TYPE} hook {HOOK} priority mangle; policy accept; }}\n"
+            "add table inet {NFT_TABLE}\n\
+             add chain inet {NFT_TABLE} {CHAIN} {{ type {TYPE} hook {HOOK} priority mangle; policy accept; }}\n\
+             add rule inet {NFT_TABLE} {CHAIN} {stmt} comment \"{comment}\"\n"
         ));
-    }
-    let ours: Vec<&RuleItem> = if chain_ok {
-        state.rules.iter().filter(|r| r.chain == CHAIN).collect()
-    } else {
-        Vec::new()
-    };
-    let keep = ours
-        .iter()
-        .position(|r| r.comment.as_deref() == Some(comment));
-    if keep.is_none() {
-        script.push_str(&format!(
-            "add rule inet {NFT_TABLE} {CHAIN} {stmt} comment \"{comment}\"\n"
-        ));
-    }
-    for (i, rule) in ours.iter().enumerate() {
-        if Some(i) != keep {
-            script.push_str(&format!(
-                "delete rule inet {NFT_TABLE} {CHAIN} handle {}\n",
-                rule.handle
-            ));
-        }
     }
     script
 }
 
-fn apply(wanted: Option<(&str, &str)>) -> Result<Ensured, FirewallError> {
-    let state = read_state()?;
-    let script = plan(state.as_ref(), wanted);
-    if script.is_empty() {
-        return Ok(Ensured::Unchanged);
+impl Nftables {
+    fn apply(&self, wanted: Option<(&str, &str)>) -> Result<Ensured, FirewallError> {
+        let found = read_state()?;
+        match (wanted, &found) {
+            (None, Found::Missing) => return Ok(Ensured::Unchanged),
+            (Some((_, comment)), Found::Read(state)) => {
+                let made = self.made.lock().unwrap_or_else(|e| e.into_inner()).clone();
+                let expr = made.as_ref().filter(|(c, _)| c == comment).map(|(_, e)| e);
+                if exactly_ours(state, comment, expr) {
+                    return Ok(Ensured::Unchanged);
+                }
+            }
+            _ => {}
+        }
+        run_with_input("nft", &["-f", "-"], &rebuild(wanted))?;
+        // What our rule looks like, listed by nft itself: the reference for
+        // the next ensures.
+        if let Some((_, comment)) = wanted {
+            if let Ok(Found::Read(state)) = read_state() {
+                if let [rule] = state.rules.as_slice() {
+                    *self.made.lock().unwrap_or_else(|e| e.into_inner()) =
+                        Some((comment.to_string(), rule.expr.clone()));
+                }
+            }
+        }
+        Ok(Ensured::Installed)
     }
-    run_with_input("nft", &["-f", "-"], &script)?;
-    Ok(Ensured::Installed)
 }
 
 impl MssBackend for Nftables {
     fn ensure(&self, mode: MssMode) -> EnsureReport {
         let wanted = desired(mode);
-        let result = apply(wanted.as_ref().map(|(s, c)| (s.as_str(), c.as_str())));
+        let result = self.apply(wanted.as_ref().map(|(s, c)| (s.as_str(), c.as_str())));
         // One table serves both families: they share the outcome.
         EnsureReport {
             families: self
@@ -204,18 +223,22 @@ impl MssBackend for Nftables {
         }
     }
 
+    /// A reader with no memory of what it made (`doctor`, another
+    /// process) takes any rule with our comment in our chain for ours.
     fn complete(&self, mode: MssMode) -> Result<bool, FirewallError> {
-        let wanted = desired(mode);
-        let state = read_state()?;
-        Ok(plan(
-            state.as_ref(),
-            wanted.as_ref().map(|(s, c)| (s.as_str(), c.as_str())),
-        )
-        .is_empty())
+        let found = read_state()?;
+        Ok(match (desired(mode), &found) {
+            (None, Found::Missing) => true,
+            (Some((_, comment)), Found::Read(state)) => {
+                let expr = state.rules.first().map(|r| &r.expr);
+                exactly_ours(state, &comment, expr)
+            }
+            _ => false,
+        })
     }
 
     fn remove(&self) -> Result<(), FirewallError> {
-        apply(None).map(|_| ())
+        self.apply(None).map(|_| ())
     }
 
     fn families(&self) -> Vec<Family> {
@@ -235,8 +258,7 @@ impl MssBackend for Nftables {
 mod tests {
     use super::*;
 
-    const STMT: &str = "tcp flags syn / syn,rst tcp option maxseg size set rt mtu";
-    const PMTU: (&str, &str) = (STMT, "mtuvisor mss pmtu");
+    const COMMENT: &str = "mtuvisor mss pmtu";
 
     fn base() -> ChainItem {
         ChainItem {
@@ -247,12 +269,16 @@ mod tests {
         }
     }
 
-    fn rule(handle: u64, comment: Option<&str>) -> RuleItem {
+    fn rule(comment: Option<&str>, expr: serde_json::Value) -> RuleItem {
         RuleItem {
             chain: CHAIN.into(),
-            handle,
             comment: comment.map(String::from),
+            expr,
         }
+    }
+
+    fn ours() -> serde_json::Value {
+        serde_json::json!([{"match": {"op": "==", "left": 1, "right": 2}}])
     }
 
     #[test]
@@ -261,110 +287,71 @@ mod tests {
             {"table": {"family": "inet", "name": "mtuvisor", "handle": 1}},
             {"chain": {"family": "inet", "table": "mtuvisor", "name": "forward", "handle": 1,
                        "type": "filter", "hook": "forward", "prio": -150, "policy": "accept"}},
-            {"chain": {"family": "inet", "table": "mtuvisor", "name": "other", "handle": 2}},
+            {"chain": {"family": "inet", "table": "mtuvisor", "name": "x\ninclude \"/etc/shadow\"", "handle": 2}},
             {"rule": {"family": "inet", "table": "mtuvisor", "chain": "forward", "handle": 3,
                       "comment": "mtuvisor mss pmtu", "expr": []}}]}"#;
         let state = parse_state(json).unwrap();
         assert_eq!(state.chains[0], base());
         assert_eq!(state.chains[1].hook, None);
-        assert_eq!(state.rules, [rule(3, Some("mtuvisor mss pmtu"))]);
+        assert_eq!(state.rules.len(), 1);
+        assert!(!exactly_ours(&state, COMMENT, Some(&serde_json::json!([]))));
     }
 
     #[test]
-    fn a_complete_table_needs_nothing() {
+    fn only_exactly_our_table_is_left_as_it_is() {
         let state = TableState {
             chains: vec![base()],
-            rules: vec![rule(3, Some("mtuvisor mss pmtu"))],
+            rules: vec![rule(Some(COMMENT), ours())],
         };
-        assert_eq!(plan(Some(&state), Some(PMTU)), "");
-    }
-
-    #[test]
-    fn from_nothing_table_chain_and_rule_are_added() {
-        assert_eq!(
-            plan(None, Some(PMTU)),
-            "add table inet mtuvisor\n\
-             add chain inet mtuvisor forward { type filter hook forward priority mangle; policy accept; }\n\
-             add rule inet mtuvisor forward tcp flags syn / syn,rst tcp option maxseg size set rt mtu comment \"mtuvisor mss pmtu\"\n"
-        );
-    }
-
-    #[test]
-    fn table_without_chain_gets_chain_and_rule() {
-        let script = plan(Some(&TableState::default()), Some(PMTU));
-        assert!(!script.contains("add table"), "{script}");
-        assert!(script.starts_with("add chain"), "{script}");
-        assert!(script.contains("add rule"), "{script}");
-    }
-
-    #[test]
-    fn chain_without_rule_gets_only_the_rule() {
-        let state = TableState {
-            chains: vec![base()],
-            rules: vec![],
+        assert!(exactly_ours(&state, COMMENT, Some(&ours())));
+        // Our comment on a rule that does something else.
+        assert!(!exactly_ours(&state, COMMENT, Some(&serde_json::json!([]))));
+        // Not knowing what ours looks like yet: made again once.
+        assert!(!exactly_ours(&state, COMMENT, None));
+        // Another mode's rule, a second rule, a second chain, another hook.
+        assert!(!exactly_ours(&state, "mtuvisor mss 1360", Some(&ours())));
+        let two = TableState {
+            rules: vec![rule(Some(COMMENT), ours()), rule(Some(COMMENT), ours())],
+            ..state.clone()
         };
-        let script = plan(Some(&state), Some(PMTU));
-        assert_eq!(script.lines().count(), 1, "{script}");
-        assert!(script.starts_with("add rule"), "{script}");
-    }
-
-    #[test]
-    fn an_older_versions_rule_is_replaced() {
-        // mtuvisor 0.1 wrote the rule without a comment; a mode change
-        // leaves the other mode's comment.
-        let state = TableState {
-            chains: vec![base()],
-            rules: vec![rule(3, None), rule(4, Some("mtuvisor mss 1360"))],
+        assert!(!exactly_ours(&two, COMMENT, Some(&ours())));
+        let chains = TableState {
+            chains: vec![
+                base(),
+                ChainItem {
+                    name: "x\n".into(),
+                    kind: None,
+                    hook: None,
+                    prio: None,
+                },
+            ],
+            ..state.clone()
         };
-        let script = plan(Some(&state), Some(PMTU));
-        assert_eq!(
-            script.lines().collect::<Vec<_>>(),
-            [
-                "add rule inet mtuvisor forward tcp flags syn / syn,rst tcp option maxseg size set rt mtu comment \"mtuvisor mss pmtu\"",
-                "delete rule inet mtuvisor forward handle 3",
-                "delete rule inet mtuvisor forward handle 4",
-            ]
-        );
-    }
-
-    #[test]
-    fn duplicates_are_deleted_and_one_kept() {
-        let c = Some("mtuvisor mss pmtu");
-        let state = TableState {
-            chains: vec![base()],
-            rules: vec![rule(3, c), rule(5, c)],
-        };
-        assert_eq!(
-            plan(Some(&state), Some(PMTU)),
-            "delete rule inet mtuvisor forward handle 5\n"
-        );
-    }
-
-    #[test]
-    fn a_chain_on_the_wrong_hook_is_rebuilt() {
-        let state = TableState {
+        assert!(!exactly_ours(&chains, COMMENT, Some(&ours())));
+        let hooked = TableState {
             chains: vec![ChainItem {
                 prio: Some(0),
                 ..base()
             }],
-            rules: vec![rule(3, Some("mtuvisor mss pmtu"))],
+            ..state
         };
-        let script = plan(Some(&state), Some(PMTU));
-        assert!(
-            script.starts_with(
-                "flush chain inet mtuvisor forward\ndelete chain inet mtuvisor forward\nadd chain"
-            ),
-            "{script}"
-        );
-        assert!(script.contains("add rule"), "{script}");
+        assert!(!exactly_ours(&hooked, COMMENT, Some(&ours())));
     }
 
     #[test]
-    fn removal_deletes_the_table_if_there_is_one() {
+    fn the_rebuild_is_fixed_text_in_one_transaction() {
+        let (stmt, comment) = desired(MssMode::Pmtu).unwrap();
         assert_eq!(
-            plan(Some(&TableState::default()), None),
-            "delete table inet mtuvisor\n"
+            rebuild(Some((&stmt, &comment))),
+            "add table inet mtuvisor\n\
+             delete table inet mtuvisor\n\
+             add table inet mtuvisor\n\
+             add chain inet mtuvisor forward { type filter hook forward priority mangle; policy accept; }\n\
+             add rule inet mtuvisor forward tcp flags syn / syn,rst tcp option maxseg size set rt mtu comment \"mtuvisor mss pmtu\"\n"
         );
-        assert_eq!(plan(None, None), "");
+        assert_eq!(
+            rebuild(None),
+            "add table inet mtuvisor\ndelete table inet mtuvisor\n"
+        );
     }
 }
