@@ -190,13 +190,93 @@ def commented(text, key):
     return False
 
 
+# Nodes a node agent must not be scheduled on, as they present themselves
+# (labels, taints): they refuse hostPID, hostNetwork and added capabilities,
+# so the pod never starts and a rolling update waits on it. virtual-kubelet
+# nodes as it registers them (label type=virtual-kubelet, role agent, taint
+# virtual-kubelet.io/provider=<provider>:NoSchedule, the os label of the
+# pods they take) and EKS Fargate nodes (label
+# eks.amazonaws.com/compute-type=fargate).
+NODES_WITHOUT_AGENT = {
+    "virtual-kubelet": ({"kubernetes.io/os": "linux", "type": "virtual-kubelet",
+                         "kubernetes.io/role": "agent"},
+                        [{"key": "virtual-kubelet.io/provider", "value": "mock", "effect": "NoSchedule"}]),
+    "EKS Fargate": ({"kubernetes.io/os": "linux", "eks.amazonaws.com/compute-type": "fargate"},
+                    [{"key": "eks.amazonaws.com/compute-type", "value": "fargate", "effect": "NoSchedule"}]),
+}
+# A node it must reach: a tainted Linux node (a control plane).
+NODE_WITH_AGENT = ({"kubernetes.io/os": "linux", "node-role.kubernetes.io/control-plane": ""},
+                   [{"key": "node-role.kubernetes.io/control-plane", "effect": "NoSchedule"}])
+
+
+def matches(expr, labels):
+    """One nodeSelectorRequirement against a node's labels (Kubernetes'
+    semantics: NotIn and DoesNotExist hold where the label is absent)."""
+    key, op, values = expr.get("key"), expr.get("operator"), [str(v) for v in expr.get("values") or []]
+    present = key in labels
+    if op == "In":
+        return present and labels[key] in values
+    if op == "NotIn":
+        return not present or labels[key] not in values
+    if op == "Exists":
+        return present
+    if op == "DoesNotExist":
+        return not present
+    if op in ("Gt", "Lt"):
+        try:
+            have, want = int(labels[key]), int(values[0])
+        except (KeyError, ValueError, IndexError):
+            return False
+        return have > want if op == "Gt" else have < want
+    return False
+
+
+def tolerates(tolerations, taint):
+    for t in tolerations or []:
+        if t.get("effect") and t.get("effect") != taint.get("effect"):
+            continue
+        if t.get("operator", "Equal") == "Exists":
+            if not t.get("key") or t.get("key") == taint.get("key"):
+                return True
+        elif t.get("key") == taint.get("key") and str(t.get("value", "")) == str(taint.get("value", "")):
+            return True
+    return False
+
+
+def schedulable(spec, labels, taints):
+    """Whether the scheduler (and the DaemonSet controller) would place a
+    pod with `spec` on a node with `labels` and `taints`: nodeSelector,
+    required node affinity (terms ORed, expressions ANDed) and NoSchedule
+    or NoExecute taints against the tolerations."""
+    for key, value in (spec.get("nodeSelector") or {}).items():
+        if labels.get(key) != str(value):
+            return False
+    required = (((spec.get("affinity") or {}).get("nodeAffinity") or {})
+                .get("requiredDuringSchedulingIgnoredDuringExecution") or {})
+    terms = required.get("nodeSelectorTerms")
+    if terms is not None and not any(
+            all(matches(e, labels) for e in t.get("matchExpressions") or []) for t in terms):
+        return False
+    return all(tolerates(spec.get("tolerations"), t) for t in taints
+               if t.get("effect") in ("NoSchedule", "NoExecute"))
+
+
 def check_node_agent(f, where, text, doc):
     if doc.get("kind") != "DaemonSet":
         return
     for meta, spec in pod_specs(doc):
         if spec.get("nodeSelector", {}).get("kubernetes.io/os") != "linux":
             f.add("daemonset", where, "no nodeSelector kubernetes.io/os: linux: it would land on "
-                  "Windows and virtual-kubelet nodes, where it cannot run")
+                  "Windows nodes, where it cannot run")
+        for kind, (labels, taints) in NODES_WITHOUT_AGENT.items():
+            if schedulable(spec, labels, taints):
+                f.add("daemonset", where, f"schedulable on {kind} nodes ({labels}, taints "
+                      f"{[t['key'] for t in taints]}), which refuse hostPID, hostNetwork and added "
+                      "capabilities: the pod never starts and a rollout waits on it; exclude them "
+                      "by node affinity")
+        if not schedulable(spec, *NODE_WITH_AGENT):
+            f.add("daemonset", where, "not schedulable on a tainted Linux node (a control plane): "
+                  "a CI pod can land anywhere")
         if spec.get("automountServiceAccountToken") is not False:
             f.add("daemonset", where, "a service-account token is mounted though the agent "
                   "never talks to the API server; set automountServiceAccountToken: false")
@@ -206,14 +286,18 @@ def check_node_agent(f, where, text, doc):
             if (sc.get("seccompProfile") or {}).get("type") not in ("RuntimeDefault", "Localhost"):
                 f.add("daemonset", f"{where} container {c.get('name')}", "no seccomp profile "
                       "(seccompProfile: {type: RuntimeDefault})")
-            apparmor = sc.get("appArmorProfile") or annotations.get(
-                f"container.apparmor.security.beta.kubernetes.io/{c.get('name')}")
-            if spec.get("hostPID") and not apparmor:
+            annotation = f"container.apparmor.security.beta.kubernetes.io/{c.get('name')}"
+            if annotation in annotations:
+                f.add("daemonset", f"{where} container {c.get('name')}", f"the annotation "
+                      f"{annotation} is deprecated since Kubernetes 1.30 (the kubelet warns): "
+                      "securityContext.appArmorProfile says the same")
+            if spec.get("hostPID") and not sc.get("appArmorProfile"):
                 f.add("daemonset", f"{where} container {c.get('name')}", "reads other "
                       "containers' /proc (hostPID) with no AppArmor profile: the runtime's "
-                      "default denies it for privileged pods on Ubuntu and COS nodes")
-        for key in ("nodeSelector:", "automountServiceAccountToken:", "seccompProfile:",
-                    "container.apparmor.security.beta.kubernetes.io/"):
+                      "default denies it for privileged pods on Ubuntu and COS nodes "
+                      "(securityContext.appArmorProfile: {type: Unconfined})")
+        for key in ("nodeSelector:", "affinity:", "automountServiceAccountToken:", "seccompProfile:",
+                    "appArmorProfile:", "tolerations:"):
             if not commented(text, key):
                 f.add("daemonset", where, f"{key} without a comment saying why")
 
@@ -447,7 +531,17 @@ MUTATIONS = [
     ("examples/kubernetes/node-daemonset.yaml", "            seccompProfile:\n              type: RuntimeDefault\n",
      "", "daemonset"),
     ("examples/kubernetes/node-daemonset.yaml",
-     "        container.apparmor.security.beta.kubernetes.io/mtuvisor: unconfined\n", "", "daemonset"),
+     "            appArmorProfile:\n              type: Unconfined\n", "", "daemonset"),
+    # The deprecated annotation in place of the field.
+    ("examples/kubernetes/node-daemonset.yaml", "      annotations:\n",
+     "      annotations:\n        container.apparmor.security.beta.kubernetes.io/mtuvisor: unconfined\n",
+     "daemonset"),
+    # Only the OS selector and the toleration of every taint: virtual-kubelet
+    # and Fargate nodes admitted.
+    ("examples/kubernetes/node-daemonset.yaml", "                  - key: type\n",
+     "                  - key: type-of-node\n", "daemonset"),
+    ("examples/kubernetes/node-daemonset.yaml", "                  - key: eks.amazonaws.com/compute-type\n",
+     "                  - key: compute-type\n", "daemonset"),
     (".github/workflows/release.yml", "permissions: {}\n",
      "permissions:\n  contents: write\n  packages: write\n", "release"),
     (".github/workflows/release.yml", "          persist-credentials: false\n", "", "release"),
