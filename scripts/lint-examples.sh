@@ -30,6 +30,10 @@ done
 echo "== the Helm chart"
 bash scripts/lint-chart.sh
 
+echo "== rust-version against the lockfile, the pinned toolchain and the image"
+"$bin/python" scripts/check-rust-version.py
+"$bin/python" scripts/check-rust-version.py --self-test
+
 echo "== check-examples (the rules of the systems the examples go into)"
 "$bin/python" scripts/check-examples.py
 # Each rule fails on the broken form it exists for.
