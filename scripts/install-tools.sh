@@ -9,7 +9,10 @@
 #   binary), so a republished package or another binary fails here.
 # - promtool 2.42.0: from Debian 12's prometheus package, fetched with
 #   `apt-get download` at an exact version and unpacked, not installed
-#   (installing it would start a Prometheus server).
+#   (installing it would start a Prometheus server); checked against the
+#   checksum below. Elsewhere (GitHub's Ubuntu runners, whose archive has
+#   another build) apt-get runs in a debian:12 container: the binary is
+#   static, and its checksum is what pins it.
 #
 #     bash scripts/install-tools.sh          # all of them
 #     bash scripts/install-tools.sh helm     # helm and kubectl only
@@ -74,9 +77,15 @@ install_promtool() {
     # apt-get download writes to the working directory, as the _apt user
     # where it can.
     chmod 0777 "$scratch"
-    if ! (cd "$scratch" && apt-get download -qq "$PROMETHEUS_DEB" 2>/dev/null); then
-        apt-get update -qq
-        (cd "$scratch" && apt-get download -qq "$PROMETHEUS_DEB")
+    # shellcheck disable=SC1091 # the host's own
+    if [ "$(. /etc/os-release && echo "$ID-$VERSION_ID")" = debian-12 ]; then
+        if ! (cd "$scratch" && apt-get download -qq "$PROMETHEUS_DEB" 2>/dev/null); then
+            apt-get update -qq
+            (cd "$scratch" && apt-get download -qq "$PROMETHEUS_DEB")
+        fi
+    else
+        docker run --rm -v "$scratch:/out" -w /out debian:12 \
+            sh -c "apt-get update -qq && apt-get download -qq '$PROMETHEUS_DEB'"
     fi
     dpkg-deb -x "$scratch"/prometheus_*.deb "$scratch/root"
     check "$scratch/root/usr/bin/promtool" "$PROMTOOL_SHA256"
