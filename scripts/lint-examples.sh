@@ -34,6 +34,10 @@ echo "== rust-version against the lockfile, the pinned toolchain and the image"
 "$bin/python" scripts/check-rust-version.py
 "$bin/python" scripts/check-rust-version.py --self-test
 
+echo "== links (every relative link and anchor in the Markdown)"
+"$bin/python" scripts/check-links.py
+"$bin/python" scripts/check-links.py --self-test
+
 echo "== check-examples (the rules of the systems the examples go into)"
 "$bin/python" scripts/check-examples.py
 # Each rule fails on the broken form it exists for.
@@ -61,8 +65,13 @@ for unit in examples/systemd/*.service; do
     SYSTEMD_LOG_LEVEL=warning systemd-analyze verify --man=no "$scratch/$(basename "$unit")"
 done
 
-echo "== docker-compose config (Compose 1.29; the image test runs the file for real)"
-docker-compose -f examples/compose/docker-compose.yml config -q
+echo "== compose config (the image test runs the file for real)"
+# Debian's Compose 1.29 where it is, else the v2 plugin (GitHub's runners).
+if command -v docker-compose >/dev/null 2>&1; then
+    docker-compose -f examples/compose/docker-compose.yml config -q
+else
+    docker compose -f examples/compose/docker-compose.yml config -q
+fi
 
 echo "== release binary step (host target)"
 host=$(rustc -vV | sed -n 's/^host: //p')
