@@ -296,6 +296,10 @@ def check_node_agent(f, where, text, doc):
                       "containers' /proc (hostPID) with no AppArmor profile: the runtime's "
                       "default denies it for privileged pods on Ubuntu and COS nodes "
                       "(securityContext.appArmorProfile: {type: Unconfined})")
+            for cap in ((sc.get("capabilities") or {}).get("add") or []):
+                if not commented(text, f"- {cap}"):
+                    f.add("daemonset", f"{where} container {c.get('name')}",
+                          f"capability {cap} added without a comment saying what it is for")
         for key in ("nodeSelector:", "affinity:", "automountServiceAccountToken:", "seccompProfile:",
                     "appArmorProfile:", "tolerations:"):
             if not commented(text, key):
@@ -842,6 +846,8 @@ MUTATIONS = [
      "", "daemonset"),
     ("examples/kubernetes/node-daemonset.yaml",
      "            appArmorProfile:\n              type: Unconfined\n", "", "daemonset"),
+    ("examples/kubernetes/node-daemonset.yaml", "                # setns() into each pod's network namespace.\n",
+     "", "daemonset"),
     # The deprecated annotation in place of the field.
     ("examples/kubernetes/node-daemonset.yaml", "      annotations:\n",
      "      annotations:\n        container.apparmor.security.beta.kubernetes.io/mtuvisor: unconfined\n",
