@@ -7,6 +7,11 @@
 # containernetworking-plugins (the real node's CNI bridge, host-local and
 # loopback) and protobuf-compiler (the CRI client's build script).
 # Does nothing when they are already there.
+#
+# A Docker engine that is there already counts, wherever it is (GitHub's
+# runner images have Docker's own docker-ce and containerd.io, dockerd at
+# /usr/bin/dockerd, and Compose v2 as `docker compose`): Debian's docker.io
+# is never installed beside it, which apt could only do by removing it.
 set -euo pipefail
 
 if [ "$(id -u)" != 0 ]; then
@@ -20,9 +25,12 @@ need() { # command-or-path package
 }
 need ip iproute2
 need nsenter util-linux
-need /usr/sbin/dockerd docker.io
-need /usr/bin/docker docker.io
-need docker-compose docker-compose
+need dockerd docker.io
+need docker docker.io
+# Compose 1.29 (Debian) or the v2 plugin.
+if ! command -v docker-compose >/dev/null 2>&1 && ! docker compose version >/dev/null 2>&1; then
+    missing+=(docker-compose)
+fi
 need iptables iptables
 need nft nftables
 need openssl openssl

@@ -8,4 +8,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install-prereqs.sh
+# helm, pinned: the real node deploys the chart's rendering.
+bash scripts/install-tools.sh helm
 exec cargo test --profile optimized "$@"

@@ -296,15 +296,25 @@ fn bad_mss_input_writes_no_rule() {
     let empty = std::env::temp_dir().join(format!("{}-emptybin", lab.prefix()));
     std::fs::create_dir_all(&empty).unwrap();
     // nsenter by its path: the child's PATH is the one being emptied.
-    let out = std::process::Command::new("/usr/bin/nsenter")
-        .arg(format!("--net=/run/netns/{pod}"))
-        .args([common::bin(), "watch"])
-        .env("MTUVISOR_MSS_BACKEND", "iptables-legacy")
-        .env("PATH", &empty)
-        .output()
-        .unwrap();
-    let _ = std::fs::remove_dir_all(&empty);
+    let without = |backend: &str| {
+        std::process::Command::new("/usr/bin/nsenter")
+            .arg(format!("--net=/run/netns/{pod}"))
+            .args([common::bin(), "watch"])
+            .env("MTUVISOR_MSS_BACKEND", backend)
+            .env("PATH", &empty)
+            .output()
+            .unwrap()
+    };
+    let out = without("iptables-legacy");
     assert_rejected(&out, &["iptables-legacy", "not installed"]);
+    // As in the release image (docker:dind's Alpine has no nft): the line
+    // says what to do instead.
+    let out = without("nftables");
+    let _ = std::fs::remove_dir_all(&empty);
+    assert_rejected(
+        &out,
+        &["nft is not installed", "set mss.backend to auto", "no nft"],
+    );
     assert!(
         traces(&pod).is_empty(),
         "no rule written: {:?}",

@@ -1,18 +1,22 @@
 //! On a real node (containerd's CRI plugin, the CNI `bridge` plugin at MTU
-//! 1450; testkit/src/realnode): the DaemonSet of
-//! examples/kubernetes/node-daemonset.yaml, translated field by field into
-//! CRI as kubelet would, beside privileged DinD pods.
+//! 1450; testkit/src/realnode): the DaemonSet as charts/mtuvisor renders
+//! it (examples/kubernetes/node-daemonset.yaml is that rendering), placed
+//! on the node or not from its affinity, node selector and tolerations
+//! against the node's labels and taints, and translated field by field
+//! into CRI as kubelet would, beside privileged DinD pods.
 
 use testkit as common;
 
 use std::time::Duration;
 
 use common::realnode::dind::{
-    build_step_mtu, daemonset, dind_pod, docker_ready, docker_ready_from, example,
-    first_instruction_mtu, first_instruction_mtu_from, link_mtu, INNER, METRICS,
+    build_step_mtu, chart_rendering, daemonset, dind_pod, docker_ready, docker_ready_from, example,
+    first_instruction_mtu, first_instruction_mtu_from, link_mtu, schedule_daemonset, INNER,
+    METRICS,
 };
 use common::realnode::{
-    edit_manifest, require_real_node, Container, Pod, RealNode, AGENT_IMAGE, BUSYBOX_IMAGE,
+    edit_manifest, require_real_node, Container, NodeIdentity, Pod, RealNode, AGENT_IMAGE,
+    BUSYBOX_IMAGE,
 };
 use common::{eventually, try_http_get};
 
@@ -43,7 +47,14 @@ fn the_daemonset_as_written_enforces_in_dind_pods() {
         ..Pod::default()
     });
 
-    let agent = node.run_pod(daemonset(&node));
+    let rendering = chart_rendering(&[]);
+    assert!(
+        example("kubernetes/node-daemonset.yaml").ends_with(&rendering),
+        "examples/kubernetes/node-daemonset.yaml is the chart's rendering \
+         (bash scripts/render-daemonset.sh --write)"
+    );
+    let agent = schedule_daemonset(&mut node, &rendering)
+        .expect("the chart's DaemonSet is placed on an untainted Linux node");
     let ready = eventually(Duration::from_secs(30), || {
         try_http_get(&node.netns, METRICS, "/healthz").is_ok_and(|(s, _)| s == 200)
     });
@@ -170,6 +181,47 @@ fn the_daemonset_as_written_enforces_in_dind_pods() {
         let_go,
         "the agent holds nothing of the removed pod ({held})"
     );
+}
+
+/// A node that shows itself as virtual-kubelet does (label `type:
+/// virtual-kubelet`, taint `virtual-kubelet.io/provider`, the Linux os
+/// label) gets no agent from the chart's rendering nor from the raw
+/// manifest: their node affinity keeps it off, though their toleration of
+/// every taint admits the node. Its DinD pod keeps Docker's 1500. The same
+/// chart without `excludedNodes` would place the agent there.
+#[test]
+fn a_virtual_kubelet_node_gets_no_agent() {
+    if !require_real_node("a_virtual_kubelet_node_gets_no_agent") {
+        return;
+    }
+    let mut node = RealNode::start("rnvk");
+    node.identity = NodeIdentity::virtual_kubelet(&node.netns);
+    let dind = node.run_pod(dind_pod(&node, "dind"));
+    docker_ready(&node, &dind);
+    for (what, yaml) in [
+        ("the chart's rendering", chart_rendering(&[])),
+        (
+            "the raw manifest",
+            example("kubernetes/node-daemonset.yaml"),
+        ),
+    ] {
+        assert!(
+            schedule_daemonset(&mut node, &yaml).is_none(),
+            "{what}: no agent on a virtual-kubelet node"
+        );
+    }
+    let open = chart_rendering(&["excludedNodes: []\n"]);
+    assert!(
+        node.identity.admits(&open),
+        "without excludedNodes the toleration of every taint admits the node"
+    );
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(
+        try_http_get(&node.netns, METRICS, "/healthz").is_err(),
+        "nothing serves the agent's port on the node"
+    );
+    assert_eq!(link_mtu(&node, &dind, "docker0"), "1500");
+    assert_eq!(first_instruction_mtu(&node, &dind), "1500");
 }
 
 /// The DaemonSet with `mutate` applied to its container, then a DinD pod

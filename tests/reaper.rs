@@ -8,7 +8,6 @@
 
 use testkit as common;
 
-use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -20,7 +19,6 @@ const NETNS_ENV: &str = "MTUVISOR_TEST_STORM_NETNS";
 const CYCLES: usize = 200;
 /// Orphans per second: each a `sleep` whose parent shell exits at once.
 const ORPHANS_PER_SECOND: u32 = 50;
-const DOCKERD: &str = "/usr/sbin/dockerd";
 
 #[test]
 fn orphan_storm_takes_no_exit_status_from_its_owner() {
@@ -55,7 +53,7 @@ fn storm_in_a_process_of_its_own() {
         "run by orphan_storm_takes_no_exit_status_from_its_owner, which sets the namespace",
     );
     // The right answer, read before the reaper exists.
-    let expected = mtuvisor::docker::dockerd_version(Path::new(DOCKERD));
+    let expected = mtuvisor::docker::dockerd_version(&common::dockerd::dockerd_path().unwrap());
     assert!(expected.is_some(), "dockerd --version answers");
     mtuvisor::process::start_reaper(true).expect("start the reaper");
 
@@ -120,7 +118,7 @@ fn storm_in_a_process_of_its_own() {
     let mut probes = 0;
     let mut wrong_versions = Vec::new();
     while !ensure.is_finished() {
-        let got = mtuvisor::docker::dockerd_version(Path::new(DOCKERD));
+        let got = mtuvisor::docker::dockerd_version(&common::dockerd::dockerd_path().unwrap());
         probes += 1;
         if got != expected {
             wrong_versions.push(got);

@@ -172,13 +172,14 @@ fn mss_backend_missing_or_mss_too_large() {
     // A PATH without iptables-legacy (nsenter by its path: PATH is emptied).
     let empty = format!("{dir}/emptybin");
     std::fs::create_dir_all(&empty).unwrap();
+    let dockerd = common::dockerd::dockerd_path().expect("a dockerd");
     let out = std::process::Command::new("/usr/bin/nsenter")
         .arg(format!("--net=/run/netns/{pod}"))
         .args([
             common::bin(),
             "supervise",
             "--",
-            "/usr/sbin/dockerd",
+            &dockerd.display().to_string(),
             "--data-root",
             &dir,
         ])

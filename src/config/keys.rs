@@ -426,11 +426,11 @@ mod tests {
 
     #[test]
     fn readme_table_is_the_key_table() {
-        let readme = include_str!("../../README.md");
+        let readme = include_str!("../../docs/configuration.md");
         let table = markdown_table();
         assert!(
             readme.contains(&table),
-            "README.md's configuration table must be exactly:\n{table}"
+            "docs/configuration.md's configuration table must be exactly:\n{table}"
         );
     }
 

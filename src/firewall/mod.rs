@@ -47,7 +47,7 @@ pub enum BackendChoice {
 
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum FirewallError {
-    #[error("{tool} is not installed (needed by the {backend} MSS backend); install it or choose another mss.backend")]
+    #[error("{tool} is not installed (needed by the {backend} MSS backend): install it, or set mss.backend to auto (the family dockerd uses) or another backend; mtuvisor's image, like docker:dind, has iptables and iptables-legacy but no nft")]
     Missing { tool: String, backend: &'static str },
     #[error("`{command}` failed: {stderr}")]
     Command { command: String, stderr: String },

@@ -158,12 +158,54 @@ pub fn link_mtu(node: &RealNode, pod: &Pod, link: &str) -> String {
     .1
 }
 
-/// The DaemonSet's pod, as the manifest writes it. On a machine shared with
-/// other tests the agent looks only at this node's pods (`cni-*`, which
-/// only the one real node at a time makes); nothing else is changed.
+/// The pinned helm (scripts/install-tools.sh puts it there).
+pub fn helm() -> PathBuf {
+    repo().join("target/tools/bin/helm")
+}
+
+/// charts/mtuvisor rendered as examples/kubernetes/node-daemonset.yaml is
+/// (scripts/render-daemonset.sh: release `mtuvisor` in kube-system,
+/// Kubernetes 1.33), with `values` files (`-f`) given as YAML text.
+pub fn chart_rendering(values: &[&str]) -> String {
+    let helm = helm();
+    assert!(
+        helm.exists(),
+        "{} is missing: the real node deploys the chart's rendering; \
+         run `bash scripts/install-tools.sh helm` (scripts/test.sh does)",
+        helm.display()
+    );
+    let dir = std::env::temp_dir().join(format!("mtuvisor-chart-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut cmd = std::process::Command::new(&helm);
+    cmd.args(["template", "mtuvisor"])
+        .arg(repo().join("charts/mtuvisor"))
+        .args(["--namespace", "kube-system", "--kube-version", "1.33.0"]);
+    for (i, text) in values.iter().enumerate() {
+        let file = dir.join(format!("values-{i}.yaml"));
+        std::fs::write(&file, text).unwrap();
+        cmd.arg("-f").arg(file);
+    }
+    let out = cmd.output().expect("helm runs");
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(
+        out.status.success(),
+        "helm template: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).expect("helm prints UTF-8")
+}
+
+/// The DaemonSet's pod, as the chart renders it with its default values
+/// (which the raw manifest is). On a machine shared with other tests the
+/// agent looks only at this node's pods (`cni-*`, which only the one real
+/// node at a time makes); nothing else is changed.
 pub fn daemonset(node: &RealNode) -> Pod {
-    let yaml = example("kubernetes/node-daemonset.yaml");
-    let mut pod = Pod::from_manifest(&yaml, &node.host_dir("agent"));
+    daemonset_from(node, &chart_rendering(&[]))
+}
+
+/// [`daemonset`] from the rendering or manifest `yaml`.
+pub fn daemonset_from(node: &RealNode, yaml: &str) -> Pod {
+    let mut pod = Pod::from_manifest(yaml, &node.host_dir("agent"));
     let c = pod.container_mut("mtuvisor");
     assert_eq!(
         c.image, AGENT_IMAGE,
@@ -172,4 +214,15 @@ pub fn daemonset(node: &RealNode) -> Pod {
     c.env
         .push(("MTUVISOR_NETNS_INCLUDE".into(), "cni-*".into()));
     pod
+}
+
+/// What the DaemonSet controller does with `yaml` on this node: runs its
+/// pod when the node's labels and taints admit it (see
+/// [`super::NodeIdentity::admits`]), else nothing.
+pub fn schedule_daemonset(node: &mut RealNode, yaml: &str) -> Option<Pod> {
+    if !node.identity.admits(yaml) {
+        return None;
+    }
+    let pod = daemonset_from(node, yaml);
+    Some(node.run_pod(pod))
 }

@@ -14,9 +14,11 @@
 pub mod dind;
 mod images;
 mod pod;
+mod schedule;
 
 pub use images::{base_tar, AGENT_IMAGE, BUSYBOX_IMAGE, CLI_IMAGE, DIND_IMAGE};
 pub use pod::{edit_manifest, Container, Pod};
+pub use schedule::{NodeIdentity, Taint};
 
 use std::fs::File;
 use std::os::fd::AsRawFd;
@@ -66,6 +68,9 @@ pub struct RealNode {
     pub lab: Lab,
     /// The node's network namespace (containerd's; host-network pods').
     pub netns: String,
+    /// The labels and taints it shows the scheduler: an untainted Linux
+    /// node unless a test makes it another kind.
+    pub identity: NodeIdentity,
     pub dir: PathBuf,
     containerd: Option<Child>,
     rt: tokio::runtime::Runtime,
@@ -118,6 +123,7 @@ impl RealNode {
             std::thread::sleep(Duration::from_millis(100));
         };
         let mut node = RealNode {
+            identity: NodeIdentity::linux(&netns),
             lab,
             netns,
             dir,
