@@ -11,6 +11,7 @@ pub mod doctor;
 pub mod enforce;
 pub mod error;
 pub mod firewall;
+pub mod health;
 pub mod heap;
 pub mod logging;
 pub mod metrics;

@@ -419,3 +419,266 @@ fn firewall_tools_run_with_net_admin_only_under_supervise() {
         Some(0)
     );
 }
+
+/// Where the agents of these tests serve health apart from metrics.
+const HEALTH: &str = "127.0.0.1:9465";
+
+/// `/livez` at `addr` in `netns`: (status, body); 0 when it does not
+/// answer.
+fn livez(netns: &str, addr: &str) -> (u16, String) {
+    common::try_http_get(netns, addr, "/livez").unwrap_or((0, String::new()))
+}
+
+/// Stops `tids` of the agent, waits for `/livez` to fail naming `part`
+/// (within the timeout and a margin), lets them go, and waits for it to
+/// answer 200 again; returns how long each took.
+fn livez_follows_a_stopped_part(
+    netns: &str,
+    addr: &str,
+    tids: Vec<i32>,
+    part: &str,
+    make_work: impl FnOnce(),
+) -> (Duration, Duration) {
+    assert_eq!(livez(netns, addr).0, 200, "alive before");
+    let held = common::stall::stop(tids);
+    make_work();
+    let began = Instant::now();
+    let mut body = String::new();
+    let failed = eventually(Duration::from_secs(10), || {
+        let (status, b) = livez(netns, addr);
+        body = b;
+        status == 503
+    });
+    let to_fail = began.elapsed();
+    assert!(failed, "/livez fails while {part} is stopped: {body}");
+    assert!(body.contains(part), "it names {part}: {body}");
+    drop(held);
+    let began = Instant::now();
+    assert!(
+        eventually(Duration::from_secs(10), || livez(netns, addr).0 == 200),
+        "/livez answers 200 again once {part} goes on"
+    );
+    (to_fail, began.elapsed())
+}
+
+/// List item: `/livez` reads progress, not a flag set once. Each part the
+/// agent needs (the enforcement loop, the MTU setter's workers, discovery)
+/// stopped for real (ptrace) makes `/livez` fail within the timeout, on a
+/// listener of its own; going on makes it pass again. Under `node`.
+#[test]
+fn livez_fails_when_the_loop_the_workers_or_discovery_stop_under_node() {
+    if !privileged("livez_fails_when_the_loop_the_workers_or_discovery_stop_under_node") {
+        return;
+    }
+    let mut n = NodeLab::new("blive");
+    let agent = hostile::start_agent(
+        &mut n,
+        &[],
+        &[],
+        &["--liveness-timeout", "2s", "--health-addr", HEALTH],
+    );
+    let pod = n.pod("live", 1450);
+    ip(&pod, &["link", "add", "docker0", "type", "bridge"]);
+    assert!(
+        eventually(Duration::from_secs(10), || mtu(&pod, "docker0") == 1450),
+        "{}",
+        n.tail()
+    );
+    let from = log_len(&n.log);
+    // The enforcement loop: the agent's main thread runs the runtime.
+    let (fail, back) = livez_follows_a_stopped_part(
+        &n.node,
+        HEALTH,
+        vec![agent.pid],
+        "the enforcement loop",
+        || {},
+    );
+    eprintln!("node, loop stopped: /livez 503 after {fail:?}, 200 again {back:?} after it went on");
+    // The workers: stopped, then a new veth asks them for work.
+    let workers = common::stall::threads_named(agent.pid, "mtu-set-");
+    assert_eq!(workers.len(), 4, "the setter's workers");
+    let (fail, back) = livez_follows_a_stopped_part(&n.node, HEALTH, workers, "workers", || {
+        ip(
+            &pod,
+            &["link", "add", "lv0", "type", "veth", "peer", "name", "lv1"],
+        );
+        ip(&pod, &["link", "set", "lv0", "master", "docker0", "up"]);
+    });
+    eprintln!("node, workers stopped: /livez 503 after {fail:?}, 200 again {back:?} after");
+    assert!(
+        eventually(Duration::from_secs(5), || mtu(&pod, "lv0") == 1450),
+        "clamped once they go on"
+    );
+    // Discovery.
+    let discovery = common::stall::threads_named(agent.pid, "discovery");
+    let (fail, back) = livez_follows_a_stopped_part(&n.node, HEALTH, discovery, "discovery", || {});
+    eprintln!("node, discovery stopped: /livez 503 after {fail:?}, 200 again {back:?} after");
+    let warned = hostile::warnings_since(&n.log, from);
+    assert_eq!(
+        warned.len(),
+        3,
+        "one WARN per part that stopped: {warned:#?}"
+    );
+}
+
+/// The same for the enforcement loop under `watch` and `supervise`.
+#[test]
+fn livez_fails_when_the_loop_stops_under_watch_and_supervise() {
+    if !common::dockerd::require_docker("livez_fails_when_the_loop_stops_under_watch_and_supervise")
+    {
+        return;
+    }
+    let mut lab = common::Lab::new("blivew");
+    let (pod, _) = lab.pod(1450);
+    let w = lab.watch(
+        &pod,
+        &[
+            "--liveness-timeout",
+            "2s",
+            "--metrics-addr",
+            "127.0.0.1:9464",
+        ],
+        &[],
+    );
+    assert!(eventually(Duration::from_secs(10), || livez(
+        &pod,
+        "127.0.0.1:9464"
+    )
+    .0 == 200));
+    let (fail, back) = livez_follows_a_stopped_part(
+        &pod,
+        "127.0.0.1:9464",
+        vec![lab.pid(w)],
+        "the enforcement loop",
+        || {},
+    );
+    eprintln!("watch, loop stopped: /livez 503 after {fail:?}, 200 again {back:?} after");
+
+    let mut d = common::dockerd::DockerLab::new("blives");
+    d.start_supervised_env(
+        &[
+            "--liveness-timeout",
+            "2s",
+            "--metrics-addr",
+            "127.0.0.1:9464",
+        ],
+        &[],
+    );
+    d.ready();
+    let pid = d.lab.pid(d.main.unwrap());
+    let (fail, back) = livez_follows_a_stopped_part(
+        &d.pod,
+        "127.0.0.1:9464",
+        vec![pid],
+        "the enforcement loop",
+        || {},
+    );
+    eprintln!("supervise, loop stopped: /livez 503 after {fail:?}, 200 again {back:?} after");
+    assert_eq!(
+        d.stop_main(Duration::from_secs(30)).and_then(|s| s.code()),
+        Some(0)
+    );
+}
+
+/// List item: the probes are served on a listener no pod can fill: with
+/// every slot of the metrics port held from 20 pods, `/livez` and
+/// `/healthz` on `health_addr` answer at once.
+#[test]
+fn probes_answer_while_pods_fill_the_metrics_port() {
+    if !privileged("probes_answer_while_pods_fill_the_metrics_port") {
+        return;
+    }
+    let mut n = NodeLab::new("bfill");
+    let _agent = hostile::start_agent(&mut n, &[], &[], &["--health-addr", HEALTH]);
+    let gateway = format!("10.244.0.1:{}", hostile::metrics_port());
+    let mut attacks = Vec::new();
+    for i in 0..20 {
+        let pod = n.pod(&format!("f{i}"), 1450);
+        attacks.push(hostile::hold_connections(&pod, &gateway, 8));
+    }
+    std::thread::sleep(Duration::from_secs(2));
+    // The metrics port is full: a probe there would wait or be refused.
+    let metrics_refused = (0..5)
+        .filter(|_| common::try_http_get(&n.node, METRICS, "/livez").is_err())
+        .count();
+    for path in ["/livez", "/healthz"] {
+        for _ in 0..5 {
+            let t = Instant::now();
+            let (status, body) = common::try_http_get(&n.node, HEALTH, path)
+                .unwrap_or_else(|e| panic!("{path} on the health listener: {e}"));
+            assert_eq!(status, 200, "{path}: {body}");
+            assert!(
+                t.elapsed() < Duration::from_secs(1),
+                "{path} took {:?}",
+                t.elapsed()
+            );
+        }
+    }
+    eprintln!("20 pods x 8 connections to the metrics port: {metrics_refused}/5 probes there failed; every probe on the health listener answered 200 within 1 s");
+    // The health listener serves health only.
+    let (status, _) = common::http_get(&n.node, HEALTH, "/metrics");
+    assert_eq!(status, 404);
+}
+
+/// The soft and hard limits on open files of `pid`.
+fn open_file_limits(pid: i32) -> (u64, u64) {
+    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap();
+    let line = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .unwrap();
+    let nums: Vec<u64> = line
+        .split_whitespace()
+        .filter_map(|w| w.parse().ok())
+        .collect();
+    (nums[0], nums[1])
+}
+
+/// List item: the agent raises its soft limit on open files to the hard
+/// one, and a far-end search holds a handful of files however many
+/// namespaces the node has: with 128 files allowed and 300 namespaces one
+/// pod made, a far end behind them is found and clamped.
+#[test]
+fn a_far_end_search_holds_few_files_whatever_the_namespaces() {
+    if !privileged("a_far_end_search_holds_few_files_whatever_the_namespaces") {
+        return;
+    }
+    // Raised to the hard limit.
+    let mut n = NodeLab::new("bnofile");
+    let agent =
+        hostile::start_agent_wrapped(&mut n, &["prlimit", "--nofile=256:4096"], &[], &[], &[]);
+    assert_eq!(
+        open_file_limits(agent.pid),
+        (4096, 4096),
+        "soft raised to hard"
+    );
+    drop(n);
+    // Held at 128: the search opens one namespace file at a time.
+    let mut n = NodeLab::new("bnsfd");
+    let scratch = Scratch::new(n.lab.prefix());
+    let agent =
+        hostile::start_agent_wrapped(&mut n, &["prlimit", "--nofile=128:128"], &[], &[], &[]);
+    let pod = n.pod("many", 1450);
+    let crowd = hostile::namespaces(&agent, &pod, 300, false);
+    assert!(
+        eventually(Duration::from_secs(30), || hostile::namespaces_held_below(
+            crowd.root_pid()
+        ) > 300),
+        "300 namespaces exist"
+    );
+    let (_holding, holder) = hostile::own_namespace(&agent, &pod, &scratch.0);
+    let names: Vec<Vec<u8>> = (0..4).map(|i| format!("c{i}").into_bytes()).collect();
+    let mut peak = 0;
+    hostile::far_ends_named(&pod, "docker0", holder, &names, None);
+    let clamped = eventually(Duration::from_secs(15), || {
+        peak = peak.max(hostile::held(agent.pid).fds);
+        pairs_at(&pod, holder, 4, 1450)
+    });
+    assert!(
+        clamped,
+        "far ends behind 300 namespaces found with 128 files; log:\n{}",
+        n.tail()
+    );
+    eprintln!("a far end found past 300 namespaces: the agent held {peak} fds at most (limit 128)");
+    assert!(peak < 100, "{peak} fds");
+}

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use common::realnode::dind::{
     build_step_mtu, chart_rendering, daemonset, dind_pod, docker_ready, docker_ready_from, example,
-    first_instruction_mtu, first_instruction_mtu_from, link_mtu, schedule_daemonset, INNER,
+    first_instruction_mtu, first_instruction_mtu_from, link_mtu, schedule_daemonset, HEALTH, INNER,
     METRICS,
 };
 use common::realnode::{
@@ -56,7 +56,7 @@ fn the_daemonset_as_written_enforces_in_dind_pods() {
     let agent = schedule_daemonset(&mut node, &rendering)
         .expect("the chart's DaemonSet is placed on an untainted Linux node");
     let ready = eventually(Duration::from_secs(30), || {
-        try_http_get(&node.netns, METRICS, "/healthz").is_ok_and(|(s, _)| s == 200)
+        try_http_get(&node.netns, HEALTH, "/healthz").is_ok_and(|(s, _)| s == 200)
     });
     let agent_log = |node: &RealNode| {
         node.exec(&agent, "mtuvisor", &["true"], Duration::from_secs(5));
@@ -217,7 +217,7 @@ fn a_virtual_kubelet_node_gets_no_agent() {
     );
     std::thread::sleep(Duration::from_secs(3));
     assert!(
-        try_http_get(&node.netns, METRICS, "/healthz").is_err(),
+        try_http_get(&node.netns, HEALTH, "/healthz").is_err(),
         "nothing serves the agent's port on the node"
     );
     assert_eq!(link_mtu(&node, &dind, "docker0"), "1500");
@@ -234,10 +234,10 @@ fn mutated_daemonset_enforces_nothing(tag: &str, mutate: impl FnOnce(&mut Contai
     mutate(pod.container_mut("mtuvisor"));
     let _agent = node.run_pod(pod);
     let alive = eventually(Duration::from_secs(30), || {
-        try_http_get(&node.netns, METRICS, "/livez").is_ok_and(|(s, _)| s == 200)
+        try_http_get(&node.netns, HEALTH, "/livez").is_ok_and(|(s, _)| s == 200)
     });
     assert!(alive, "the agent is alive; containerd:\n{}", node.log());
-    let (status, body) = common::http_get(&node.netns, METRICS, "/healthz");
+    let (status, body) = common::http_get(&node.netns, HEALTH, "/healthz");
     assert_eq!(status, 503, "not ready: {body}");
     assert!(body.contains(why), "says {why:?}: {body}");
     let dind = node.run_pod(dind_pod(&node, "dind"));
@@ -591,7 +591,7 @@ fn the_black_hole_through_the_real_node_is_closed_by_the_daemonset() {
     );
     let _agent = node.run_pod(daemonset(&node));
     let ready = eventually(Duration::from_secs(30), || {
-        try_http_get(&node.netns, METRICS, "/healthz").is_ok_and(|(s, _)| s == 200)
+        try_http_get(&node.netns, HEALTH, "/healthz").is_ok_and(|(s, _)| s == 200)
     });
     assert!(ready, "the agent is ready");
     assert!(

@@ -131,6 +131,7 @@ fn report_usage_error(e: clap::Error) -> i32 {
 /// readiness channel, and the server for them when a listener was bound.
 struct OneEnforcer {
     _server: Option<metrics::Server>,
+    _heartbeat: crate::health::Heartbeat,
     metrics: Arc<Metrics>,
     prober: Option<Arc<PathProber>>,
     ready: Sender<bool>,
@@ -155,12 +156,11 @@ impl OneEnforcer {
         }
     }
 
-    /// The server, when there is a listener, runs on a thread of its own.
-    fn new(
-        listener: Option<std::net::TcpListener>,
-        settings: &Settings,
-    ) -> Result<OneEnforcer, Error> {
+    /// The server, when there is a listener, runs on a thread of its own;
+    /// the loop's heartbeat on this runtime.
+    fn new(listeners: metrics::Listeners, settings: &Settings) -> Result<OneEnforcer, Error> {
         let registry = Arc::new(Registry::default());
+        registry.set_liveness_timeout(settings.liveness_timeout);
         let grants = &crate::caps::POD_GRANTS;
         registry.set_grants(grants, &crate::caps::check(grants));
         let (ready, ready_rx) = signal::channel(false);
@@ -171,12 +171,10 @@ impl OneEnforcer {
             settings.path_probe_interval,
             registry.path(),
         );
-        let _server = listener
-            .map(|l| metrics::spawn_server(l, registry))
-            .transpose()
-            .map_err(Error::Metrics)?;
+        let _server = metrics::spawn_server(listeners, registry).map_err(Error::Metrics)?;
         Ok(OneEnforcer {
             _server,
+            _heartbeat: crate::health::Heartbeat::start(),
             metrics,
             prober,
             ready,
@@ -212,18 +210,34 @@ fn shutdown_on_signal() -> Result<
 /// address bound (a port in use is bad input, before anything is started),
 /// then the reaper (before anything is spawned), a child subreaper when
 /// `subreaper`.
-fn listen_then_reap(
-    settings: &Settings,
-    subreaper: bool,
-) -> Result<Option<std::net::TcpListener>, Error> {
-    let listener = settings
-        .metrics_addr
-        .map(metrics::bind)
-        .transpose()
-        .map_err(Error::Metrics)?;
+fn listen_then_reap(settings: &Settings, subreaper: bool) -> Result<metrics::Listeners, Error> {
+    let bind = |key, addr: Option<std::net::SocketAddr>| {
+        addr.map(|a| metrics::bind(key, a))
+            .transpose()
+            .map_err(Error::Metrics)
+    };
+    let listeners = metrics::Listeners {
+        metrics: bind("metrics_addr", settings.metrics_addr)?,
+        health: bind("health_addr", settings.health_addr)?,
+    };
+    raise_open_files();
     crate::process::start_reaper(subreaper)
         .map_err(|e| Error::Startup(format!("cannot start the child reaper: {e}")))?;
-    Ok(listener)
+    Ok(listeners)
+}
+
+/// The soft limit on open files raised to the hard one: a node agent
+/// holds a few descriptors per pod, and the runtime's default soft limit
+/// (1,024) is below what a full node's pods need.
+fn raise_open_files() {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    match getrlimit(Resource::RLIMIT_NOFILE) {
+        Ok((soft, hard)) if soft < hard => match setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
+            Ok(()) => tracing::debug!(from = soft, to = hard, "raised the open-file limit"),
+            Err(e) => tracing::debug!(error = %e, soft, hard, "cannot raise the open-file limit"),
+        },
+        _ => {}
+    }
 }
 
 /// Threads for blocking work (iptables, nft): enough for one enforcer's

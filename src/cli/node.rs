@@ -22,7 +22,7 @@ pub struct NodeArgs {
 pub fn run(settings: Settings) -> Result<(), Error> {
     few_arenas();
     // iptables and nft are spawned per pod; their exits go to one owner.
-    let listener = super::listen_then_reap(&settings, false)?;
+    let listeners = super::listen_then_reap(&settings, false)?;
     // The firewall tools, checked once, here: each pod's backend is only
     // chosen once it has Docker (in that pod), and a tool missing from the
     // agent's image is bad input for the whole node, not a pod's failure.
@@ -37,10 +37,9 @@ pub fn run(settings: Settings) -> Result<(), Error> {
     super::enforcing_runtime(&settings)?.block_on(async move {
         let node_metrics = Arc::new(NodeMetrics::default());
         let registry = Arc::new(Registry::for_node(node_metrics.clone()));
-        let _server = listener
-            .map(|l| metrics::spawn_server(l, registry.clone()))
-            .transpose()
-            .map_err(Error::Metrics)?;
+        registry.set_liveness_timeout(settings.liveness_timeout);
+        let _server = metrics::spawn_server(listeners, registry.clone()).map_err(Error::Metrics)?;
+        let _heartbeat = crate::health::Heartbeat::start();
         let (shutdown, handle) = super::shutdown_on_signal()?;
         info!(node_netns_inode = own.ino, "node agent starting");
         let result = node::run(settings, registry, node_metrics, shutdown).await;

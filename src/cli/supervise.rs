@@ -31,7 +31,7 @@ pub struct SuperviseArgs {
 pub fn run(mut settings: Settings, args: SuperviseArgs) -> Result<i32, Error> {
     // Before anything is spawned (the version probe, iptables, dockerd):
     // from here on the reaper owns every exit status, orphans' included.
-    let listener = super::listen_then_reap(&settings, true)?;
+    let listeners = super::listen_then_reap(&settings, true)?;
     let plan = DockerdPlan::new(args.command).map_err(Error::Docker)?;
     // Sandboxes of this dockerd live under its exec-root.
     settings.netns_dirs.insert(0, plan.sandbox_dir.clone());
@@ -41,7 +41,7 @@ pub fn run(mut settings: Settings, args: SuperviseArgs) -> Result<i32, Error> {
     let signals = supervisor::signals()
         .map_err(|e| Error::Startup(format!("cannot install signal handlers: {e}")))?;
     rt.block_on(async move {
-        let one = super::OneEnforcer::new(listener, &settings)?;
+        let one = super::OneEnforcer::new(listeners, &settings)?;
         let (stop_config, enforce_mtu) = (settings.stop_timeout, settings.enforce_mtu);
         let max_restarts = settings.max_restarts;
         let setup = one.setup(Some(plan.socket.clone()));

@@ -18,13 +18,13 @@ pub struct WatchArgs {
 pub fn run(settings: Settings) -> Result<(), Error> {
     // The same owner of child exits as under supervise; as PID 1 of a
     // sidecar container it also collects whatever is re-parented to it.
-    let listener = super::listen_then_reap(&settings, false)?;
+    let listeners = super::listen_then_reap(&settings, false)?;
     super::enforcing_runtime(&settings)?.block_on(async {
         let docker_socket = settings.docker_host.clone();
         if let Some(socket) = &docker_socket {
             docker::check_socket(socket).await.map_err(Error::Docker)?;
         }
-        let one = super::OneEnforcer::new(listener, &settings)?;
+        let one = super::OneEnforcer::new(listeners, &settings)?;
         let setup = one.setup(docker_socket);
         let prepared = enforce::prepare(settings, setup, Retry::Never).await?;
         let (shutdown, handle) = super::shutdown_on_signal()?;

@@ -354,9 +354,36 @@ pub static KEYS: &[Key] = &[
         flag: Some(("--metrics-addr", ENFORCING)),
         value_name: "IP:PORT",
         default: "off",
-        meaning: "`IP:PORT` to serve `/metrics` and `/healthz` on, e.g. `0.0.0.0:9464`",
+        meaning: "`IP:PORT` to serve `/metrics`, `/healthz` and `/livez` on, e.g. `0.0.0.0:9464`",
         apply: |k, s, v, o| {
-            s.metrics_addr = parse_metrics_addr(&v.text(k.name, o)?, o.clone())?;
+            s.metrics_addr = parse_listen_addr(k.name, &v.text(k.name, o)?, o.clone())?;
+            Ok(())
+        },
+    },
+    Key {
+        name: "health_addr",
+        aliases: &[],
+        env: "MTUVISOR_HEALTH_ADDR",
+        flag: Some(("--health-addr", ENFORCING)),
+        value_name: "IP:PORT",
+        default: "off",
+        meaning: "`IP:PORT` to serve `/healthz` and `/livez` on apart from `/metrics`, with connections of its own: under `node`, `127.0.0.1:9465`, which the kubelet probes with `host: 127.0.0.1` and no pod can reach or fill",
+        apply: |k, s, v, o| {
+            s.health_addr = parse_listen_addr(k.name, &v.text(k.name, o)?, o.clone())?;
+            Ok(())
+        },
+    },
+    Key {
+        name: "liveness_timeout",
+        aliases: &[],
+        env: "MTUVISOR_LIVENESS_TIMEOUT",
+        flag: Some(("--liveness-timeout", ENFORCING)),
+        value_name: "DURATION",
+        default: "30s",
+        meaning: "`/livez` answers 503 once the enforcement loop, the MTU setter's workers or (`node`) discovery has made no progress this long while work waits, 2s–1h",
+        apply: |k, s, v, o| {
+            let text = v.text(k.name, o)?;
+            s.liveness_timeout = parse_duration(&text, k.name, LIVENESS_RANGE, o.clone())?;
             Ok(())
         },
     },

@@ -116,6 +116,11 @@ pub struct Settings {
     pub enforce_mtu: bool,
     /// Where to serve Prometheus metrics and `/healthz`; `None`: nowhere.
     pub metrics_addr: Option<SocketAddr>,
+    /// Where to serve `/healthz` and `/livez` alone; `None`: nowhere apart.
+    pub health_addr: Option<SocketAddr>,
+    /// How long a part that must make progress may go without while work
+    /// waits before `/livez` fails.
+    pub liveness_timeout: Duration,
     /// The `SCHED_FIFO` priority of the threads that clamp; `None`: ordinary.
     pub realtime_priority: Option<u8>,
     /// Where each key's value came from (absent: the default).
@@ -147,6 +152,8 @@ impl Default for Settings {
             mss_keep_on_exit: false,
             enforce_mtu: false,
             metrics_addr: None,
+            health_addr: None,
+            liveness_timeout: Duration::ZERO,
             realtime_priority: None,
             origins: BTreeMap::new(),
         };

@@ -113,8 +113,9 @@ pub(super) fn parse_docker_host(
 }
 
 /// `HOST:PORT` with HOST an IP address (`0.0.0.0:9464`, `[::]:9464`), or
-/// `off` / empty for none.
-pub(super) fn parse_metrics_addr(
+/// `off` / empty for none, for `key`.
+pub(super) fn parse_listen_addr(
+    key: &'static str,
     value: &str,
     origin: Origin,
 ) -> Result<Option<SocketAddr>, ConfigError> {
@@ -124,13 +125,16 @@ pub(super) fn parse_metrics_addr(
     }
     v.parse().map(Some).map_err(|_| {
         invalid(
-            "metrics_addr",
+            key,
             value,
             origin,
-            "expected IP:PORT such as 0.0.0.0:9464 or [::]:9464, or off",
+            "expected IP:PORT such as 127.0.0.1:9465, 0.0.0.0:9464 or [::]:9464, or off",
         )
     })
 }
+
+pub const LIVENESS_RANGE: (Duration, Duration) =
+    (Duration::from_secs(2), Duration::from_secs(3600));
 
 pub const MIN_MSS: u16 = 536;
 pub const MAX_MSS: u16 = 65495;

@@ -1,4 +1,6 @@
-//! `/metrics` and `/healthz` over HTTP, from a thread of its own.
+//! `/metrics`, `/healthz` and `/livez` over HTTP, from a thread of its
+//! own; and `/healthz` and `/livez` alone on a listener of their own
+//! (`health_addr`), which a flood of the metrics port cannot fill.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -28,10 +30,12 @@ const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 pub enum MetricsError {
     /// Bad input: nothing was started.
     #[error(
-        "cannot listen on {addr} for metrics: {source}; \
-         pick a free port in metrics_addr / --metrics-addr, or set it to off"
+        "cannot listen on {addr} ({key}): {source}; \
+         pick a free port in {key} / --{flag}, or set it to off"
     )]
     Bind {
+        key: &'static str,
+        flag: String,
         addr: SocketAddr,
         source: std::io::Error,
     },
@@ -39,12 +43,33 @@ pub enum MetricsError {
     Serve(#[source] std::io::Error),
 }
 
-/// Binds the metrics address before anything else is started, so that a
-/// port in use is bad input that changes nothing.
-pub fn bind(addr: SocketAddr) -> Result<std::net::TcpListener, MetricsError> {
+/// The listeners the server serves: `/metrics` (and health) on one,
+/// health alone on the other.
+#[derive(Default)]
+pub struct Listeners {
+    pub metrics: Option<std::net::TcpListener>,
+    pub health: Option<std::net::TcpListener>,
+}
+
+/// Binds the address of setting `key` before anything else is started, so
+/// that a port in use is bad input that changes nothing.
+pub fn bind(key: &'static str, addr: SocketAddr) -> Result<std::net::TcpListener, MetricsError> {
     std::net::TcpListener::bind(addr)
         .and_then(|l| l.set_nonblocking(true).map(|()| l))
-        .map_err(|source| MetricsError::Bind { addr, source })
+        .map_err(|source| MetricsError::Bind {
+            key,
+            flag: key.replace('_', "-"),
+            addr,
+            source,
+        })
+}
+
+/// What a listener answers.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Serves {
+    Everything,
+    /// `/healthz` and `/livez` only.
+    Health,
 }
 
 /// The metrics server's thread: stops when dropped.
@@ -60,13 +85,17 @@ impl Drop for Server {
     }
 }
 
-/// Serves `/metrics` and `/healthz` from a thread of its own, with a
-/// runtime of its own at ordinary priority: a scrape, a slow client or a
-/// flood of connections never takes the enforcement thread's time.
+/// Serves the listeners from a thread of its own, with a runtime of its
+/// own at ordinary priority: a scrape, a slow client or a flood of
+/// connections never takes the enforcement thread's time; `None` when
+/// there is nothing to serve.
 pub fn spawn_server(
-    listener: std::net::TcpListener,
+    listeners: Listeners,
     registry: Arc<Registry>,
-) -> Result<Server, MetricsError> {
+) -> Result<Option<Server>, MetricsError> {
+    if listeners.metrics.is_none() && listeners.health.is_none() {
+        return Ok(None);
+    }
     let (stop, stopped) = tokio::sync::oneshot::channel();
     let startup = MetricsError::Serve;
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -77,17 +106,38 @@ pub fn spawn_server(
         .name("metrics".into())
         .spawn(move || {
             runtime.block_on(async move {
+                let metrics = listeners
+                    .metrics
+                    .map(|l| serve(l, registry.clone(), Serves::Everything));
+                let health = listeners.health.map(|l| serve(l, registry, Serves::Health));
+                let both = async {
+                    tokio::join!(
+                        async {
+                            if let Some(m) = metrics {
+                                m.await
+                            }
+                        },
+                        async {
+                            if let Some(h) = health {
+                                h.await
+                            }
+                        }
+                    )
+                };
                 tokio::select! {
-                    () = serve(listener, registry) => {}
+                    _ = both => {}
                     _ = stopped => {}
                 }
             })
         })
         .map_err(startup)?;
-    Ok(Server { stop: Some(stop) })
+    Ok(Some(Server { stop: Some(stop) }))
 }
 
-async fn serve(listener: std::net::TcpListener, registry: Arc<Registry>) {
+/// One listener's connections: capped in all and per address, each with
+/// its deadline; the health listener's are counted apart from the
+/// metrics port's.
+async fn serve(listener: std::net::TcpListener, registry: Arc<Registry>, serves: Serves) {
     let listener = match TcpListener::from_std(listener) {
         Ok(l) => l,
         Err(e) => {
@@ -96,7 +146,12 @@ async fn serve(listener: std::net::TcpListener, registry: Arc<Registry>) {
         }
     };
     if let Ok(addr) = listener.local_addr() {
-        info!(%addr, "serving metrics at /metrics, health at /healthz and /livez");
+        match serves {
+            Serves::Everything => {
+                info!(%addr, "serving metrics at /metrics, health at /healthz and /livez")
+            }
+            Serves::Health => info!(%addr, "serving health at /healthz and /livez"),
+        }
     }
     let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     let peers = Arc::new(Mutex::new(std::collections::HashMap::new()));
@@ -114,8 +169,11 @@ async fn serve(listener: std::net::TcpListener, registry: Arc<Registry>) {
                 let slot = (slot, total);
                 let registry = registry.clone();
                 tokio::spawn(async move {
-                    let answered =
-                        tokio::time::timeout(REQUEST_TIMEOUT * 2, answer(stream, &registry)).await;
+                    let answered = tokio::time::timeout(
+                        REQUEST_TIMEOUT * 2,
+                        answer(stream, &registry, serves),
+                    )
+                    .await;
                     match answered {
                         Ok(Ok(())) => {}
                         Ok(Err(e)) => debug!(%peer, error = %e, "metrics request failed"),
@@ -169,11 +227,18 @@ impl Drop for PeerSlot {
     }
 }
 
-async fn answer(mut stream: TcpStream, registry: &Registry) -> std::io::Result<()> {
+async fn answer(mut stream: TcpStream, registry: &Registry, serves: Serves) -> std::io::Result<()> {
     let head = tokio::time::timeout(REQUEST_TIMEOUT, read_head(&mut stream))
         .await
         .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "request too slow"))??;
-    let (status, content_type, body) = route(&head, registry);
+    let (status, content_type, body) = match serves {
+        Serves::Health if !is_health(&head) => (
+            "404 Not Found",
+            "text/plain; charset=utf-8",
+            "try /healthz or /livez (metrics are on metrics_addr)\n".to_string(),
+        ),
+        _ => route(&head, registry),
+    };
     let response = format!(
         "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n\
          Connection: close\r\n\r\n",
@@ -211,6 +276,18 @@ async fn read_head(stream: &mut TcpStream) -> std::io::Result<String> {
     Ok(String::from_utf8_lossy(&buf).into_owned())
 }
 
+/// Whether a request head asks for `/healthz` or `/livez`.
+fn is_health(head: &str) -> bool {
+    let target = head
+        .lines()
+        .next()
+        .unwrap_or("")
+        .split_whitespace()
+        .nth(1)
+        .unwrap_or("");
+    matches!(target.split('?').next(), Some("/healthz" | "/livez"))
+}
+
 /// (status, content type, body) for a request head.
 pub(super) fn route(head: &str, registry: &Registry) -> (&'static str, &'static str, String) {
     const TEXT: &str = "text/plain; charset=utf-8";
@@ -233,12 +310,14 @@ pub(super) fn route(head: &str, registry: &Registry) -> (&'static str, &'static 
                 format!("not ready: {why}\n"),
             ),
         },
-        "/livez" if registry.is_alive() => ("200 OK", TEXT, "ok\n".into()),
-        "/livez" => (
-            "503 Service Unavailable",
-            TEXT,
-            "not alive: pod discovery stopped\n".into(),
-        ),
+        "/livez" => match registry.dead() {
+            None => ("200 OK", TEXT, "ok\n".into()),
+            Some(why) => (
+                "503 Service Unavailable",
+                TEXT,
+                format!("not alive: {why}\n"),
+            ),
+        },
         _ => (
             "404 Not Found",
             TEXT,

@@ -23,7 +23,10 @@ use crate::firewall::Family;
 use crate::netlink::Quarantine;
 use histogram::{Histogram, CLAMP_BUCKETS_US, DISCOVERY_BUCKETS_US};
 
-pub use http::{bind, spawn_server, MetricsError, Server};
+pub use http::{bind, spawn_server, Listeners, MetricsError, Server};
+
+/// `liveness_timeout`'s default, until the settings say otherwise.
+const DEFAULT_LIVENESS: Duration = Duration::from_secs(30);
 pub use render::{escape_label_value, label_safe};
 
 /// One enforcer's series. Written only by its enforcement loop (one
@@ -284,7 +287,6 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 /// Every enforcer's series in the process: what `/metrics` renders and
 /// `/healthz` asks.
-#[derive(Default)]
 pub struct Registry {
     enforcers: Mutex<Vec<Arc<Metrics>>>,
     /// `node`: the agent's own series; its readiness is the process's.
@@ -294,6 +296,21 @@ pub struct Registry {
     /// The capabilities the mode checked at start, each with whether it
     /// is missing.
     grants: Mutex<Vec<(&'static Grant, bool)>>,
+    /// How long a part may make no progress while work waits before
+    /// `/livez` fails (`liveness_timeout`).
+    liveness: Mutex<Duration>,
+}
+
+impl Default for Registry {
+    fn default() -> Registry {
+        Registry {
+            enforcers: Mutex::new(Vec::new()),
+            node: None,
+            path: Arc::default(),
+            grants: Mutex::new(Vec::new()),
+            liveness: Mutex::new(DEFAULT_LIVENESS),
+        }
+    }
 }
 
 impl Registry {
@@ -301,11 +318,18 @@ impl Registry {
     /// its pods' enforcers do.
     pub fn for_node(node: Arc<NodeMetrics>) -> Registry {
         Registry {
-            enforcers: Mutex::new(Vec::new()),
             node: Some(node),
-            path: Arc::default(),
-            grants: Mutex::new(Vec::new()),
+            ..Registry::default()
         }
+    }
+
+    /// How long a part may make no progress while work waits.
+    pub fn set_liveness_timeout(&self, timeout: Duration) {
+        *lock(&self.liveness) = timeout;
+    }
+
+    fn liveness(&self) -> Duration {
+        *lock(&self.liveness)
     }
 
     /// Where the path prober writes.
@@ -384,13 +408,36 @@ impl Registry {
         (!why.is_empty()).then(|| why.join("; "))
     }
 
-    /// Alive (`/livez`): the node agent while its discovery runs, whatever
-    /// it lacks (a restart would not grant it); every other mode while it
-    /// answers.
+    /// Alive (`/livez`): the node agent's discovery runs, and the
+    /// enforcement loop, the MTU setter's workers and discovery all make
+    /// progress while work waits for them, whatever the agent lacks (a
+    /// restart would not grant it).
     pub fn is_alive(&self) -> bool {
-        self.node
+        self.dead().is_none()
+    }
+
+    /// Why `/livez` fails, for a person; `None` while alive.
+    pub fn dead(&self) -> Option<String> {
+        if self
+            .node
             .as_ref()
-            .is_none_or(|node| node.ready.load(Relaxed))
+            .is_some_and(|node| !node.ready.load(Relaxed))
+        {
+            return Some("pod discovery stopped".into());
+        }
+        let stuck = crate::health::stuck(self.liveness());
+        (!stuck.is_empty()).then(|| {
+            stuck
+                .iter()
+                .map(|(part, late)| {
+                    format!(
+                        "{part} has made no progress for {}s while work waits",
+                        late.as_secs()
+                    )
+                })
+                .collect::<Vec<_>>()
+                .join("; ")
+        })
     }
 
     /// The text exposition format, version 0.0.4.
@@ -530,6 +577,50 @@ mod tests {
         assert!(!text.contains("mtuvisor_path_mtu{"), "{text}");
         assert!(text
             .contains("mtuvisor_path_probe_failures_total{path_target=\"[2001:db8::1]:443\"} 2\n"));
+    }
+
+    #[test]
+    fn a_pod_whose_work_timed_out_is_not_ready_and_the_agent_says_which() {
+        let node = Arc::new(NodeMetrics::default());
+        node.set_ready(true);
+        let r = Registry::for_node(node);
+        let (_tx, rx) = watch::channel(true);
+        let stuck = Quarantine::new("cni-evil");
+        let pod = r.add(&[("netns", "cni-evil")], rx.clone(), stuck.clone());
+        let _fine = r.add(&[("netns", "cni-fine")], rx, Quarantine::new("cni-fine"));
+        assert!(r.is_ready());
+        stuck.record(&Err::<(), _>(crate::netlink::NetlinkError::TimedOut {
+            op: "listing links".into(),
+            after: Duration::from_secs(5),
+        }));
+        assert!(!pod.is_ready());
+        let (status, _, body) = route("GET /healthz HTTP/1.1\r\n", &r);
+        assert_eq!(status, "503 Service Unavailable");
+        assert!(
+            body.contains("cni-evil") && !body.contains("cni-fine"),
+            "{body}"
+        );
+        let text = r.render();
+        assert!(
+            text.contains("mtuvisor_ready{netns=\"cni-evil\"} 0\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("mtuvisor_ready{netns=\"cni-fine\"} 1\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("mtuvisor_netns_quarantined{netns=\"cni-evil\"} 1\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("mtuvisor_netns_timeouts_total{netns=\"cni-evil\"} 1\n"),
+            "{text}"
+        );
+        // Alive all the same: one pod's stuck work is that pod's.
+        assert_eq!(route("GET /livez HTTP/1.1\r\n", &r).0, "200 OK");
+        stuck.record(&Ok::<(), crate::netlink::NetlinkError>(()));
+        assert!(r.is_ready());
     }
 
     #[test]

@@ -199,6 +199,20 @@ pub(super) fn registry(registry: &Registry) -> String {
         node_series(node, &all, &mut out);
     }
     missing_capability(registry, &mut out);
+    let name = "mtuvisor_stalled";
+    let _ = writeln!(
+        out,
+        "# HELP {name} 1 while a part that must make progress has made none within \
+         liveness_timeout while work waits (/livez answers 503).\n# TYPE {name} gauge"
+    );
+    for beat in crate::health::all() {
+        let _ = writeln!(
+            out,
+            "{name}{{part=\"{}\"}} {}",
+            beat.key,
+            u8::from(crate::health::is_stuck(beat, registry.liveness()))
+        );
+    }
     let name = "mtuvisor_realtime_priority";
     let _ = write!(
         out,

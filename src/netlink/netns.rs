@@ -451,6 +451,16 @@ async fn on_thread_in<T: Send + 'static>(
     quarantine: Option<&Quarantine>,
     f: impl FnOnce() -> T + Send + 'static,
 ) -> Result<T, NetlinkError> {
+    on_thread_in_within(file, label, quarantine, THREAD_DEADLINE, f).await
+}
+
+async fn on_thread_in_within<T: Send + 'static>(
+    file: File,
+    label: String,
+    quarantine: Option<&Quarantine>,
+    deadline: Duration,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, NetlinkError> {
     let err = {
         let label = label.clone();
         move |message: String| NetlinkError::Netns {
@@ -488,7 +498,7 @@ async fn on_thread_in<T: Send + 'static>(
             let _ = tx.send(result);
         })
         .map_err(|e| err(format!("cannot spawn a thread to enter it: {e}")))?;
-    let answered = tokio::time::timeout(THREAD_DEADLINE, rx).await;
+    let answered = tokio::time::timeout(deadline, rx).await;
     drop(permit);
     match answered {
         Ok(result) => result.map_err(|_| err("the thread working in it died".into()))?,
@@ -498,7 +508,7 @@ async fn on_thread_in<T: Send + 'static>(
             }
             Err(NetlinkError::TimedOut {
                 op: format!("work in network namespace {label}"),
-                after: THREAD_DEADLINE,
+                after: deadline,
             })
         }
     }
@@ -557,6 +567,80 @@ mod tests {
             .expect("by its /proc path");
         assert_eq!(own, again);
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// Root is needed to enter a namespace (even our own).
+    fn root(test: &str) -> bool {
+        if nix::unistd::geteuid().is_root() {
+            return true;
+        }
+        if std::env::var("MTUVISOR_SKIP_PRIVILEGED").as_deref() == Ok("1") {
+            eprintln!("SKIPPED {test}: needs root (MTUVISOR_SKIP_PRIVILEGED=1)");
+            return false;
+        }
+        panic!("{test} needs root (CAP_SYS_ADMIN, to enter a namespace); run the suite as root, or set MTUVISOR_SKIP_PRIVILEGED=1 to skip it");
+    }
+
+    #[tokio::test]
+    async fn a_thread_past_its_deadline_gives_its_permit_back_and_holds_its_pod_alone() {
+        if !root("a_thread_past_its_deadline_gives_its_permit_back_and_holds_its_pod_alone") {
+            return;
+        }
+        let own = || File::open("/proc/self/ns/net").unwrap();
+        let deadline = Duration::from_millis(200);
+        // Threads that never end on their own (until released): more of
+        // them than there are permits, each a pod's.
+        let (release, blocked) = std::sync::mpsc::channel::<()>();
+        let blocked = Arc::new(std::sync::Mutex::new(blocked));
+        let pods: Vec<Quarantine> = (0..NETNS_THREADS + 2)
+            .map(|i| Quarantine::new(&format!("pod-{i}")))
+            .collect();
+        let began = Instant::now();
+        let results = futures::future::join_all(pods.iter().map(|q| {
+            let blocked = blocked.clone();
+            async move {
+                let r =
+                    on_thread_in_within(own(), q.label().into(), Some(q), deadline, move || {
+                        let _ = blocked.lock().map(|rx| rx.recv());
+                    })
+                    .await;
+                q.record(&r);
+                r
+            }
+        }))
+        .await;
+        let took = began.elapsed();
+        // Each ended at its deadline, the last two once the first eight
+        // gave their permits back: none waited for a thread to end.
+        assert!(results
+            .iter()
+            .all(|r| matches!(r, Err(NetlinkError::TimedOut { .. }))));
+        assert!(took < deadline * 4, "{took:?}");
+        // A pod with a stuck thread is refused at once, even once its
+        // delay has passed, while the thread runs.
+        std::thread::sleep(Duration::from_millis(1100));
+        let refused =
+            on_thread_in_within(own(), "pod-0".into(), Some(&pods[0]), deadline, || ()).await;
+        assert!(
+            matches!(refused, Err(NetlinkError::Quarantined { .. })),
+            "{refused:?}"
+        );
+        // Another pod's work goes on meanwhile: a permit is free.
+        let other = Quarantine::new("pod-other");
+        let fine =
+            on_thread_in_within(own(), "pod-other".into(), Some(&other), deadline, || 7).await;
+        assert_eq!(fine.unwrap(), 7);
+        // The threads end: the pods are let in again.
+        drop(release);
+        let mut admitted = false;
+        for _ in 0..100 {
+            if pods[0].admit().is_ok() {
+                admitted = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(admitted, "let in once its thread ended");
     }
 
     #[test]

@@ -56,6 +56,28 @@ struct Queue {
 struct Schedule {
     queues: HashMap<u64, Queue>,
     ready: VecDeque<u64>,
+    /// Requests queued or being sent, in every namespace: while there are
+    /// any, the workers must make progress (`health::WORKERS`).
+    pending: usize,
+}
+
+impl Schedule {
+    fn added(&mut self, n: usize) {
+        if self.pending == 0 && n > 0 {
+            crate::health::WORKERS.due_now();
+        }
+        self.pending += n;
+    }
+
+    /// `n` requests ended (answered, or abandoned with their callers).
+    fn ended(&mut self, n: usize) {
+        self.pending = self.pending.saturating_sub(n);
+        if self.pending == 0 {
+            crate::health::WORKERS.idle();
+        } else {
+            crate::health::WORKERS.due_now();
+        }
+    }
 }
 
 impl Schedule {
@@ -176,6 +198,7 @@ impl MtuSetter {
                 mtu,
                 reply,
             });
+            schedule.added(1);
             if schedule.reconsider(self.id) {
                 self.shared.work.notify_one();
             }
@@ -189,11 +212,13 @@ impl Drop for MtuSetter {
         let mut schedule = self.shared.lock();
         if let Some(q) = schedule.queues.get_mut(&self.id) {
             // Requests still queued were abandoned with their callers.
+            let abandoned = q.jobs.len();
             q.jobs.clear();
             q.closed = true;
             if q.lent == 0 {
                 schedule.queues.remove(&self.id);
             }
+            schedule.ended(abandoned);
         }
     }
 }
@@ -223,6 +248,7 @@ fn work(shared: &Shared) {
         let result = set_mtu(&mut socket, &job);
         let _ = job.reply.send(result);
         let mut schedule = shared.lock();
+        schedule.ended(1);
         let Some(q) = schedule.queues.get_mut(&id) else {
             continue;
         };

@@ -534,7 +534,7 @@ impl Request {
     }
 
     fn attr(mut self, kind: u16, value: &[u8]) -> Request {
-        while self.bytes.len() % 4 != 0 {
+        while !self.bytes.len().is_multiple_of(4) {
             self.bytes.push(0);
         }
         self.bytes
@@ -615,7 +615,7 @@ pub mod forge {
         a.extend_from_slice(&((4 + value.len()) as u16).to_ne_bytes());
         a.extend_from_slice(&kind.to_ne_bytes());
         a.extend_from_slice(value);
-        while a.len() % 4 != 0 {
+        while !a.len().is_multiple_of(4) {
             a.push(0);
         }
         a
@@ -630,7 +630,7 @@ pub mod forge {
         m.extend_from_slice(&seq.to_ne_bytes());
         m.extend_from_slice(&0u32.to_ne_bytes());
         m.extend_from_slice(body);
-        while m.len() % 4 != 0 {
+        while !m.len().is_multiple_of(4) {
             m.push(0);
         }
         m

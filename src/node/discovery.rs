@@ -151,6 +151,7 @@ pub async fn run(config: Config, tx: mpsc::Sender<Found>) -> std::io::Result<()>
     let mut next_proc = d.config.proc_scan.map(|p| now + p);
     loop {
         if d.tx.is_closed() {
+            crate::health::DISCOVERY.idle();
             return Ok(());
         }
         let next_pending = (!d.pending.is_empty()).then(|| Instant::now() + BIND_POLL);
@@ -159,6 +160,9 @@ pub async fn run(config: Config, tx: mpsc::Sender<Found>) -> std::io::Result<()>
             .flatten()
             .min()
             .unwrap_or(next_dirs);
+        // Due to act again by its next wake-up: a discovery thread that
+        // stops is overdue from then on (`/livez`).
+        crate::health::DISCOVERY.due_at(wake.into_std());
         tokio::select! {
             guard = d.inotify.readable() => {
                 let mut guard = guard?;

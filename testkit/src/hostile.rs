@@ -467,6 +467,18 @@ pub fn start_agent(
     env: &[(&str, &str)],
     args: &[&str],
 ) -> Agent {
+    start_agent_wrapped(n, &[], extra_dirs, env, args)
+}
+
+/// [`start_agent`] with `wrap` (a command that execs the rest: `prlimit
+/// --nofile=…`) run first, in the node's namespace.
+pub fn start_agent_wrapped(
+    n: &mut NodeLab,
+    wrap: &[&str],
+    extra_dirs: &[&Path],
+    env: &[(&str, &str)],
+    args: &[&str],
+) -> Agent {
     let mut dirs = vec!["/run/netns".to_string()];
     dirs.extend(extra_dirs.iter().map(|d| d.display().to_string()));
     let mut cmd = Command::new("nsenter");
@@ -474,6 +486,7 @@ pub fn start_agent(
     // only this lab's processes, and whose mounts follow the host's (pods
     // made later appear in /run/netns).
     cmd.arg(format!("--net=/run/netns/{}", n.node))
+        .args(wrap)
         .args(["unshare", "--pid", "--fork", "--kill-child", "--mount-proc"])
         .args(["--propagation", "slave"])
         .arg(bin())

@@ -16,6 +16,7 @@ pub mod node;
 pub mod process;
 pub mod realnode;
 pub mod series;
+pub mod stall;
 
 pub use http::*;
 pub use lab::*;

@@ -24,6 +24,9 @@ pub fn example(path: &str) -> String {
 
 /// The DaemonSet's metrics port, in the node's namespace (hostNetwork).
 pub const METRICS: &str = "127.0.0.1:9464";
+/// Where the DaemonSet's probes ask (`health_addr`, the node's loopback),
+/// as the kubelet does with `host: 127.0.0.1`.
+pub const HEALTH: &str = "127.0.0.1:9465";
 /// The busybox image inside the inner dockerds.
 pub const INNER: &str = "busybox:test";
 
