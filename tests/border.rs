@@ -682,3 +682,208 @@ fn a_far_end_search_holds_few_files_whatever_the_namespaces() {
     eprintln!("a far end found past 300 namespaces: the agent held {peak} fds at most (limit 128)");
     assert!(peak < 100, "{peak} fds");
 }
+
+/// The simulated node's uplink: a router and a server beyond it, whose
+/// link carries 1400 and whose "fragmentation needed" the router drops (a
+/// black hole the probe measures by silence, each silent size waiting a
+/// quarter second); the node's default route through it. Returns the
+/// server's address.
+fn uplink(n: &mut NodeLab) -> &'static str {
+    let router = n.lab.netns("rt");
+    let server = n.lab.netns("srv");
+    ip(
+        &n.node,
+        &[
+            "link", "add", "up0", "type", "veth", "peer", "name", "down0", "netns", &router,
+        ],
+    );
+    ip(&n.node, &["addr", "add", "192.0.2.2/24", "dev", "up0"]);
+    ip(&n.node, &["link", "set", "up0", "up"]);
+    ip(&n.node, &["route", "add", "default", "via", "192.0.2.1"]);
+    ip(&router, &["addr", "add", "192.0.2.1/24", "dev", "down0"]);
+    ip(&router, &["link", "set", "down0", "up"]);
+    ip(
+        &router,
+        &[
+            "link", "add", "r1", "type", "veth", "peer", "name", "s1", "netns", &server,
+        ],
+    );
+    ip(&router, &["addr", "add", "203.0.113.1/24", "dev", "r1"]);
+    ip(&router, &["link", "set", "r1", "mtu", "1400", "up"]);
+    ip(&server, &["addr", "add", "203.0.113.10/24", "dev", "s1"]);
+    ip(&server, &["link", "set", "s1", "mtu", "1400", "up"]);
+    common::drop_frag_needed(&router);
+    ip(&server, &["route", "add", "default", "via", "203.0.113.1"]);
+    common::sh(&[
+        "nsenter",
+        &format!("--net=/run/netns/{router}"),
+        "sysctl",
+        "-qw",
+        "net.ipv4.ip_forward=1",
+    ]);
+    "203.0.113.10"
+}
+
+/// The Internet checksum.
+fn checksum(data: &[u8]) -> u16 {
+    let mut sum: u32 = data
+        .chunks(2)
+        .map(|c| u32::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)])))
+        .sum();
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    !(sum as u16)
+}
+
+/// From inside `pod` (address `from`), "fragmentation needed, MTU `mtu`"
+/// to the node's address `node`, quoting an echo from `probe_src` to
+/// `target` with every sequence number in `seqs` (any identifier), over
+/// and over until `stop`: what a pod can send to steer a probe it cannot
+/// see.
+fn forge_frag_needed(
+    pod: String,
+    from: [u8; 4],
+    node: [u8; 4],
+    probe_src: [u8; 4],
+    target: [u8; 4],
+    mtu: u16,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> std::thread::JoinHandle<u64> {
+    std::thread::spawn(move || {
+        common::enter_netns(&pod);
+        // SAFETY: a raw socket; the fd is ours.
+        let fd = unsafe {
+            nix::libc::socket(
+                nix::libc::AF_INET,
+                nix::libc::SOCK_RAW,
+                nix::libc::IPPROTO_RAW,
+            )
+        };
+        assert!(fd >= 0, "raw socket");
+        let mut sent = 0u64;
+        let mut rng = Rng::new(7);
+        while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+            for seq in 0u16..64 {
+                let mut quoted = vec![0x45, 0, 0x05, 0xdc, 0, 0, 0x40, 0, 64, 1, 0, 0];
+                quoted.extend_from_slice(&probe_src);
+                quoted.extend_from_slice(&target);
+                let qsum = checksum(&quoted);
+                quoted[10..12].copy_from_slice(&qsum.to_be_bytes());
+                let id = rng.next_u64() as u16;
+                quoted.extend_from_slice(&[8, 0, 0, 0]);
+                quoted.extend_from_slice(&id.to_be_bytes());
+                quoted.extend_from_slice(&seq.to_be_bytes());
+                let mut icmp = vec![3, 4, 0, 0, 0, 0];
+                icmp.extend_from_slice(&mtu.to_be_bytes());
+                icmp.extend_from_slice(&quoted);
+                let sum = checksum(&icmp);
+                icmp[2..4].copy_from_slice(&sum.to_be_bytes());
+                let mut packet = vec![0x45, 0, 0, 0, 0, 0, 0, 0, 64, 1, 0, 0];
+                packet.extend_from_slice(&from);
+                packet.extend_from_slice(&node);
+                let len = (packet.len() + icmp.len()) as u16;
+                packet[2..4].copy_from_slice(&len.to_be_bytes());
+                packet.extend_from_slice(&icmp);
+                let to = nix::libc::sockaddr_in {
+                    sin_family: nix::libc::AF_INET as nix::libc::sa_family_t,
+                    sin_port: 0,
+                    sin_addr: nix::libc::in_addr {
+                        s_addr: u32::from_ne_bytes(node),
+                    },
+                    sin_zero: [0; 8],
+                };
+                // SAFETY: a valid fd, a buffer with its length, a sockaddr_in.
+                let n = unsafe {
+                    nix::libc::sendto(
+                        fd,
+                        packet.as_ptr().cast(),
+                        packet.len(),
+                        0,
+                        (&to as *const nix::libc::sockaddr_in).cast(),
+                        std::mem::size_of::<nix::libc::sockaddr_in>() as nix::libc::socklen_t,
+                    )
+                };
+                if n > 0 {
+                    sent += 1;
+                }
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        // SAFETY: our fd.
+        unsafe { nix::libc::close(fd) };
+        sent
+    })
+}
+
+/// List item: `path_probe` cannot be steered from a pod. The path beyond
+/// the node carries 1400 (silently); a pod sprays the node's address with
+/// "fragmentation needed, MTU 1300" quoting the probe's echo with every
+/// early sequence number: the path stays measured at 1400, and the pods'
+/// target with it, never 1300.
+#[test]
+fn a_pod_cannot_lower_the_node_path_probe_with_forged_icmp() {
+    if !privileged("a_pod_cannot_lower_the_node_path_probe_with_forged_icmp") {
+        return;
+    }
+    let mut n = NodeLab::new("bpmtu");
+    let target = uplink(&mut n);
+    let _agent = hostile::start_agent(
+        &mut n,
+        &[],
+        &[],
+        &["--path-probe", target, "--path-probe-interval", "1s"],
+    );
+    // The probe runs for the pods that follow it.
+    let pod = n.pod("victim", 1450);
+    ip(&pod, &["link", "add", "docker0", "type", "bridge"]);
+    let series = format!("mtuvisor_path_mtu{{path_target=\"{target}\",ceiling=\"1500\"}}");
+    assert!(
+        eventually(Duration::from_secs(15), || n.sample(&series)
+            == Some(1400.0)),
+        "the path measured first: {:?}; {}",
+        n.sample(&series),
+        n.tail()
+    );
+    assert!(eventually(Duration::from_secs(5), || mtu(&pod, "docker0") == 1400));
+    let forger = n.pod("forger", 1450);
+    let addr = ip(&forger, &["-4", "-o", "addr", "show", "dev", "eth0"]);
+    let from: std::net::Ipv4Addr = addr
+        .split_whitespace()
+        .find(|w| w.starts_with("10.244."))
+        .and_then(|w| w.split('/').next())
+        .and_then(|a| a.parse().ok())
+        .expect("the forger's address");
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let spray = forge_frag_needed(
+        forger.clone(),
+        from.octets(),
+        [10, 244, 0, 1],
+        [192, 0, 2, 2],
+        [203, 0, 113, 10],
+        1300,
+        stop.clone(),
+    );
+    // Fifteen seconds of forged messages, a probe every second.
+    let mut lowest = 1500.0f64;
+    let mut lowest_pod = 1500;
+    let began = Instant::now();
+    while began.elapsed() < Duration::from_secs(15) {
+        if let Some(v) = n.sample(&series) {
+            lowest = lowest.min(v);
+        }
+        lowest_pod = lowest_pod.min(mtu(&pod, "docker0"));
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let sent = spray.join().unwrap();
+    eprintln!("{sent} forged messages over 15 s: path measured at {lowest} at the lowest, the pod's docker0 at {lowest_pod}");
+    assert!(sent > 1000, "the forger sent {sent}");
+    assert_eq!(
+        lowest,
+        1400.0,
+        "the path measured 1400 throughout; {}",
+        n.tail()
+    );
+    assert_eq!(lowest_pod, 1400, "no pod's target went below the path");
+}

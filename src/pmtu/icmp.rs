@@ -9,11 +9,14 @@
 //! not after the kernel's entry expires (10 minutes); only a packet above
 //! the interface's own MTU is refused (EMSGSIZE). A router's message
 //! comes through the socket's error queue (`IP_RECVERR`, `IPV6_RECVERR`),
-//! matched to the echo it quotes: a connected raw socket never sees a
-//! router's ICMP itself, and the kernel's cache (`IP_MTU`, `IPV6_MTU`)
-//! keeps only figures that lower it, so neither can tell that a path
-//! widened. A router's figure is checked against the size that fits,
-//! never taken alone.
+//! matched to the echo it quotes: type, identifier and sequence number,
+//! both random for each probe (a forged "too big" from anywhere, a pod
+//! sending to the node's address among them, must guess 32 random bits
+//! of an echo in flight). The kernel's cached path MTU is never taken as a
+//! measurement: anyone can lower it with such a message. A router's
+//! figure is only a hint of the next size to try, and a size is narrower
+//! than the path only once an echo passed at it and the next one up did
+//! not (`search.rs`).
 //! A raw socket needs CAP_NET_RAW; without it the kernel's ping sockets
 //! are used where `net.ipv4.ping_group_range` allows.
 
@@ -25,9 +28,7 @@ use std::time::{Duration, Instant};
 use nix::libc;
 
 use super::search::Answer;
-use super::sys::{
-    connect, domain, getsockopt_int, new_socket, recv_error, setsockopt_int, wait, QueuedError,
-};
+use super::sys::{connect, domain, new_socket, recv_error, setsockopt_int, wait, QueuedError};
 
 /// The IPv4 header ahead of the ICMP message we write.
 const IPV4_HEADER: u32 = 20;
@@ -39,8 +40,27 @@ pub(super) struct Icmp {
     fd: OwnedFd,
     v6: bool,
     raw: bool,
+    /// The echo identifier: ours (random) on a raw socket, the kernel's
+    /// on a ping socket (read back after each send).
     id: u16,
     seq: u16,
+}
+
+/// Random bits from the kernel (getrandom), for identifiers a forger
+/// cannot predict.
+fn random_u16() -> u16 {
+    let mut b = [0u8; 2];
+    // SAFETY: a buffer of its length; 0 flags (urandom, blocks only
+    // before the pool is ever initialised, at boot).
+    let n = unsafe { libc::getrandom(b.as_mut_ptr().cast(), b.len(), 0) };
+    if n == 2 {
+        u16::from_ne_bytes(b)
+    } else {
+        // No getrandom: the clock's nanoseconds, better than a constant.
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos() as u16)
+    }
 }
 
 impl Icmp {
@@ -80,8 +100,8 @@ impl Icmp {
             fd,
             v6,
             raw,
-            id: (std::process::id() & 0xffff) as u16,
-            seq: 0,
+            id: random_u16(),
+            seq: random_u16(),
         })
     }
 
@@ -92,7 +112,6 @@ impl Icmp {
         // Errors about earlier echoes (a late "too big") say nothing about
         // this one.
         while recv_error(fd)?.is_some() {}
-        let cached = self.known_mtu().ok();
         let header = if self.v6 { IPV6_HEADER } else { IPV4_HEADER };
         let mut packet = vec![0u8; (size - header) as usize];
         // Echo request; the kernel sums an ICMPv6 message itself.
@@ -115,6 +134,12 @@ impl Icmp {
                 return Ok(Answer::TooBig(0));
             }
             return Err(e);
+        }
+        if !self.raw {
+            // A ping socket's identifier is the kernel's: its port.
+            if let Some(port) = local_port(fd) {
+                self.id = port;
+            }
         }
         let deadline = Instant::now() + timeout;
         let mut buf = vec![0u8; 65536];
@@ -156,12 +181,7 @@ impl Icmp {
                 return Ok(Answer::Fits);
             }
         }
-        // Silence; unless the kernel's figure fell meanwhile (a router's
-        // message reached the stack but not this socket).
-        match (cached, self.known_mtu()) {
-            (Some(before), Ok(now)) if now < before && now < size => Ok(Answer::TooBig(now)),
-            _ => Ok(Answer::Silent),
-        }
+        Ok(Answer::Silent)
     }
 
     /// The echo request's ICMP type.
@@ -181,8 +201,7 @@ impl Icmp {
         let id = u16::from_be_bytes([icmp[4], icmp[5]]);
         let seq = u16::from_be_bytes([icmp[6], icmp[7]]);
         let reply = if self.v6 { 129 } else { 0 };
-        // The kernel chooses a ping socket's id.
-        icmp[0] == reply && seq == self.seq && (!self.raw || id == self.id)
+        icmp[0] == reply && seq == self.seq && id == self.id
     }
 
     /// A router's "fragmentation needed" or "packet too big" about our
@@ -193,20 +212,41 @@ impl Icmp {
             libc::SO_EE_ORIGIN_ICMP | libc::SO_EE_ORIGIN_ICMP6
         );
         let echo = error.quoted.get(..8)?;
-        let ours = echo[0] == self.request() && u16::from_be_bytes([echo[6], echo[7]]) == self.seq;
+        let ours = echo[0] == self.request()
+            && u16::from_be_bytes([echo[4], echo[5]]) == self.id
+            && u16::from_be_bytes([echo[6], echo[7]]) == self.seq;
         (from_router && ours && error.errno == libc::EMSGSIZE)
             .then(|| Answer::TooBig(error.info.max(1)))
     }
+}
 
-    /// The path MTU the kernel has for the connected destination.
-    fn known_mtu(&self) -> io::Result<u32> {
-        let (level, name) = if self.v6 {
-            (libc::IPPROTO_IPV6, libc::IPV6_MTU)
-        } else {
-            (libc::IPPROTO_IP, libc::IP_MTU)
-        };
-        getsockopt_int(self.fd.as_raw_fd(), level, name).map(|m| m as u32)
+/// The local port of a socket (a ping socket's echo identifier), in
+/// host order.
+fn local_port(fd: std::os::fd::RawFd) -> Option<u16> {
+    // SAFETY: zeroed storage is a valid sockaddr_storage to be filled.
+    let mut addr: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+    let mut len = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+    // SAFETY: a valid fd and storage with its length.
+    let rc = unsafe {
+        libc::getsockname(
+            fd,
+            (&mut addr as *mut libc::sockaddr_storage).cast(),
+            &mut len,
+        )
+    };
+    if rc != 0 {
+        return None;
     }
+    // Both sockaddr_in and sockaddr_in6 keep the port right after the
+    // family, in network order.
+    // SAFETY: the kernel wrote at least the family and the port.
+    let port = unsafe {
+        *(&addr as *const libc::sockaddr_storage)
+            .cast::<u8>()
+            .add(2)
+            .cast::<[u8; 2]>()
+    };
+    Some(u16::from_be_bytes(port))
 }
 
 /// The Internet checksum (RFC 1071).

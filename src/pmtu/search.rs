@@ -74,8 +74,19 @@ pub(super) enum Answer {
     Silent,
 }
 
+/// How many times a boundary set by a "too big" alone is tried again:
+/// each time, a forged message would have to match another random echo.
+const CONFIRMATIONS: u32 = 2;
+
 /// Binary search with `try_size`; fills the result, or says why the target
 /// cannot be measured.
+///
+/// A size is narrower than the path only once an echo passed at it and one
+/// at the next size up did not. A "too big" only points at the size to
+/// try next; the size it was about counts as failing for good only once
+/// it fails again (silence, or a second "too big"), never on one message
+/// that anybody on the way, or a pod writing to the node's address, could
+/// have forged.
 pub(super) fn search(
     result: &mut ProbeResult,
     floor: u32,
@@ -86,7 +97,12 @@ pub(super) fn search(
         result.sizes_tried += 1;
         try_size(size).map_err(|e| e.to_string())
     };
-    match attempt(floor, result)? {
+    let mut first = attempt(floor, result)?;
+    if matches!(first, Answer::TooBig(mtu) if mtu > 0) {
+        // A router's word alone: tried again before the floor is given up.
+        first = attempt(floor, result)?;
+    }
+    match first {
         Answer::Fits => {}
         Answer::TooBig(mtu) => {
             return Err(format!(
@@ -96,34 +112,67 @@ pub(super) fn search(
         Answer::Silent => return Err(format!("no answer to {floor}-byte probes")),
     }
     let (mut fits, mut fails) = (floor, ceiling + 1);
+    // `fails` was set by a router's message alone, not yet seen again.
+    let mut fails_on_word = false;
+    let mut confirmations = 0;
     let mut silent_above = false;
     let mut reported = None;
     let mut next = ceiling;
-    while fails - fits > 1 {
-        match attempt(next, result)? {
-            Answer::Fits => {
-                fits = next;
-                // The size a router named fits: the path is exactly that.
-                if reported == Some(next) {
-                    fails = next + 1;
+    loop {
+        while fails - fits > 1 {
+            match attempt(next, result)? {
+                Answer::Fits => {
+                    fits = next;
+                    // The size a router named fits: the next one up says
+                    // whether the path is exactly that.
+                    if reported == Some(next) && fails > next + 1 {
+                        next += 1;
+                        continue;
+                    }
                 }
+                Answer::Silent => {
+                    fails = next;
+                    fails_on_word = false;
+                    silent_above = true;
+                }
+                // Our own interface's refusal: not a message from anyone.
+                Answer::TooBig(0) => {
+                    fails = next;
+                    fails_on_word = false;
+                }
+                Answer::TooBig(mtu) => {
+                    fails = next;
+                    fails_on_word = true;
+                    reported = Some(mtu);
+                    // The router's figure is the likely answer: try it next.
+                    if mtu > fits && mtu < fails {
+                        next = mtu;
+                        continue;
+                    }
+                }
+            }
+            next = fits + (fails - fits) / 2;
+        }
+        if !(fails_on_word && fails <= ceiling && confirmations < CONFIRMATIONS) {
+            break;
+        }
+        // The boundary rests on one message: try that size again.
+        confirmations += 1;
+        match attempt(fails, result)? {
+            Answer::Fits => {
+                // It was not the path's: look above it.
+                fits = fails;
+                fails = ceiling + 1;
+                fails_on_word = false;
+                reported = None;
+                next = ceiling;
             }
             Answer::Silent => {
-                fails = next;
+                fails_on_word = false;
                 silent_above = true;
             }
-            Answer::TooBig(0) => fails = next,
-            Answer::TooBig(mtu) => {
-                fails = next;
-                reported = Some(mtu);
-                // The router's figure is the likely answer: try it next.
-                if mtu > fits && mtu < fails {
-                    next = mtu;
-                    continue;
-                }
-            }
+            Answer::TooBig(_) => fails_on_word = false,
         }
-        next = fits + (fails - fits) / 2;
     }
     result.path_mtu = Some(fits);
     result.reported_mtu = reported;
@@ -168,12 +217,14 @@ mod tests {
     }
 
     #[test]
-    fn a_reported_bottleneck_takes_three_sizes() {
+    fn a_reported_bottleneck_is_measured_and_confirmed_in_five_sizes() {
         let mut r = empty();
         search(&mut r, 1280, 1500, path(1400, true)).unwrap();
         assert_eq!((r.path_mtu, r.reported_mtu), (Some(1400), Some(1400)));
         assert!(!r.black_hole);
-        assert_eq!(r.sizes_tried, 3);
+        // The floor, the ceiling (too big: 1400), 1400, 1401 (too big),
+        // 1401 again.
+        assert_eq!(r.sizes_tried, 5);
     }
 
     #[test]
@@ -201,6 +252,36 @@ mod tests {
             (r.path_mtu, r.reported_mtu, r.black_hole),
             (Some(1400), None, false)
         );
+    }
+
+    #[test]
+    fn a_forged_too_big_never_narrows_a_clear_path() {
+        // Every size's first echo draws a "too big" naming 1300 (a forger
+        // who matched it); the path itself carries 1500.
+        let mut tried = std::collections::HashSet::new();
+        let mut r = empty();
+        search(&mut r, 1280, 1500, |size| {
+            Ok(if tried.insert(size) {
+                Answer::TooBig(1300)
+            } else {
+                Answer::Fits
+            })
+        })
+        .unwrap();
+        assert_eq!(
+            (r.path_mtu, r.outcome),
+            (Some(1500), Outcome::Clear),
+            "{r:?}"
+        );
+    }
+
+    #[test]
+    fn a_real_bottleneck_stands_when_tried_again() {
+        let mut r = empty();
+        search(&mut r, 1280, 1500, path(1400, true)).unwrap();
+        assert_eq!(r.path_mtu, Some(1400));
+        // 1280, 1500 (too big: 1400), 1400, 1401, and 1401 again.
+        assert!(r.sizes_tried <= 5, "{}", r.sizes_tried);
     }
 
     #[test]
