@@ -19,6 +19,7 @@ pub mod netlink;
 pub mod node;
 pub mod pmtu;
 pub mod process;
+pub mod readfile;
 pub mod sched;
 
 /// Stops a spawned task when dropped.

@@ -123,6 +123,10 @@ pub(super) async fn read_docker(request: &Request, notes: &mut Vec<String>) -> O
     })
 }
 
+/// How much of a process's command line, and of daemon.json, is read.
+const CMDLINE_BYTES: usize = 64 << 10;
+const DAEMON_JSON_BYTES: usize = 1 << 20;
+
 /// `--mtu` and `--config-file` of a dockerd in this PID namespace.
 pub(super) fn dockerd_command_line() -> (Option<u32>, PathBuf) {
     let default = PathBuf::from("/etc/docker/daemon.json");
@@ -130,7 +134,11 @@ pub(super) fn dockerd_command_line() -> (Option<u32>, PathBuf) {
         return (None, default);
     };
     for entry in dir.flatten() {
-        let Ok(raw) = std::fs::read(entry.path().join("cmdline")) else {
+        // A process's arguments, bounded (a pod's process can make them
+        // huge), read without following anything (`readfile`).
+        let Ok(raw) =
+            crate::readfile::read(&entry.path().join("cmdline"), CMDLINE_BYTES).map(|b| b.bytes)
+        else {
             continue;
         };
         let args: Vec<String> = raw
@@ -157,9 +165,10 @@ pub(super) fn dockerd_command_line() -> (Option<u32>, PathBuf) {
 
 /// daemon.json's `mtu`, and the bridge MTU in its `default-network-opts`.
 pub(super) fn daemon_json(path: &Path) -> (Option<u32>, Option<u32>) {
-    let Some(v) = std::fs::read_to_string(path)
+    let Some(v) = crate::readfile::read_text(path, DAEMON_JSON_BYTES)
         .ok()
-        .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+        .filter(|(_, truncated)| !truncated)
+        .and_then(|(t, _)| serde_json::from_str::<serde_json::Value>(&t).ok())
     else {
         return (None, None);
     };

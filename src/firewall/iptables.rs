@@ -489,4 +489,53 @@ mod tests {
         assert!(script.contains("-F MTUVISOR-MSS"));
         assert!(!script.contains("-X MTUVISOR-MSS"), "{script}");
     }
+
+    mod fuzz {
+        use super::*;
+        use proptest::prelude::*;
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(1024))]
+
+            /// Whatever a pod's FORWARD holds (any text a listing can
+            /// show), the jumps found are positions among its rules, and
+            /// the plan is our fixed text with numbers.
+            #[test]
+            fn any_listing_yields_positions_and_a_plan_of_fixed_text(
+                lines in proptest::collection::vec(
+                    prop_oneof![
+                        Just("-A FORWARD -j MTUVISOR-MSS".to_string()),
+                        Just("-A FORWARD -p tcp -j MTUVISOR-MSS".to_string()),
+                        "-A FORWARD [ -~]{0,80}",
+                        "[ -~\\n]{0,80}",
+                        any::<String>(),
+                    ],
+                    0..64,
+                ),
+                first in proptest::option::of(any::<String>()),
+                more in any::<bool>(),
+                chain in any::<bool>(),
+            ) {
+                let listing = lines.join("\n");
+                let jumps = forward_jumps(&listing);
+                let rules = listing.lines().filter(|l| l.trim().starts_with("-A FORWARD")).count();
+                prop_assert!(jumps.windows(2).all(|w| w[0] < w[1]));
+                prop_assert!(jumps.iter().all(|j| *j >= 1 && *j <= rules));
+                let state = TableState { chain, first, more, jumps };
+                for rule in [desired_rule(MssMode::Pmtu), None] {
+                    if let (Some(script), _) = plan(&state, rule.as_deref()) {
+                        for line in script.lines() {
+                            let fixed = line == "*mangle" || line == "COMMIT"
+                                || line == ":MTUVISOR-MSS - [0:0]"
+                                || Some(line) == desired_rule(MssMode::Pmtu).as_deref()
+                                || line == "-I FORWARD 1 -j MTUVISOR-MSS"
+                                || line == "-F MTUVISOR-MSS" || line == "-X MTUVISOR-MSS"
+                                || line.strip_prefix("-D FORWARD ").is_some_and(|n| n.parse::<usize>().is_ok());
+                            prop_assert!(fixed, "{line:?}");
+                        }
+                    }
+                }
+            }
+        }
+    }
 }

@@ -354,4 +354,30 @@ mod tests {
             "add table inet mtuvisor\ndelete table inet mtuvisor\n"
         );
     }
+
+    mod fuzz {
+        use super::*;
+        use proptest::prelude::*;
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(1024))]
+
+            /// Any listing text: parsed or refused, never a panic; and a
+            /// table with any chain a pod named is never taken for ours.
+            #[test]
+            fn any_listing_is_parsed_or_refused_and_foreign_chains_are_never_ours(
+                text in any::<String>(),
+                name in any::<String>(),
+            ) {
+                let _ = parse_state(&text);
+                let json = serde_json::json!({"nftables": [
+                    {"chain": {"name": "forward", "type": "filter", "hook": "forward", "prio": -150}},
+                    {"chain": {"name": name}},
+                    {"rule": {"chain": "forward", "comment": "mtuvisor mss pmtu", "expr": []}},
+                ]});
+                let state = parse_state(&json.to_string()).unwrap();
+                prop_assert!(!exactly_ours(&state, "mtuvisor mss pmtu", Some(&serde_json::json!([]))));
+            }
+        }
+    }
 }

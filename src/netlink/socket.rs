@@ -266,6 +266,21 @@ impl Exchange {
     }
 }
 
+/// Feeds `datagrams` to one exchange (numbered 1, a dump), as the reading
+/// loop does: for fuzzing the reply path without a socket.
+#[cfg(test)]
+pub(crate) fn feed_for_fuzz(
+    datagrams: &[Vec<u8>],
+    each: &mut dyn FnMut(Result<Item, Undecodable>),
+) {
+    let mut exchange = Exchange::new(1, true);
+    for d in datagrams {
+        if exchange.feed(d, each).is_some() {
+            return;
+        }
+    }
+}
+
 thread_local! {
     /// Where datagrams are read: one buffer per thread, never per socket
     /// (the node agent holds three sockets per pod).

@@ -24,7 +24,6 @@
 
 use std::collections::{HashMap, HashSet};
 use std::fs::File;
-use std::io::Read;
 use std::os::fd::{AsFd, AsRawFd, RawFd};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -68,7 +67,7 @@ const DIR_RESCAN: Duration = Duration::from_secs(5);
 /// bounded amount.
 const MAX_PENDING: usize = 256;
 /// How much of `/proc/<pid>/status` is read: NSpid comes early.
-const STATUS_BYTES: u64 = 4096;
+const STATUS_BYTES: usize = 4096;
 
 pub struct Config {
     pub dirs: Vec<PathBuf>,
@@ -395,12 +394,12 @@ async fn keep_open(file: File, name: &str) -> File {
     }
 }
 
-/// The start of `/proc/<pid>/status`, bounded.
+/// The start of `/proc/<pid>/status`, bounded (`readfile`).
 fn read_status(pid: u32) -> Option<String> {
-    let file = File::open(format!("/proc/{pid}/status")).ok()?;
-    let mut text = String::new();
-    file.take(STATUS_BYTES).read_to_string(&mut text).ok()?;
-    Some(text)
+    let path = std::path::PathBuf::from(format!("/proc/{pid}/status"));
+    crate::readfile::read_text(&path, STATUS_BYTES)
+        .ok()
+        .map(|(t, _)| t)
 }
 
 #[cfg(test)]
@@ -429,5 +428,31 @@ mod tests {
         // The test runs as a process of its PID namespace, not its pid 1
         // one level below (or it is pid 1 at the top level).
         assert!(!is_runtime_init(&status));
+    }
+
+    mod fuzz {
+        use super::*;
+        use proptest::prelude::*;
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(1024))]
+
+            /// Whatever a process's status says (its name is the pod's
+            /// choice), only an `NSpid` of exactly two fields, the second
+            /// 1, is a runtime's init.
+            #[test]
+            fn any_status_text_is_judged_without_panic(text in any::<String>(), name in "[^\n]{0,64}") {
+                let status = format!("Name:\t{name}\n{text}");
+                let verdict = is_runtime_init(&status);
+                let nspid = status.lines().find_map(|l| l.strip_prefix("NSpid:"));
+                prop_assert_eq!(
+                    verdict,
+                    nspid.is_some_and(|p| {
+                        let f: Vec<&str> = p.split_whitespace().collect();
+                        f.len() == 2 && f[1] == "1"
+                    })
+                );
+            }
+        }
     }
 }

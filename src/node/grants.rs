@@ -45,7 +45,15 @@ pub static GRANTS: [Grant; 3] = [
 /// the agent started, and tells `node`.
 pub fn check(registry: &Registry, node: &NodeMetrics, netns_dirs: &[std::path::PathBuf]) {
     registry.set_grants(&GRANTS, &caps::check(&GRANTS));
-    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    // The agent's own mounts, one per pod's namespace file: bounded all the
+    // same (16 MiB is some 60,000 mounts).
+    let mountinfo = std::fs::File::open("/proc/self/mountinfo")
+        .and_then(|f| {
+            use std::io::Read;
+            let mut text = String::new();
+            f.take(16 << 20).read_to_string(&mut text).map(|_| text)
+        })
+        .unwrap_or_default();
     let private: Vec<String> = netns_dirs
         .iter()
         .filter(|d| is_private_mount(&mountinfo, d))
