@@ -112,3 +112,530 @@ mod tests {
         }
     }
 }
+
+// --- The chaos pod: hostile states, generated ----------------------------
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use crate::hostile::{self, Arena, Attack};
+
+/// What a chaos run may do: the node agent sees every kind; an enforcer
+/// inside the pod (`watch`, `supervise`) the kinds that apply to it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scope {
+    Node,
+    InPod,
+}
+
+/// A hostile pod driven by a seeded generator: each [`ChaosPod::step`]
+/// changes its state in one of the ways a CI job can (links named and
+/// aliased with random bytes, far ends in namespaces it made and moved
+/// between them, nested namespaces, Docker-named bridges, floods, rules
+/// and chains in both firewall backends, route changes, files in its
+/// root), and says what it did. The same seed replays the same steps.
+pub struct ChaosPod {
+    pub pod: String,
+    scope: Scope,
+    rng: Rng,
+    scratch: PathBuf,
+    /// Namespaces the pod made (a process of its own holds each).
+    holders: Vec<(Attack, i32)>,
+    /// Other processes it runs (nested namespaces, files in its root).
+    others: Vec<Attack>,
+    /// Links it made in its own namespace, and those in the namespaces it
+    /// made, by (holder index or none, name).
+    links: Vec<(Option<usize>, Vec<u8>)>,
+    bridges: Vec<Vec<u8>>,
+    counter: u64,
+    /// A file outside the pod that it tries to make the agent read.
+    secret: Option<PathBuf>,
+}
+
+/// Runs a command; whether it succeeded (a chaos step may fail: a name
+/// already taken, a link already gone).
+fn attempt(cmd: &mut Command) -> bool {
+    cmd.stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+fn os(b: &[u8]) -> &std::ffi::OsStr {
+    use std::os::unix::ffi::OsStrExt;
+    std::ffi::OsStr::from_bytes(b)
+}
+
+impl ChaosPod {
+    pub fn new(
+        pod: &str,
+        seed: u64,
+        scope: Scope,
+        scratch: &Path,
+        secret: Option<&Path>,
+    ) -> ChaosPod {
+        ChaosPod {
+            pod: pod.to_string(),
+            scope,
+            rng: Rng::new(seed),
+            scratch: scratch.to_path_buf(),
+            holders: Vec::new(),
+            others: Vec::new(),
+            links: Vec::new(),
+            bridges: Vec::new(),
+            counter: 0,
+            secret: secret.map(Path::to_path_buf),
+        }
+    }
+
+    /// `ip` in the pod (`None`) or in a namespace it made.
+    fn ip_in(&self, at: Option<usize>) -> Command {
+        let mut cmd = Command::new("nsenter");
+        match at {
+            None => cmd.arg(format!("--net=/run/netns/{}", self.pod)),
+            Some(h) => cmd.arg(format!("--net=/proc/{}/ns/net", self.holders[h].1)),
+        };
+        cmd.arg("ip");
+        cmd
+    }
+
+    fn netns_arg(&self, at: Option<usize>) -> String {
+        match at {
+            None => format!("/run/netns/{}", self.pod),
+            Some(h) => format!("/proc/{}/ns/net", self.holders[h].1),
+        }
+    }
+
+    fn fresh_name(&mut self) -> Vec<u8> {
+        self.counter += 1;
+        let mut name = self.rng.link_name();
+        // Unique within the run: the last bytes count.
+        name.truncate(11);
+        name.extend_from_slice(format!("{:04}", self.counter % 10_000).as_bytes());
+        name
+    }
+
+    fn bridge_name(&mut self) -> Vec<u8> {
+        match self.rng.below(4) {
+            0 => b"docker0".to_vec(),
+            1 => format!("br-{:012x}", self.rng.below(1 << 48)).into_bytes(),
+            2 => b"cni-podman0".to_vec(),
+            _ => self.fresh_name(),
+        }
+    }
+
+    fn ensure_bridge(&mut self) -> Vec<u8> {
+        if !self.bridges.is_empty() && self.rng.chance(70) {
+            return self.rng.pick(&self.bridges).clone();
+        }
+        let name = self.bridge_name();
+        if attempt(
+            self.ip_in(None)
+                .args(["link", "add"])
+                .arg(os(&name))
+                .args(["type", "bridge"]),
+        ) {
+            attempt(
+                self.ip_in(None)
+                    .args(["link", "set"])
+                    .arg(os(&name))
+                    .arg("up"),
+            );
+            self.bridges.push(name.clone());
+        }
+        name
+    }
+
+    fn holder(&mut self, arena: &dyn Arena) -> usize {
+        if self.holders.is_empty() || (self.holders.len() < 4 && self.rng.chance(10)) {
+            let made = hostile::own_namespace(arena, &self.pod, &self.scratch);
+            self.holders.push(made);
+        }
+        self.rng.below(self.holders.len() as u64) as usize
+    }
+
+    /// One step; what it did, for a person.
+    pub fn step(&mut self, arena: &dyn Arena) -> String {
+        let roll = self.rng.below(100);
+        match roll {
+            0..=24 => self.veths(arena),
+            25..=34 => self.rename(),
+            35..=42 => self.alias(),
+            43..=49 => self.move_far_end(arena),
+            50..=54 if self.scope == Scope::Node => {
+                let count = self.rng.between(1, 20) as usize;
+                let nested = self.rng.chance(50);
+                self.others
+                    .push(hostile::namespaces(arena, &self.pod, count, nested));
+                format!("{count} namespaces (nested: {nested})")
+            }
+            55..=59 => self.flood(),
+            60..=69 => self.rules(),
+            70..=76 => self.routes(),
+            77..=80 if self.scope == Scope::Node => {
+                let a = match (self.rng.below(4), &self.secret) {
+                    (0, _) => hostile::hostname_fifo(arena, &self.pod, &self.scratch),
+                    (1, _) => hostile::hostname_huge(arena, &self.pod, &self.scratch),
+                    (2, Some(secret)) => {
+                        hostile::hostname_symlink_out(arena, &self.pod, &self.scratch, secret)
+                    }
+                    _ => hostile::hostname_newline(arena, &self.pod, &self.scratch),
+                };
+                self.others.push(a);
+                "a hostname file of its choosing in its root".into()
+            }
+            81..=90 => self.delete(),
+            _ => self.mtu(),
+        }
+    }
+
+    fn veths(&mut self, arena: &dyn Arena) -> String {
+        let bridge = self.ensure_bridge();
+        let count = self.rng.between(1, 8) as usize;
+        let far = if self.rng.chance(60) {
+            Some(self.holder(arena))
+        } else {
+            None
+        };
+        let alias = self.rng.chance(30).then(|| self.rng.alias());
+        let mut made = 0;
+        for _ in 0..count {
+            let (host, peer) = (self.fresh_name(), self.fresh_name());
+            let mut cmd = self.ip_in(None);
+            cmd.args(["link", "add"])
+                .arg(os(&host))
+                .args(["type", "veth", "peer", "name"])
+                .arg(os(&peer));
+            if far.is_some() {
+                cmd.arg("netns").arg(self.netns_arg(far));
+            }
+            if !attempt(&mut cmd) {
+                continue;
+            }
+            made += 1;
+            if let Some(a) = &alias {
+                attempt(
+                    self.ip_in(far)
+                        .args(["link", "set", "dev"])
+                        .arg(os(&peer))
+                        .arg("alias")
+                        .arg(os(a)),
+                );
+            }
+            attempt(
+                self.ip_in(far)
+                    .args(["link", "set"])
+                    .arg(os(&peer))
+                    .arg("up"),
+            );
+            attempt(
+                self.ip_in(None)
+                    .args(["link", "set"])
+                    .arg(os(&host))
+                    .arg("master")
+                    .arg(os(&bridge))
+                    .arg("up"),
+            );
+            self.links.push((None, host));
+            self.links.push((far, peer));
+        }
+        format!(
+            "{made} veths on {} (far ends {}{})",
+            crate::chaos::printable(&bridge),
+            if far.is_some() {
+                "in a namespace it made"
+            } else {
+                "beside them"
+            },
+            if alias.is_some() { ", aliased" } else { "" }
+        )
+    }
+
+    fn pick_link(&mut self) -> Option<usize> {
+        (!self.links.is_empty()).then(|| self.rng.below(self.links.len() as u64) as usize)
+    }
+
+    fn rename(&mut self) -> String {
+        let Some(i) = self.pick_link() else {
+            return "nothing to rename".into();
+        };
+        let (at, old) = self.links[i].clone();
+        let new = self.fresh_name();
+        // A link must be down to be renamed.
+        attempt(
+            self.ip_in(at)
+                .args(["link", "set"])
+                .arg(os(&old))
+                .arg("down"),
+        );
+        let ok = attempt(
+            self.ip_in(at)
+                .args(["link", "set"])
+                .arg(os(&old))
+                .arg("name")
+                .arg(os(&new)),
+        );
+        attempt(
+            self.ip_in(at)
+                .args(["link", "set"])
+                .arg(os(if ok { &new } else { &old }))
+                .arg("up"),
+        );
+        if ok {
+            self.links[i].1 = new.clone();
+        }
+        format!(
+            "renamed {} to {}",
+            crate::chaos::printable(&old),
+            crate::chaos::printable(&new)
+        )
+    }
+
+    fn alias(&mut self) -> String {
+        let Some(i) = self.pick_link() else {
+            return "nothing to alias".into();
+        };
+        let (at, name) = self.links[i].clone();
+        let alias = self.rng.alias();
+        attempt(
+            self.ip_in(at)
+                .args(["link", "set", "dev"])
+                .arg(os(&name))
+                .arg("alias")
+                .arg(os(&alias)),
+        );
+        format!(
+            "aliased {} with {} bytes",
+            crate::chaos::printable(&name),
+            alias.len()
+        )
+    }
+
+    fn move_far_end(&mut self, arena: &dyn Arena) -> String {
+        let Some(i) = self.pick_link() else {
+            return "nothing to move".into();
+        };
+        let (at, name) = self.links[i].clone();
+        let to = if at.is_some() && self.rng.chance(50) {
+            None
+        } else {
+            Some(self.holder(arena))
+        };
+        if to == at {
+            return "moved nothing".into();
+        }
+        let ok = attempt(
+            self.ip_in(at)
+                .args(["link", "set"])
+                .arg(os(&name))
+                .arg("netns")
+                .arg(self.netns_arg(to)),
+        );
+        if ok {
+            self.links[i].0 = to;
+            attempt(
+                self.ip_in(to)
+                    .args(["link", "set"])
+                    .arg(os(&name))
+                    .arg("up"),
+            );
+        }
+        format!(
+            "moved {} to {}",
+            crate::chaos::printable(&name),
+            if to.is_some() {
+                "a namespace it made"
+            } else {
+                "itself"
+            }
+        )
+    }
+
+    fn flood(&mut self) -> String {
+        let bridge = format!("br-{:012x}", self.rng.below(1 << 48));
+        let pairs = self.rng.between(50, 300) as usize;
+        self.counter += 1;
+        let tag = self.counter;
+        let file = self
+            .scratch
+            .join(format!("flood-{}-{tag}", std::process::id()));
+        let mut text = format!("link add {bridge} type bridge\nlink set {bridge} up\n");
+        for i in 0..pairs {
+            text.push_str(&format!(
+                "link add fl{tag}x{i} type veth peer name fm{tag}x{i}\nlink set fl{tag}x{i} master {bridge} up\n"
+            ));
+        }
+        let _ = std::fs::write(&file, text);
+        attempt(
+            Command::new("ip")
+                .args(["-n", &self.pod, "-force", "-batch"])
+                .arg(&file),
+        );
+        let _ = std::fs::remove_file(&file);
+        self.bridges.push(bridge.clone().into_bytes());
+        for i in 0..pairs {
+            self.links.push((None, format!("fl{tag}x{i}").into_bytes()));
+        }
+        format!("{pairs} veth pairs on {bridge}")
+    }
+
+    fn rules(&mut self) -> String {
+        let count = self.rng.between(1, 5000) as usize;
+        if self.rng.chance(50) {
+            let mut text = String::from("*mangle\n");
+            if self.rng.chance(70) {
+                text.push_str(":MTUVISOR-MSS - [0:0]\n");
+                for i in 0..count {
+                    text.push_str(&format!(
+                        "-A MTUVISOR-MSS -p tcp --dport {} -j ACCEPT\n",
+                        1 + i % 65000
+                    ));
+                }
+            }
+            let jumps = self.rng.between(0, 40);
+            for _ in 0..jumps {
+                text.push_str("-A FORWARD -j MTUVISOR-MSS\n");
+            }
+            text.push_str("COMMIT\n");
+            let file = self.scratch.join(format!("rules-{}", std::process::id()));
+            let _ = std::fs::write(&file, text);
+            attempt(
+                Command::new("nsenter")
+                    .arg(format!("--net=/run/netns/{}", self.pod))
+                    .args(["iptables-restore", "--noflush"])
+                    .arg(&file),
+            );
+            let _ = std::fs::remove_file(&file);
+            format!("{count} rules in MTUVISOR-MSS, {jumps} jumps to it")
+        } else {
+            // A table named like the agent's, with chains of any name
+            // (JSON carries any text) and rules.
+            let mut items =
+                vec![serde_json::json!({"add": {"table": {"family": "inet", "name": "mtuvisor"}}})];
+            let chains = self.rng.between(1, 5);
+            for _ in 0..chains {
+                let mut name: String = self
+                    .rng
+                    .alias()
+                    .iter()
+                    .map(|b| char::from(*b % 128))
+                    .filter(|c| *c != '\0')
+                    .take(60)
+                    .collect();
+                if let (true, Some(secret)) = (self.rng.chance(30), &self.secret) {
+                    name = format!("x\ninclude \"{}\"\n", secret.display());
+                }
+                items.push(serde_json::json!({"add": {"chain": {"family": "inet", "table": "mtuvisor", "name": name}}}));
+            }
+            let file = self
+                .scratch
+                .join(format!("nft-{}.json", std::process::id()));
+            let _ = std::fs::write(&file, serde_json::json!({"nftables": items}).to_string());
+            attempt(
+                Command::new("nsenter")
+                    .arg(format!("--net=/run/netns/{}", self.pod))
+                    .args(["nft", "-j", "-f"])
+                    .arg(&file),
+            );
+            let _ = std::fs::remove_file(&file);
+            format!("a table inet mtuvisor of its own with {chains} chains")
+        }
+    }
+
+    fn routes(&mut self) -> String {
+        let mtu = self.rng.between(552, 9000);
+        match self.rng.below(3) {
+            0 => {
+                attempt(self.ip_in(None).args([
+                    "route",
+                    "change",
+                    "default",
+                    "via",
+                    &self.gateway(),
+                    "mtu",
+                    &mtu.to_string(),
+                ]));
+                format!("its default route's mtu set to {mtu}")
+            }
+            1 => {
+                let table = self.rng.between(1, 250);
+                attempt(self.ip_in(None).args([
+                    "route",
+                    "add",
+                    "default",
+                    "via",
+                    &self.gateway(),
+                    "table",
+                    &table.to_string(),
+                    "mtu",
+                    &mtu.to_string(),
+                ]));
+                format!("a default route in table {table} with mtu {mtu}")
+            }
+            _ => {
+                attempt(self.ip_in(None).args([
+                    "route",
+                    "change",
+                    "default",
+                    "via",
+                    &self.gateway(),
+                ]));
+                "its default route's mtu cleared".into()
+            }
+        }
+    }
+
+    fn gateway(&self) -> String {
+        let out = Command::new("ip")
+            .args(["-n", &self.pod, "-4", "route", "show", "default"])
+            .output();
+        out.ok()
+            .and_then(|o| {
+                let text = String::from_utf8_lossy(&o.stdout).into_owned();
+                text.split_whitespace()
+                    .skip_while(|w| *w != "via")
+                    .nth(1)
+                    .map(String::from)
+            })
+            .unwrap_or_else(|| "10.244.0.1".into())
+    }
+
+    fn delete(&mut self) -> String {
+        let Some(i) = self.pick_link() else {
+            return "nothing to delete".into();
+        };
+        let (at, name) = self.links.swap_remove(i);
+        attempt(self.ip_in(at).args(["link", "del"]).arg(os(&name)));
+        format!("deleted {}", crate::chaos::printable(&name))
+    }
+
+    fn mtu(&mut self) -> String {
+        let mtu = self.rng.between(68, 9000);
+        if self.rng.chance(30) && !self.bridges.is_empty() {
+            let b = self.rng.pick(&self.bridges).clone();
+            attempt(
+                self.ip_in(None)
+                    .args(["link", "set"])
+                    .arg(os(&b))
+                    .args(["mtu", &mtu.to_string()]),
+            );
+            return format!("bridge {} to mtu {mtu}", crate::chaos::printable(&b));
+        }
+        let Some(i) = self.pick_link() else {
+            return "nothing to resize".into();
+        };
+        let (at, name) = self.links[i].clone();
+        attempt(
+            self.ip_in(at)
+                .args(["link", "set"])
+                .arg(os(&name))
+                .args(["mtu", &mtu.to_string()]),
+        );
+        format!("{} to mtu {mtu}", crate::chaos::printable(&name))
+    }
+}
+
+/// Bytes shown as printable ASCII (`\xNN` for the rest).
+pub fn printable(bytes: &[u8]) -> String {
+    mtuvisor::netlink::printable(bytes)
+}
