@@ -22,7 +22,11 @@
 //! Then what hostile pods cost (testkit/src/hostile.rs): a canary pod's
 //! clamp latency (host end joined its bridge -> both ends clamped),
 //! p50/p95/p99 over 3 rounds of 50 veths, alone and beside each hostile
-//! case (goal: within 1.5x of alone); the agent's resident set and threads
+//! case (goal: within 1.5x of alone at p95), how long a pod made beside
+//! each takes to be enforced in, and the agent's resident set, threads
+//! and fds after each; `-- chaos` the same beside the chaos pod
+//! (testkit/src/chaos.rs) stepping between the canary's series for
+//! MTUVISOR_CHAOS_SECONDS (default 120), seed printed; the agent's resident set and threads
 //! at 110 pods whose dockerd runs 20 containers each, the containers'
 //! namespaces held by processes one PID namespace further down, `/proc`
 //! scanned (goal: under 30 MB); and the CPU one `/proc` scan takes at
@@ -45,12 +49,13 @@ fn main() {
     let args = common::bench_filters();
     // `cargo bench --bench node -- two_pods` runs one part; a filter that
     // names none of them (another bench's) runs nothing.
-    let parts: [(&str, fn()); 6] = [
+    let parts: [(&str, fn()); 7] = [
         ("discovery", discovery),
         ("footprint", footprint),
         ("dind_footprint", dind_footprint),
         ("proc_scan", proc_scan),
         ("hostile", hostile),
+        ("chaos", chaos),
         ("two_pods", two_pods),
     ];
     let chosen: Vec<_> = parts
@@ -248,6 +253,18 @@ impl Hostile {
         }
     }
 
+    /// A pod made now with a Docker bridge: how long until the agent has
+    /// it at its target (`None`: not within 5 s).
+    fn new_pod(&mut self, round: &str) -> Option<Duration> {
+        let pod = self.n.pod(&format!("n{round}"), 1450);
+        ip(&pod, &["link", "add", "docker0", "type", "bridge"]);
+        let t = Instant::now();
+        let ok = eventually(Duration::from_secs(5), || mtu(&pod, "docker0") == 1450);
+        let took = t.elapsed();
+        self.n.lab.delete_netns(&pod);
+        ok.then_some(took)
+    }
+
     /// 3 rounds of 50 canary veths: every latency, sorted, and how many
     /// were not clamped within 2 s.
     fn canary(&self) -> (Vec<Duration>, usize) {
@@ -339,6 +356,58 @@ fn hostile() {
             let gateway = format!("10.244.0.1:{}", hostile::metrics_port());
             (hostile::hold_connections(&pod, &gateway, 200), Some(pod))
         }),
+        ("10 far ends named with random bytes in a namespace the pod made", |h, s| {
+            let pod = h.n.pod("bytes", 1450);
+            let (a, holder) = hostile::own_namespace(&h.agent, &pod, s);
+            let mut rng = common::chaos::Rng::new(27);
+            let names: Vec<Vec<u8>> = (0..10)
+                .map(|i| {
+                    let mut n = rng.link_name();
+                    n.truncate(13);
+                    n.extend_from_slice(format!("{i:02}").as_bytes());
+                    n
+                })
+                .collect();
+            hostile::far_ends_named(&pod, "docker0", holder, &names, None);
+            (a, Some(pod))
+        }),
+        ("10 far ends aliased with random bytes and a newline", |h, s| {
+            let pod = h.n.pod("alias", 1450);
+            let (a, holder) = hostile::own_namespace(&h.agent, &pod, s);
+            let names: Vec<Vec<u8>> = (0..10).map(|i| format!("c{i}").into_bytes()).collect();
+            let alias = common::chaos::Rng::new(27).alias();
+            hostile::far_ends_named(&pod, "docker0", holder, &names, Some(&alias));
+            (a, Some(pod))
+        }),
+        ("100,000 rules in the agent's iptables chain", |h, s| {
+            let pod = h.n.pod("rules", 1450);
+            ip(&pod, &["link", "add", "docker0", "type", "bridge"]);
+            let mut text = String::from("*mangle\n:MTUVISOR-MSS - [0:0]\n");
+            for i in 0..100_000 {
+                text.push_str(&format!("-A MTUVISOR-MSS -p tcp --dport {} -j ACCEPT\n", 1 + i % 65000));
+            }
+            text.push_str("COMMIT\n");
+            let file = s.join("100k");
+            std::fs::write(&file, text).unwrap();
+            sh(&["nsenter", &format!("--net=/run/netns/{pod}"), "iptables-restore", "--noflush", file.to_str().unwrap()]);
+            (Attack::default(), Some(pod))
+        }),
+        ("20 pods x 8 connections to the metrics port", |h, _| {
+            let gateway = format!("10.244.0.1:{}", hostile::metrics_port());
+            let mut a = Attack::default();
+            let mut pods = Vec::new();
+            for i in 0..20 {
+                let pod = h.n.pod(&format!("fill{i}"), 1450);
+                let held = hostile::hold_connections(&pod, &gateway, 8);
+                let netns = pod.clone();
+                a.undo(move || {
+                    drop(held);
+                    let _ = std::process::Command::new("ip").args(["netns", "del", &netns]).status();
+                });
+                pods.push(pod);
+            }
+            (a, None)
+        }),
         ("a FIFO in netns_dirs", |h, _| {
             let name = format!("{}-pfifo", h.n.lab.prefix());
             (hostile::fifo_in(&h.extra, &name), None)
@@ -351,7 +420,12 @@ fn hostile() {
             },
         ),
     ];
+    // MTUVISOR_BENCH_CASE=<words> runs only the cases whose name holds them.
+    let only = std::env::var("MTUVISOR_BENCH_CASE").ok();
     for (name, make) in cases {
+        if only.as_deref().is_some_and(|o| !name.contains(o)) {
+            continue;
+        }
         let before = held(h.agent.pid);
         let (attack, pod) = make(&mut h, &scratch);
         // Discovered, and whatever the case sets going under way.
@@ -363,6 +437,7 @@ fn hostile() {
         let mut floor: Vec<Duration> = floor.finish().into_iter().map(|(_, d)| d).collect();
         floor.sort();
         ip(&h.canary.pod, &["link", "del", "mvfloora"]);
+        let new_pod = h.new_pod(&name.len().to_string());
         let during = held(h.agent.pid);
         drop(attack);
         if let Some(pod) = pod {
@@ -371,7 +446,8 @@ fn hostile() {
         std::thread::sleep(Duration::from_secs(1));
         println!(
             "  beside {name}: p50 {} p95 {} p99 {} ({:.2}x / {:.2}x of alone at p95 / p99; goal 1.5x), \
-             {missed} not clamped; RTNL floor p95 {} p99 {}; agent {} kB -> {} kB RSS",
+             {missed} not clamped; RTNL floor p95 {} p99 {}; a new pod enforced in after {}; \
+             agent {before} -> {during}",
             ms(p(&beside, 50.0)),
             ms(p(&beside, 95.0)),
             ms(p(&beside, 99.0)),
@@ -379,10 +455,71 @@ fn hostile() {
             p(&beside, 99.0).as_secs_f64() / p(&alone, 99.0).as_secs_f64().max(1e-9),
             ms(p(&floor, 95.0)),
             ms(p(&floor, 99.0)),
-            before.rss_kb,
-            during.rss_kb,
+            new_pod.map_or("(not within 5 s)".to_string(), ms),
         );
     }
+    println!("  agent at the end: {}", held(h.agent.pid));
+}
+
+/// The canary beside the chaos pod: a step, then 10 canary veths and a
+/// pod made, over and over for MTUVISOR_CHAOS_SECONDS (120 by default).
+fn chaos() {
+    let mut h = Hostile::new();
+    let (alone, missed) = h.canary();
+    let p = |v: &[Duration], q: f64| percentile(v, q);
+    let seed = std::env::var("MTUVISOR_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(common::chaos::Rng::fresh_seed);
+    let seconds = std::env::var("MTUVISOR_CHAOS_SECONDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(120);
+    println!(
+        "chaos (seed {seed}, {seconds} s): canary alone (3 x 50): p50 {} p95 {} p99 {}, {missed} not clamped",
+        ms(p(&alone, 50.0)),
+        ms(p(&alone, 95.0)),
+        ms(p(&alone, 99.0))
+    );
+    let start = held(h.agent.pid);
+    let pod = h.n.pod("chaos", 1450);
+    let mut pod_chaos = common::chaos::ChaosPod::new(&pod, seed, common::chaos::Scope::Node, &h.scratch.0, None);
+    let (mut beside, mut not_clamped, mut new_pods, mut slow_pods, mut steps) = (Vec::new(), 0, Vec::new(), 0, 0);
+    let mut worst = start;
+    let began = Instant::now();
+    while began.elapsed() < Duration::from_secs(seconds) {
+        pod_chaos.step(&h.agent);
+        steps += 1;
+        for s in h.canary.series(10) {
+            match s {
+                Some(d) => beside.push(d),
+                None => not_clamped += 1,
+            }
+        }
+        match h.new_pod(&format!("c{steps}")) {
+            Some(d) => new_pods.push(d),
+            None => slow_pods += 1,
+        }
+        let now = held(h.agent.pid);
+        if now.rss_kb > worst.rss_kb {
+            worst = now;
+        }
+    }
+    beside.sort();
+    new_pods.sort();
+    println!(
+        "  beside the chaos pod ({steps} steps): canary p50 {} p95 {} p99 {} ({:.2}x / {:.2}x of alone at p95 / p99; goal 1.5x), \
+         {not_clamped} not clamped; new pods enforced in p50 {} p99 {} ({slow_pods} not within 5 s); \
+         agent {start} at the start, {worst} at the worst, {} at the end",
+        ms(p(&beside, 50.0)),
+        ms(p(&beside, 95.0)),
+        ms(p(&beside, 99.0)),
+        p(&beside, 95.0).as_secs_f64() / p(&alone, 95.0).as_secs_f64().max(1e-9),
+        p(&beside, 99.0).as_secs_f64() / p(&alone, 99.0).as_secs_f64().max(1e-9),
+        ms(p(&new_pods, 50.0)),
+        ms(p(&new_pods, 99.0)),
+        held(h.agent.pid),
+    );
 }
 
 /// 110 pods, each with a dockerd's bridge and 20 containers whose `eth0`

@@ -10,7 +10,7 @@ use std::sync::OnceLock;
 pub fn bin() -> &'static str {
     static BIN: OnceLock<String> = OnceLock::new();
     BIN.get_or_init(|| {
-        if let Some(other) = std::env::var_os("MTUVISOR_BIN") {
+        if let Some(other) = std::env::var_os("MTUVISOR_BIN").filter(|b| !b.is_empty()) {
             return other.to_string_lossy().into_owned();
         }
         let exe = std::env::current_exe().expect("the test's own path");
