@@ -356,58 +356,78 @@ fn hostile() {
             let gateway = format!("10.244.0.1:{}", hostile::metrics_port());
             (hostile::hold_connections(&pod, &gateway, 200), Some(pod))
         }),
-        ("10 far ends named with random bytes in a namespace the pod made", |h, s| {
-            let pod = h.n.pod("bytes", 1450);
-            let (a, holder) = hostile::own_namespace(&h.agent, &pod, s);
-            let mut rng = common::chaos::Rng::new(27);
-            let names: Vec<Vec<u8>> = (0..10)
-                .map(|i| {
-                    let mut n = rng.link_name();
-                    n.truncate(13);
-                    n.extend_from_slice(format!("{i:02}").as_bytes());
-                    n
-                })
-                .collect();
-            hostile::far_ends_named(&pod, "docker0", holder, &names, None);
-            (a, Some(pod))
-        }),
-        ("10 far ends aliased with random bytes and a newline", |h, s| {
-            let pod = h.n.pod("alias", 1450);
-            let (a, holder) = hostile::own_namespace(&h.agent, &pod, s);
-            let names: Vec<Vec<u8>> = (0..10).map(|i| format!("c{i}").into_bytes()).collect();
-            let alias = common::chaos::Rng::new(27).alias();
-            hostile::far_ends_named(&pod, "docker0", holder, &names, Some(&alias));
-            (a, Some(pod))
-        }),
+        (
+            "10 far ends named with random bytes in a namespace the pod made",
+            |h, s| {
+                let pod = h.n.pod("bytes", 1450);
+                let (a, holder) = hostile::own_namespace(&h.agent, &pod, s);
+                let mut rng = common::chaos::Rng::new(27);
+                let names: Vec<Vec<u8>> = (0..10)
+                    .map(|i| {
+                        let mut n = rng.link_name();
+                        n.truncate(13);
+                        n.extend_from_slice(format!("{i:02}").as_bytes());
+                        n
+                    })
+                    .collect();
+                hostile::far_ends_named(&pod, "docker0", holder, &names, None);
+                (a, Some(pod))
+            },
+        ),
+        (
+            "10 far ends aliased with random bytes and a newline",
+            |h, s| {
+                let pod = h.n.pod("alias", 1450);
+                let (a, holder) = hostile::own_namespace(&h.agent, &pod, s);
+                let names: Vec<Vec<u8>> = (0..10).map(|i| format!("c{i}").into_bytes()).collect();
+                let alias = common::chaos::Rng::new(27).alias();
+                hostile::far_ends_named(&pod, "docker0", holder, &names, Some(&alias));
+                (a, Some(pod))
+            },
+        ),
         ("100,000 rules in the agent's iptables chain", |h, s| {
             let pod = h.n.pod("rules", 1450);
             ip(&pod, &["link", "add", "docker0", "type", "bridge"]);
             let mut text = String::from("*mangle\n:MTUVISOR-MSS - [0:0]\n");
             for i in 0..100_000 {
-                text.push_str(&format!("-A MTUVISOR-MSS -p tcp --dport {} -j ACCEPT\n", 1 + i % 65000));
+                text.push_str(&format!(
+                    "-A MTUVISOR-MSS -p tcp --dport {} -j ACCEPT\n",
+                    1 + i % 65000
+                ));
             }
             text.push_str("COMMIT\n");
             let file = s.join("100k");
             std::fs::write(&file, text).unwrap();
-            sh(&["nsenter", &format!("--net=/run/netns/{pod}"), "iptables-restore", "--noflush", file.to_str().unwrap()]);
+            sh(&[
+                "nsenter",
+                &format!("--net=/run/netns/{pod}"),
+                "iptables-restore",
+                "--noflush",
+                file.to_str().unwrap(),
+            ]);
             (Attack::default(), Some(pod))
         }),
-        ("20 pods x 8 connections to the metrics port", |h, _| {
-            let gateway = format!("10.244.0.1:{}", hostile::metrics_port());
-            let mut a = Attack::default();
-            let mut pods = Vec::new();
-            for i in 0..20 {
-                let pod = h.n.pod(&format!("fill{i}"), 1450);
-                let held = hostile::hold_connections(&pod, &gateway, 8);
-                let netns = pod.clone();
-                a.undo(move || {
-                    drop(held);
-                    let _ = std::process::Command::new("ip").args(["netns", "del", &netns]).status();
-                });
-                pods.push(pod);
-            }
-            (a, None)
-        }),
+        (
+            "20 pods holding 4 connections each to the metrics port",
+            |h, _| {
+                let gateway = format!("10.244.0.1:{}", hostile::metrics_port());
+                let mut a = Attack::default();
+                let mut pods = Vec::new();
+                for i in 0..20 {
+                    let pod = h.n.pod(&format!("fill{i}"), 1450);
+                    let held = hostile::occupy_connections(&pod, &gateway, 4);
+                    let netns = pod.clone();
+                    a.undo(move || {
+                        drop(held);
+                        let _ = std::process::Command::new("ip")
+                            .args(["netns", "del", &netns])
+                            .status();
+                    });
+                    pods.push(pod);
+                }
+                (a, None)
+            },
+        ),
         ("a FIFO in netns_dirs", |h, _| {
             let name = format!("{}-pfifo", h.n.lab.prefix());
             (hostile::fifo_in(&h.extra, &name), None)
@@ -483,8 +503,10 @@ fn chaos() {
     );
     let start = held(h.agent.pid);
     let pod = h.n.pod("chaos", 1450);
-    let mut pod_chaos = common::chaos::ChaosPod::new(&pod, seed, common::chaos::Scope::Node, &h.scratch.0, None);
-    let (mut beside, mut not_clamped, mut new_pods, mut slow_pods, mut steps) = (Vec::new(), 0, Vec::new(), 0, 0);
+    let mut pod_chaos =
+        common::chaos::ChaosPod::new(&pod, seed, common::chaos::Scope::Node, &h.scratch.0, None);
+    let (mut beside, mut not_clamped, mut new_pods, mut slow_pods, mut steps) =
+        (Vec::new(), 0, Vec::new(), 0, 0);
     let mut worst = start;
     let began = Instant::now();
     while began.elapsed() < Duration::from_secs(seconds) {

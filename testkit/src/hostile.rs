@@ -700,3 +700,46 @@ pub fn veth_mtus_of(holder: i32) -> Vec<u32> {
         })
         .collect()
 }
+
+/// A pod that keeps `count` idle connections open to `addr` (the agent's
+/// metrics port), each reopened as soon as the server drops it: what it
+/// takes to hold a connection slot for good.
+pub fn occupy_connections(pod: &str, addr: &str, count: usize) -> Attack {
+    use std::io::Read;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    let stop = Arc::new(AtomicBool::new(false));
+    let (pod, addr) = (pod.to_string(), addr.to_string());
+    let flag = stop.clone();
+    let thread = std::thread::spawn(move || {
+        crate::lab::enter_netns(&pod);
+        let mut open: Vec<Option<std::net::TcpStream>> = (0..count).map(|_| None).collect();
+        while !flag.load(Ordering::Relaxed) {
+            for slot in open.iter_mut() {
+                let alive = match slot.as_mut() {
+                    None => false,
+                    Some(s) => {
+                        let _ = s.set_nonblocking(true);
+                        let mut b = [0u8; 1];
+                        match s.read(&mut b) {
+                            // Closed by the server.
+                            Ok(0) => false,
+                            Ok(_) => true,
+                            Err(e) => e.kind() == std::io::ErrorKind::WouldBlock,
+                        }
+                    }
+                };
+                if !alive {
+                    *slot = std::net::TcpStream::connect(&addr).ok();
+                }
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    });
+    let mut a = Attack::default();
+    a.undo(move || {
+        stop.store(true, Ordering::Relaxed);
+        let _ = thread.join();
+    });
+    a
+}
