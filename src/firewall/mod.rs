@@ -18,6 +18,32 @@ use crate::netlink::NsFile;
 pub use iptables::Iptables;
 pub use nftables::Nftables;
 
+/// How long one ensure (or removal) may take in all, every tool it runs
+/// included: a pod whose tables make each listing slow cannot hold one of
+/// the runtime's blocking threads for longer than this.
+const ENSURE_BUDGET: std::time::Duration = std::time::Duration::from_secs(20);
+/// After an ensure that took long, a pod's next one waits this many times
+/// as long: a pod whose tables cost seconds per ensure gets a bounded
+/// share of the blocking threads every pod's ensures share.
+const ENSURE_SPACING: u32 = 20;
+/// Ensures quicker than this are never spaced.
+const ENSURE_SLOW: std::time::Duration = std::time::Duration::from_millis(200);
+
+thread_local! {
+    /// When the ensure running on this thread must be done by.
+    static BUDGET: std::cell::Cell<Option<std::time::Instant>> = const { std::cell::Cell::new(None) };
+}
+
+/// Runs `f` (one ensure or removal, on this thread) within
+/// [`ENSURE_BUDGET`]: each tool it runs gets what is left at most, and none
+/// starts once it is spent.
+fn within_budget<T>(f: impl FnOnce() -> T) -> T {
+    BUDGET.set(Some(std::time::Instant::now() + ENSURE_BUDGET));
+    let result = f();
+    BUDGET.set(None);
+    result
+}
+
 /// On a clean stop, how long an `ensure` under way gets to finish (so it
 /// cannot put rules back after they were removed), looked at this often.
 const ENSURE_DRAIN: std::time::Duration = std::time::Duration::from_secs(10);
@@ -53,6 +79,12 @@ pub enum FirewallError {
     Command { command: String, stderr: String },
     #[error("`{command}` printed more than {max} bytes; its output was not read")]
     TooLarge { command: String, max: usize },
+    #[error(
+        "`{command}` was not run: this ensure already took {}s, its bound \
+         (the namespace's tables make each tool slow)",
+        ENSURE_BUDGET.as_secs()
+    )]
+    OverBudget { command: String },
     #[error("cannot run {tool}: {source}")]
     Spawn {
         tool: String,
@@ -200,6 +232,19 @@ fn run_bounded(
     limits: crate::process::Limits,
 ) -> Result<String, FirewallError> {
     let command = || format!("{tool} {}", args.join(" "));
+    let limits = match BUDGET.get() {
+        None => limits,
+        Some(deadline) => {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            if left.is_zero() {
+                return Err(FirewallError::OverBudget { command: command() });
+            }
+            crate::process::Limits {
+                timeout: limits.timeout.min(left),
+                ..limits
+            }
+        }
+    };
     let mut cmd = Command::new(tool);
     cmd.args(args);
     crate::caps::restrict_child(&mut cmd, &crate::caps::TOOL_CAPS);
@@ -255,6 +300,8 @@ pub struct MssClamp {
     keep_on_exit: bool,
     /// An `ensure` is under way; a second one is not started beside it.
     busy: Arc<AtomicBool>,
+    /// No ensure starts before this (after a slow one: [`ENSURE_SPACING`]).
+    not_before: Arc<std::sync::Mutex<Option<std::time::Instant>>>,
     reports: mpsc::UnboundedSender<EnsureReport>,
     /// The namespace the rules belong in, when it is not ours (`node`):
     /// every tool runs from a thread inside it.
@@ -331,6 +378,7 @@ impl MssClamp {
             mode,
             keep_on_exit,
             busy: Arc::new(AtomicBool::new(false)),
+            not_before: Arc::new(std::sync::Mutex::new(None)),
             reports,
             netns,
         }
@@ -372,12 +420,15 @@ impl MssClamp {
     }
 
     fn start_ensure(&self, reselect: bool) {
-        if self.busy.swap(true, Ordering::AcqRel) {
+        let spaced = lock_slot(&self.not_before).is_some_and(|t| std::time::Instant::now() < t);
+        if spaced || self.busy.swap(true, Ordering::AcqRel) {
             return;
         }
         let (slot, mode, busy) = (self.backend.clone(), self.mode, self.busy.clone());
+        let not_before = self.not_before.clone();
         let (reports, netns, choice) = (self.reports.clone(), self.netns.clone(), self.choice);
         tokio::task::spawn_blocking(move || {
+            let began = std::time::Instant::now();
             let ensure = || {
                 let switched = match current(&slot) {
                     None => {
@@ -389,7 +440,7 @@ impl MssClamp {
                     Some(_) => None,
                 };
                 let backend = current(&slot).expect("chosen above");
-                let mut report = backend.ensure(mode);
+                let mut report = within_budget(|| backend.ensure(mode));
                 report.switched = switched;
                 Ok(report)
             };
@@ -400,6 +451,7 @@ impl MssClamp {
                     switched: None,
                 }
             });
+            *lock_slot(&not_before) = spaced_after(began.elapsed());
             busy.store(false, Ordering::Release);
             let _ = reports.send(report);
         });
@@ -420,7 +472,11 @@ impl MssClamp {
         let backend = self.current()?;
         let netns = self.netns.clone();
         Some(
-            match tokio::task::spawn_blocking(move || within(&netns, || backend.remove())).await {
+            match tokio::task::spawn_blocking(move || {
+                within(&netns, || within_budget(|| backend.remove()))
+            })
+            .await
+            {
                 Ok(r) => r,
                 Err(e) => Err(FirewallError::Spawn {
                     tool: "the MSS clamping task".into(),
@@ -432,6 +488,15 @@ impl MssClamp {
 }
 
 type Slot = std::sync::Mutex<Option<Arc<dyn MssBackend>>>;
+
+/// When the next ensure may start after one that took `took`.
+fn spaced_after(took: std::time::Duration) -> Option<std::time::Instant> {
+    (took > ENSURE_SLOW).then(|| std::time::Instant::now() + took * ENSURE_SPACING)
+}
+
+fn lock_slot<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
 
 fn current(slot: &Slot) -> Option<Arc<dyn MssBackend>> {
     slot.lock().unwrap_or_else(|e| e.into_inner()).clone()
@@ -464,5 +529,42 @@ impl EnsureReport {
         self.families
             .iter()
             .any(|(_, r)| matches!(r, Ok(Ensured::Installed)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::{Duration, Instant};
+
+    #[test]
+    fn an_ensure_past_its_budget_runs_no_more_tools_and_cuts_the_one_running() {
+        BUDGET.set(Some(Instant::now() + Duration::from_millis(300)));
+        let began = Instant::now();
+        let slow = run_bounded("sh", &["-c", "sleep 5"], "", crate::process::Limits::TOOL);
+        assert!(
+            began.elapsed() < Duration::from_secs(2),
+            "{:?}",
+            began.elapsed()
+        );
+        assert!(matches!(slow, Err(FirewallError::Spawn { .. })), "{slow:?}");
+        let next = run_bounded("true", &[], "", crate::process::Limits::TOOL);
+        assert!(
+            matches!(next, Err(FirewallError::OverBudget { .. })),
+            "{next:?}"
+        );
+        BUDGET.set(None);
+        assert!(run_bounded("true", &[], "", crate::process::Limits::TOOL).is_ok());
+    }
+
+    #[test]
+    fn a_slow_ensure_spaces_the_next_by_twenty_times_its_cost() {
+        assert_eq!(spaced_after(Duration::from_millis(50)), None);
+        let at = spaced_after(Duration::from_secs(3)).unwrap();
+        let wait = at.saturating_duration_since(Instant::now());
+        assert!(
+            wait > Duration::from_secs(59) && wait <= Duration::from_secs(60),
+            "{wait:?}"
+        );
     }
 }

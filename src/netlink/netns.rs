@@ -200,10 +200,24 @@ impl NetnsResolver {
             self.known.clear();
             self.missed
                 .retain(|_, at| now.duration_since(*at) < MISS_REMEMBERED);
+            // Listed on a thread of its own (at most one per enforcer and
+            // second), not on the blocking threads every pod's firewall
+            // tools share, and waited for at most DEADLINE.
             let dirs = self.dirs.clone();
-            let (candidates, others) = tokio::task::spawn_blocking(move || candidates(&dirs))
-                .await
-                .unwrap_or_default();
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            let listed = std::thread::Builder::new()
+                .name("netns-search".into())
+                .spawn(move || {
+                    let _ = tx.send(candidates(&dirs));
+                });
+            let (candidates, others) = match listed {
+                Ok(_) => tokio::time::timeout(DEADLINE, rx)
+                    .await
+                    .ok()
+                    .and_then(Result::ok)
+                    .unwrap_or_default(),
+                Err(_) => Default::default(),
+            };
             self.proc_sees_others = Some(others);
             for (path, id) in candidates {
                 let Some((file, opened)) = open_any(&path) else {
