@@ -697,6 +697,11 @@ fn a_far_end_search_holds_few_files_whatever_the_namespaces() {
 /// quarter second); the node's default route through it. Returns the
 /// server's address.
 fn uplink(n: &mut NodeLab) -> &'static str {
+    uplink_named(n).0
+}
+
+/// [`uplink`], also returning the router's and the server's namespaces.
+fn uplink_named(n: &mut NodeLab) -> (&'static str, String, String) {
     let router = n.lab.netns("rt");
     let server = n.lab.netns("srv");
     ip(
@@ -729,7 +734,38 @@ fn uplink(n: &mut NodeLab) -> &'static str {
         "-qw",
         "net.ipv4.ip_forward=1",
     ]);
-    "203.0.113.10"
+    ("203.0.113.10", router, server)
+}
+
+/// A TCP listener in `netns` on `port` that reads and discards, until the
+/// returned flag is set.
+fn tcp_sink(netns: &str, port: u16) -> std::sync::Arc<std::sync::atomic::AtomicBool> {
+    use std::io::Read;
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flag = stop.clone();
+    let netns = netns.to_string();
+    let (ready_tx, ready) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        common::enter_netns(&netns);
+        let listener = std::net::TcpListener::bind(("0.0.0.0", port)).unwrap();
+        listener.set_nonblocking(true).unwrap();
+        ready_tx.send(()).unwrap();
+        while !flag.load(std::sync::atomic::Ordering::Relaxed) {
+            match listener.accept() {
+                Ok((mut c, _)) => {
+                    std::thread::spawn(move || {
+                        let _ = c.set_nonblocking(false);
+                        let _ = c.set_read_timeout(Some(Duration::from_secs(5)));
+                        let mut b = [0u8; 65536];
+                        while matches!(c.read(&mut b), Ok(n) if n > 0) {}
+                    });
+                }
+                Err(_) => std::thread::sleep(Duration::from_millis(5)),
+            }
+        }
+    });
+    ready.recv().unwrap();
+    stop
 }
 
 /// The Internet checksum.
@@ -758,6 +794,23 @@ fn forge_frag_needed(
     mtu: u16,
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
 ) -> std::thread::JoinHandle<u64> {
+    forge_frag_needed_quoting(pod, from, node, probe_src, target, mtu, 8, stop)
+}
+
+/// [`forge_frag_needed`] quoting an ICMP message of type `quoted_type` (8:
+/// an echo request; 0: an echo reply, which no socket of the node needs
+/// to match for the kernel to lower its cached path MTU toward `target`).
+#[allow(clippy::too_many_arguments)]
+fn forge_frag_needed_quoting(
+    pod: String,
+    from: [u8; 4],
+    node: [u8; 4],
+    probe_src: [u8; 4],
+    target: [u8; 4],
+    mtu: u16,
+    quoted_type: u8,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> std::thread::JoinHandle<u64> {
     std::thread::spawn(move || {
         common::enter_netns(&pod);
         // SAFETY: a raw socket; the fd is ours.
@@ -779,7 +832,7 @@ fn forge_frag_needed(
                 let qsum = checksum(&quoted);
                 quoted[10..12].copy_from_slice(&qsum.to_be_bytes());
                 let id = rng.next_u64() as u16;
-                quoted.extend_from_slice(&[8, 0, 0, 0]);
+                quoted.extend_from_slice(&[quoted_type, 0, 0, 0]);
                 quoted.extend_from_slice(&id.to_be_bytes());
                 quoted.extend_from_slice(&seq.to_be_bytes());
                 let mut icmp = vec![3, 4, 0, 0, 0, 0];
@@ -894,4 +947,330 @@ fn a_pod_cannot_lower_the_node_path_probe_with_forged_icmp() {
         n.tail()
     );
     assert_eq!(lowest_pod, 1400, "no pod's target went below the path");
+}
+
+/// What one process with NET_ADMIN in `forger` (a pod's namespace) sends
+/// as the kernel's link notifications, while a canary gets new veths:
+/// 400 links with 64 KiB kinds, 300 datagrams of 1,000 small ones, 300 of
+/// 1,000 undecodable ones. Nothing of it is read (the sender is not the
+/// kernel): the canary is clamped as usual, the enforcer's memory stays
+/// where it was, and it says so once. Returns (canary p95, memory before,
+/// memory after, warnings, the counter).
+fn forged_notifications(
+    mode: &str,
+    forger: &str,
+    canary: &hostile::Canary,
+    pid: i32,
+    log: &Path,
+    metrics: (&str, &str),
+) {
+    let before = hostile::held(pid);
+    let from = log_len(log);
+    let forger = forger.to_string();
+    let sending = std::thread::spawn(move || {
+        let a = hostile::forge_link_notifications(
+            &forger,
+            hostile::Forgery::BigKinds { kind_len: 65_000 },
+            400,
+            1,
+            Duration::from_millis(2),
+        );
+        let b = hostile::forge_link_notifications(
+            &forger,
+            hostile::Forgery::Flood,
+            300,
+            1000,
+            Duration::from_millis(1),
+        );
+        let c = hostile::forge_link_notifications(
+            &forger,
+            hostile::Forgery::Undecodable,
+            300,
+            1000,
+            Duration::from_millis(1),
+        );
+        a + b + c
+    });
+    let mut clamps = Vec::new();
+    while !sending.is_finished() {
+        let series = canary.series(10);
+        assert!(
+            series.iter().all(Option::is_some),
+            "{mode}: every canary veth clamped while forged notifications arrive: {series:?}"
+        );
+        clamps.extend(series.into_iter().flatten());
+    }
+    let sent = sending.join().unwrap();
+    let after = hostile::held(pid);
+    clamps.sort();
+    let p95 = common::percentile(&clamps, 95.0);
+    let warned = hostile::warnings_since(log, from);
+    let text = common::try_http_get(metrics.0, metrics.1, "/metrics")
+        .map(|(_, b)| b)
+        .unwrap_or_default();
+    let dropped: f64 = text
+        .lines()
+        .filter(|l| l.starts_with("mtuvisor_netlink_not_from_kernel_total"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum();
+    eprintln!(
+        "{mode}: {sent} forged datagrams: {dropped} dropped unread; canary {} veths, p95 {}; enforcer {before} -> {after}; {} warning(s)",
+        clamps.len(),
+        common::ms(p95),
+        warned.len()
+    );
+    assert!(dropped > 0.0, "{mode}: the forgeries are counted");
+    assert!(
+        after.anon_kb < before.anon_kb + 16 * 1024,
+        "{mode}: memory bounded: {before} -> {after}"
+    );
+    assert!(
+        warned.len() <= 1,
+        "{mode}: one warning at most:\n{}",
+        warned.join("\n")
+    );
+    assert!(
+        p95 < Duration::from_millis(50),
+        "{mode}: the canary clamped as usual: p95 {}",
+        common::ms(p95)
+    );
+}
+
+fn canary_in(lab: &mut common::Lab, pod: &str, bridge: &str) -> hostile::Canary {
+    if !ip(pod, &["-o", "link", "show"]).contains(&format!(": {bridge}:")) {
+        ip(pod, &["link", "add", bridge, "type", "bridge"]);
+        ip(pod, &["link", "set", bridge, "up"]);
+    }
+    let containers = (0..2).map(|i| lab.netns(&format!("cc{i}"))).collect();
+    hostile::Canary {
+        pod: pod.to_string(),
+        bridge: bridge.to_string(),
+        containers,
+        target: 1450,
+    }
+}
+
+/// Attack review, finding 1-4: forged link notifications from inside a
+/// pod, under `node` (the forger one pod, the canary another).
+#[test]
+fn forged_link_notifications_are_dropped_unread_under_node() {
+    if !privileged("forged_link_notifications_are_dropped_unread_under_node") {
+        return;
+    }
+    let mut n = NodeLab::new("bforge");
+    let agent = hostile::start_agent(&mut n, &[], &[], &[]);
+    let canary_pod = n.pod("canary", 1450);
+    let c = canary_in(&mut n.lab, &canary_pod, "docker0");
+    assert!(eventually(Duration::from_secs(10), || mtu(
+        &canary_pod,
+        "docker0"
+    ) == 1450));
+    let forger = n.pod("forger", 1450);
+    ip(&forger, &["link", "add", "docker0", "type", "bridge"]);
+    assert!(eventually(Duration::from_secs(10), || mtu(
+        &forger, "docker0"
+    ) == 1450));
+    let (node, log) = (n.node.clone(), n.log.clone());
+    forged_notifications("node", &forger, &c, agent.pid, &log, (&node, METRICS));
+    let (status, _) = common::http_get(&node, METRICS, "/livez");
+    assert_eq!(status, 200);
+}
+
+/// The same inside the pod an enforcer watches from within: `watch`, and
+/// `supervise` (whose jobs can `docker run --network host --cap-add
+/// NET_ADMIN`).
+#[test]
+fn forged_link_notifications_are_dropped_unread_under_watch_and_supervise() {
+    if !common::dockerd::require_docker(
+        "forged_link_notifications_are_dropped_unread_under_watch_and_supervise",
+    ) {
+        return;
+    }
+    const ADDR: &str = "127.0.0.1:9464";
+    let mut lab = common::Lab::new("bforgew");
+    let (pod, _) = lab.pod(1450);
+    let scratch = Scratch::new(lab.prefix());
+    let log = scratch.0.join("watch.log");
+    let mut cmd = common::mtuvisor_in(&pod);
+    cmd.args(["watch", "--metrics-addr", ADDR])
+        .env("MTUVISOR_LOG", "debug")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap());
+    let w = lab.spawn(cmd);
+    let c = canary_in(&mut lab, &pod, "docker0");
+    assert!(eventually(Duration::from_secs(10), || mtu(&pod, "docker0") == 1450));
+    let pid = lab.pid(w);
+    forged_notifications("watch", &pod, &c, pid, &log, (&pod, ADDR));
+
+    let mut d = common::dockerd::DockerLab::new("bforges");
+    d.start_supervised_env(&["--metrics-addr", ADDR], &[]);
+    d.ready();
+    let pod = d.pod.clone();
+    let c = canary_in(&mut d.lab, &pod, "br-00000000f0f0");
+    assert!(eventually(Duration::from_secs(10), || mtu(
+        &pod,
+        "br-00000000f0f0"
+    ) == 1450));
+    let (pid, log) = (d.lab.pid(d.main.unwrap()), d.log.clone());
+    forged_notifications("supervise", &pod, &c, pid, &log, (&pod, ADDR));
+    assert_eq!(
+        d.stop_main(Duration::from_secs(30)).and_then(|s| s.code()),
+        Some(0)
+    );
+}
+
+/// The forger's address (its eth0's) in a node lab.
+fn address_of(pod: &str) -> [u8; 4] {
+    let addr = ip(pod, &["-4", "-o", "addr", "show", "dev", "eth0"]);
+    addr.split_whitespace()
+        .find(|w| w.starts_with("10.244."))
+        .and_then(|w| w.split('/').next())
+        .and_then(|a| a.parse::<std::net::Ipv4Addr>().ok())
+        .expect("the pod's address")
+        .octets()
+}
+
+/// Attack review, finding 5: the TCP probe (a `HOST:PORT` target whose
+/// ICMP echo is filtered) took its sizes from the kernel's cached path
+/// MTU, which one forged "fragmentation needed" quoting an echo reply
+/// lowers: every pod's target followed. Now a size the cache is below is
+/// "not measured", and the targets stay where the path puts them.
+#[test]
+fn the_tcp_path_probe_does_not_follow_a_forged_path_mtu() {
+    if !privileged("the_tcp_path_probe_does_not_follow_a_forged_path_mtu") {
+        return;
+    }
+    let mut n = NodeLab::new("btcp");
+    let (_, _router, server) = uplink_named(&mut n);
+    common::sh(&[
+        "nsenter",
+        &format!("--net=/run/netns/{server}"),
+        "sysctl",
+        "-qw",
+        "net.ipv4.icmp_echo_ignore_all=1",
+    ]);
+    let sink = tcp_sink(&server, 8080);
+    let _agent = hostile::start_agent(
+        &mut n,
+        &[],
+        &[],
+        &[
+            "--path-probe",
+            "203.0.113.10:8080",
+            "--path-probe-interval",
+            "2s",
+        ],
+    );
+    let victim = n.pod("victim", 1450);
+    ip(&victim, &["link", "add", "docker0", "type", "bridge"]);
+    let series = r#"mtuvisor_path_mtu{path_target="203.0.113.10:8080",ceiling="1500"}"#;
+    assert!(
+        eventually(Duration::from_secs(30), || n.sample(series) == Some(1400.0)),
+        "measured over TCP first: {:?}; {}",
+        n.sample(series),
+        n.tail()
+    );
+    assert!(eventually(Duration::from_secs(10), || mtu(
+        &victim, "docker0"
+    ) == 1400));
+    let forger = n.pod("forger", 1450);
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let spray = forge_frag_needed_quoting(
+        forger.clone(),
+        address_of(&forger),
+        [10, 244, 0, 1],
+        [192, 0, 2, 2],
+        [203, 0, 113, 10],
+        600,
+        0,
+        stop.clone(),
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    let node = n.node.clone();
+    let cache = common::sh(&[
+        "nsenter",
+        &format!("--net=/run/netns/{node}"),
+        "ip",
+        "route",
+        "get",
+        "203.0.113.10",
+    ]);
+    let began = Instant::now();
+    let mut lowest = 1400u32;
+    while began.elapsed() < Duration::from_secs(15) {
+        lowest = lowest.min(mtu(&victim, "docker0"));
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let sent = spray.join().unwrap();
+    sink.store(true, std::sync::atomic::Ordering::Relaxed);
+    eprintln!(
+        "{sent} forged messages quoting an echo reply; the node's route: {}; the pod's docker0 at {lowest} at the lowest over 15 s",
+        cache.trim().replace('\n', " | ")
+    );
+    assert!(
+        cache.contains("mtu 600"),
+        "the forgery lowered the node's cached path MTU: {cache}"
+    );
+    assert_eq!(lowest, 1400, "no pod followed it; {}", n.tail());
+}
+
+/// Attack review, finding 6: one lost echo lowered every pod until the
+/// next probe. Every tenth ICMP packet through the router is dropped: the
+/// path stays measured at 1400, and the pods' target with it.
+#[test]
+fn lost_echoes_do_not_narrow_the_path() {
+    if !privileged("lost_echoes_do_not_narrow_the_path") {
+        return;
+    }
+    let mut n = NodeLab::new("bloss");
+    let (target, router, _) = uplink_named(&mut n);
+    common::sh(&[
+        "nsenter",
+        &format!("--net=/run/netns/{router}"),
+        "iptables",
+        "-I",
+        "FORWARD",
+        "-p",
+        "icmp",
+        "-m",
+        "statistic",
+        "--mode",
+        "nth",
+        "--every",
+        "10",
+        "--packet",
+        "0",
+        "-j",
+        "DROP",
+    ]);
+    let _agent = hostile::start_agent(
+        &mut n,
+        &[],
+        &[],
+        &["--path-probe", target, "--path-probe-interval", "1s"],
+    );
+    let victim = n.pod("victim", 1450);
+    ip(&victim, &["link", "add", "docker0", "type", "bridge"]);
+    assert!(
+        eventually(Duration::from_secs(20), || mtu(&victim, "docker0") == 1400),
+        "{}",
+        n.tail()
+    );
+    let began = Instant::now();
+    let mut lowest = 1400u32;
+    while began.elapsed() < Duration::from_secs(30) {
+        lowest = lowest.min(mtu(&victim, "docker0"));
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let log = std::fs::read_to_string(&n.log).unwrap_or_default();
+    let readings: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("path MTU measured"))
+        .collect();
+    eprintln!(
+        "every tenth ICMP packet lost: the pod's docker0 at {lowest} at the lowest over 30 s; {} changes of the measured path",
+        readings.len()
+    );
+    assert_eq!(lowest, 1400, "{}", readings.join("\n"));
 }

@@ -119,6 +119,10 @@ impl PathProber {
         let mut silent = RepeatedFailure::default();
         let mut partial = RepeatedFailure::default();
         let mut last: Option<u32> = None;
+        // What the enforcers follow now (before any reading: their outer
+        // MTU), and a narrower reading waiting for the next to agree.
+        let mut told: Option<u32> = None;
+        let mut doubted: Option<PathReading> = None;
         loop {
             if !self.listened(ceiling) {
                 return;
@@ -139,6 +143,32 @@ impl PathProber {
             let reading = PathReading { ceiling, results };
             for r in &reading.results {
                 self.metrics.probed(&r.target, ceiling, r.path_mtu);
+            }
+            // A reading narrower than what the pods follow lowers them
+            // only once the next, a second later, is narrower too: one
+            // lost echo (or anything a probe can be fooled by) never moves
+            // every pod's target. Then the less narrow of the two.
+            let lower = reading
+                .narrowest()
+                .is_some_and(|n| n < told.unwrap_or(ceiling));
+            let reading = match doubted.take() {
+                None if lower => {
+                    debug!(ceiling, path_mtu = ?reading.narrowest(), "a narrower path measured; measuring again before it is followed");
+                    doubted = Some(reading);
+                    tokio::time::sleep(RETRY_FIRST).await;
+                    continue;
+                }
+                Some(first) if lower => {
+                    if first.narrowest() > reading.narrowest() {
+                        first
+                    } else {
+                        reading
+                    }
+                }
+                _ => reading,
+            };
+            if let Some(n) = reading.narrowest() {
+                told = Some(n);
             }
             let narrowest = reading.narrowest();
             let wait = match narrowest {

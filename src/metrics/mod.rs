@@ -53,6 +53,7 @@ pub struct Metrics {
     mss_installed: [AtomicU64; 2],
     mss_ensure_failures: AtomicU64,
     netlink_undecodable: AtomicU64,
+    netlink_not_from_kernel: AtomicU64,
     /// A managed bridge exists in the enforcer's namespace (`node` counts
     /// the namespaces that have one).
     bridges_present: std::sync::atomic::AtomicBool,
@@ -100,6 +101,7 @@ impl Metrics {
             mss_installed: [const { AtomicU64::new(0) }; 2],
             mss_ensure_failures: AtomicU64::new(0),
             netlink_undecodable: AtomicU64::new(0),
+            netlink_not_from_kernel: AtomicU64::new(0),
             bridges_present: std::sync::atomic::AtomicBool::new(false),
             ready,
             quarantine,
@@ -139,6 +141,11 @@ impl Metrics {
     /// for the object it was about).
     pub fn netlink_undecodable(&self, n: usize) {
         self.netlink_undecodable.fetch_add(n as u64, Relaxed);
+    }
+
+    /// A notification datagram another process sent, dropped unread.
+    pub fn netlink_not_from_kernel(&self) {
+        self.netlink_not_from_kernel.fetch_add(1, Relaxed);
     }
 
     /// MTUs set and checks that failed, from one pass of the engine.

@@ -165,6 +165,12 @@ const SCALARS: &[Scalar] = &[
         value: |m| m.netlink_undecodable.load(Relaxed),
     },
     Scalar {
+        name: "mtuvisor_netlink_not_from_kernel_total",
+        kind: Kind::Counter,
+        help: "Netlink datagrams another process sent posing as the kernel's notifications, dropped unread.",
+        value: |m| m.netlink_not_from_kernel.load(Relaxed),
+    },
+    Scalar {
         name: "mtuvisor_mss_ensure_failures_total",
         kind: Kind::Counter,
         help: "Times installing the MSS clamping rules failed (retried at the next reconcile).",

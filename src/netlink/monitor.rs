@@ -4,7 +4,7 @@
 
 use std::collections::VecDeque;
 
-use super::socket::AsyncSocket;
+use super::socket::{AsyncSocket, Read};
 use super::wire::{self, Item, Undecodable};
 use super::{Link, NetlinkError, Socket};
 
@@ -36,6 +36,9 @@ pub enum NetEvent {
     /// A notification that cannot be decoded: an error for the object it
     /// is about (its ifindex, when that could be read).
     Undecodable(Undecodable),
+    /// A datagram another process sent to the notification group, posing
+    /// as the kernel: dropped unread.
+    NotFromKernel,
 }
 
 /// A subscription in one namespace; its socket closes when this is
@@ -74,15 +77,20 @@ impl NetMonitor {
         NetMonitor::new(NetMonitor::socket(buffer)?)
     }
 
-    /// The next event; `None` when the socket failed for good.
+    /// The next event; `None` when the socket failed for good. Each event
+    /// counts against the task's share of the runtime (tokio's budget), so
+    /// that a datagram of many messages does not keep the one enforcement
+    /// thread from every other pod's.
     pub async fn next(&mut self) -> Option<NetEvent> {
         loop {
             if let Some(event) = self.parsed.pop_front() {
+                tokio::task::coop::consume_budget().await;
                 return Some(event);
             }
             let parsed = &mut self.parsed;
             match self.socket.next(|d| parse(d, parsed)).await {
-                Ok(()) => {}
+                Ok(Read::Kernel(())) => {}
+                Ok(Read::NotFromKernel) => return Some(NetEvent::NotFromKernel),
                 Err(e) if e.raw_os_error() == Some(nix::libc::ENOBUFS) => {
                     return Some(NetEvent::Overrun)
                 }

@@ -3,6 +3,14 @@
 //! of its own ([`Socket::exchange`]), and every reply is read by the same
 //! loop ([`Exchange`]) through the decoder in `wire.rs`.
 //!
+//! Only the kernel's datagrams are read. Any process with NET_ADMIN in a
+//! namespace (a pod) may send a netlink datagram to a multicast group
+//! there, or to another socket's port, and the kernel hands it on as it
+//! would its own: a forged link notification, or a forged answer to one of
+//! our requests. Every datagram's sender is looked at before a byte of it
+//! is read: one not from the kernel (port 0) is dropped unread and
+//! counted ([`Read::NotFromKernel`]), as systemd-networkd does.
+//!
 //! The socket is non-blocking and every exchange has a deadline: a reply
 //! that never comes (or comes in a form nothing can read) ends the request
 //! with an error naming it, after at most [`DEADLINE`], never a wait
@@ -184,8 +192,8 @@ impl Socket {
     ) -> Result<Finished, NetlinkError> {
         loop {
             match recv(self.fd.as_raw_fd(), |d| exchange.feed(d, each)) {
-                Ok(Some(finished)) => return Ok(finished),
-                Ok(None) => {}
+                Ok(Read::Kernel(Some(finished))) => return Ok(finished),
+                Ok(Read::Kernel(None) | Read::NotFromKernel) => {}
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     if !wait_readable(self.fd.as_raw_fd(), deadline)
                         .map_err(|source| NetlinkError::Io { op: op(), source })?
@@ -293,12 +301,24 @@ const KEEP: usize = 64 << 10;
 /// Reads one queued datagram and hands it to `f`; `WouldBlock` when none
 /// is queued, `ENOBUFS` (as the kernel reports it) when datagrams were
 /// dropped for want of room.
-pub fn recv<R>(fd: RawFd, f: impl FnOnce(&[u8]) -> R) -> io::Result<R> {
+pub fn recv<R>(fd: RawFd, f: impl FnOnce(&[u8]) -> R) -> io::Result<Read<R>> {
     let flags = libc::MSG_PEEK | libc::MSG_TRUNC | libc::MSG_DONTWAIT;
+    // SAFETY: zeroed storage is a valid sockaddr to be filled.
+    let mut from: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
     let size = loop {
-        // SAFETY: a zero-length read: the kernel writes nothing and
-        // returns the datagram's length (MSG_TRUNC).
-        let n = unsafe { libc::recv(fd, std::ptr::null_mut(), 0, flags) };
+        let mut len = std::mem::size_of::<libc::sockaddr_nl>() as libc::socklen_t;
+        // SAFETY: a zero-length read: the kernel writes nothing but the
+        // sender's address, and returns the datagram's length (MSG_TRUNC).
+        let n = unsafe {
+            libc::recvfrom(
+                fd,
+                std::ptr::null_mut(),
+                0,
+                flags,
+                (&mut from as *mut libc::sockaddr_nl).cast(),
+                &mut len,
+            )
+        };
         if n >= 0 {
             break n as usize;
         }
@@ -307,6 +327,11 @@ pub fn recv<R>(fd: RawFd, f: impl FnOnce(&[u8]) -> R) -> io::Result<R> {
             return Err(e);
         }
     };
+    if i32::from(from.nl_family) == libc::AF_NETLINK && from.nl_pid != 0 {
+        // SAFETY: a zero-length read that consumes the datagram.
+        unsafe { libc::recv(fd, std::ptr::null_mut(), 0, libc::MSG_DONTWAIT) };
+        return Ok(Read::NotFromKernel);
+    }
     if size > MAX_DATAGRAM {
         // SAFETY: a zero-length read that consumes the datagram.
         unsafe { libc::recv(fd, std::ptr::null_mut(), 0, libc::MSG_DONTWAIT) };
@@ -336,8 +361,17 @@ pub fn recv<R>(fd: RawFd, f: impl FnOnce(&[u8]) -> R) -> io::Result<R> {
             buf.truncate(KEEP);
             buf.shrink_to_fit();
         }
-        Ok(result)
+        Ok(Read::Kernel(result))
     })
+}
+
+/// What one datagram was.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Read<R> {
+    /// The kernel's, handed to the reader.
+    Kernel(R),
+    /// Another process's (a pod's forgery): dropped unread.
+    NotFromKernel,
 }
 
 /// Waits until `fd` is readable or `deadline` passes (false).
@@ -435,14 +469,15 @@ impl AsyncSocket {
                 .next(|d| exchange.feed(d, each))
                 .await
                 .map_err(|source| NetlinkError::Io { op: op(), source })?;
-            if let Some(finished) = read {
+            if let Read::Kernel(Some(finished)) = read {
                 return Ok(finished);
             }
         }
     }
 
-    /// The next datagram, handed to `f` when it arrives.
-    pub async fn next<R>(&self, mut f: impl FnMut(&[u8]) -> R) -> io::Result<R> {
+    /// The next datagram, handed to `f` when it arrives (unless it is not
+    /// the kernel's).
+    pub async fn next<R>(&self, mut f: impl FnMut(&[u8]) -> R) -> io::Result<Read<R>> {
         loop {
             let mut guard = self.fd.readable().await?;
             match guard.try_io(|s| recv(s.as_raw_fd(), &mut f)) {

@@ -73,6 +73,10 @@ const NETNSA_FD: u16 = 3;
 /// `NLA_TYPE_MASK`: the nested and byte-order flags are not part of a type.
 const NLA_TYPE_MASK: u16 = 0x3fff;
 
+/// How much of another kind's name is kept (the kernel's are words:
+/// `vxlan`, `macvlan`, `wireguard`).
+const MAX_KIND: usize = 16;
+
 /// `IFNAMSIZ`: a name is at most 15 bytes and its NUL.
 const IFNAMSIZ: usize = 16;
 
@@ -377,7 +381,11 @@ fn decode_link(payload: &[u8]) -> Result<Link, (Option<u32>, &'static str)> {
                         kind = match until_nul(v) {
                             b"bridge" => LinkKind::Bridge,
                             b"veth" => LinkKind::Veth,
-                            other => LinkKind::Other(printable(other)),
+                            // The kernel's kinds are short words; only
+                            // their start is kept.
+                            other => {
+                                LinkKind::Other(printable(&other[..other.len().min(MAX_KIND)]))
+                            }
                         };
                     }
                 }

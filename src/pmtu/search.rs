@@ -74,19 +74,22 @@ pub(super) enum Answer {
     Silent,
 }
 
-/// How many times a boundary set by a "too big" alone is tried again:
-/// each time, a forged message would have to match another random echo.
+/// How many times the boundary is tried again when it rests on a "too
+/// big" alone (a forged one would have to match another random echo each
+/// time) or on silence (an echo lost on a congested link is not a
+/// bottleneck).
 const CONFIRMATIONS: u32 = 2;
 
 /// Binary search with `try_size`; fills the result, or says why the target
 /// cannot be measured.
 ///
 /// A size is narrower than the path only once an echo passed at it and one
-/// at the next size up did not. A "too big" only points at the size to
-/// try next; the size it was about counts as failing for good only once
-/// it fails again (silence, or a second "too big"), never on one message
-/// that anybody on the way, or a pod writing to the node's address, could
-/// have forged.
+/// at the next size up did not, more than once. A "too big" only points at
+/// the size to try next; the size the search ends below is tried again
+/// and counts as failing only if it fails again (a second "too big", or
+/// silence [`CONFIRMATIONS`] more times): never on one message that
+/// anybody on the way, or a pod writing to the node's address, could have
+/// forged, nor on one lost echo.
 pub(super) fn search(
     result: &mut ProbeResult,
     floor: u32,
@@ -112,7 +115,8 @@ pub(super) fn search(
         Answer::Silent => return Err(format!("no answer to {floor}-byte probes")),
     }
     let (mut fits, mut fails) = (floor, ceiling + 1);
-    // `fails` was set by a router's message alone, not yet seen again.
+    // `fails` rests on one answer (a router's message, or silence), not
+    // yet seen again.
     let mut fails_on_word = false;
     let mut confirmations = 0;
     let mut silent_above = false;
@@ -132,7 +136,7 @@ pub(super) fn search(
                 }
                 Answer::Silent => {
                     fails = next;
-                    fails_on_word = false;
+                    fails_on_word = true;
                     silent_above = true;
                 }
                 // Our own interface's refusal: not a message from anyone.
@@ -156,7 +160,7 @@ pub(super) fn search(
         if !(fails_on_word && fails <= ceiling && confirmations < CONFIRMATIONS) {
             break;
         }
-        // The boundary rests on one message: try that size again.
+        // The boundary rests on one answer: try that size again.
         confirmations += 1;
         match attempt(fails, result)? {
             Answer::Fits => {
@@ -166,11 +170,11 @@ pub(super) fn search(
                 fails_on_word = false;
                 reported = None;
                 next = ceiling;
+                confirmations = 0;
             }
-            Answer::Silent => {
-                fails_on_word = false;
-                silent_above = true;
-            }
+            // Silence again: tried once more (loss comes in bursts).
+            Answer::Silent => silent_above = true,
+            // A second matching message: the path's.
             Answer::TooBig(_) => fails_on_word = false,
         }
     }
@@ -213,7 +217,7 @@ mod tests {
         assert_eq!(r.path_mtu, Some(1400));
         assert!(r.black_hole);
         assert_eq!(r.outcome, Outcome::Bottleneck);
-        assert!(r.sizes_tried <= 2 + 8, "{}", r.sizes_tried);
+        assert!(r.sizes_tried <= 2 + 8 + CONFIRMATIONS, "{}", r.sizes_tried);
     }
 
     #[test]
@@ -263,6 +267,27 @@ mod tests {
         search(&mut r, 1280, 1500, |size| {
             Ok(if tried.insert(size) {
                 Answer::TooBig(1300)
+            } else {
+                Answer::Fits
+            })
+        })
+        .unwrap();
+        assert_eq!(
+            (r.path_mtu, r.outcome),
+            (Some(1500), Outcome::Clear),
+            "{r:?}"
+        );
+    }
+
+    #[test]
+    fn one_lost_echo_never_narrows_the_path() {
+        // A clear path of 1500 where one echo in ten is lost, the same
+        // sizes each run: the first try of every size is lost.
+        let mut tried = std::collections::HashSet::new();
+        let mut r = empty();
+        search(&mut r, 1280, 1500, |size| {
+            Ok(if tried.insert(size) && size > 1280 {
+                Answer::Silent
             } else {
                 Answer::Fits
             })

@@ -116,6 +116,24 @@ pub(super) fn tcp_fits(addr: SocketAddr, size: u32, timeout: Duration) -> io::Re
             0
         };
         if info.tcpi_snd_mss + options < mss as u32 {
+            // The kernel sends smaller segments than asked: either the
+            // peer's own MSS is smaller (a measurement of what this
+            // connection can tell), or the kernel's cached path MTU toward
+            // the target is below the size, which anyone can lower with a
+            // forged "too big" and so is never taken as a measurement.
+            let (level, name) = match addr {
+                SocketAddr::V4(_) => (libc::IPPROTO_IP, libc::IP_MTU),
+                SocketAddr::V6(_) => (libc::IPPROTO_IPV6, libc::IPV6_MTU),
+            };
+            if let Ok(cached) = getsockopt_int(raw, level, name) {
+                if (cached as u32) < size {
+                    return Err(io::Error::other(format!(
+                        "the kernel's cached path MTU toward the target is {cached}, below \
+                         {size}: a \"too big\" message set it, which anyone can send; not \
+                         measured over TCP until it expires"
+                    )));
+                }
+            }
             return Ok(Answer::TooBig(info.tcpi_snd_mss + options + overhead));
         }
         if info.tcpi_unacked == 0 {

@@ -743,3 +743,118 @@ pub fn occupy_connections(pod: &str, addr: &str, count: usize) -> Attack {
     });
     a
 }
+
+/// What [`forge_link_notifications`] sends.
+#[derive(Debug, Clone, Copy)]
+pub enum Forgery {
+    /// One link per message, each a new ifindex, its kind `kind_len`
+    /// bytes of 0xff (what a decoder that keeps kinds would hold).
+    BigKinds { kind_len: usize },
+    /// Small link messages, many to a datagram (CPU).
+    Flood,
+    /// Messages the decoder cannot read (an MTU of 2 bytes), each about a
+    /// new ifindex (one warning each, if a warning is per link).
+    Undecodable,
+}
+
+/// From inside `pod`: `datagrams` netlink datagrams of `per_datagram`
+/// forged RTM_NEWLINK messages each, sent to the link notification group,
+/// `pace` apart. Any process with NET_ADMIN in its namespace can send
+/// them; the kernel hands them to every subscriber there as if they were
+/// its own. Returns how many datagrams went out.
+pub fn forge_link_notifications(
+    pod: &str,
+    forgery: Forgery,
+    datagrams: usize,
+    per_datagram: usize,
+    pace: Duration,
+) -> usize {
+    use nix::libc;
+    fn attr(kind: u16, value: &[u8]) -> Vec<u8> {
+        let mut a = ((4 + value.len()) as u16).to_ne_bytes().to_vec();
+        a.extend_from_slice(&kind.to_ne_bytes());
+        a.extend_from_slice(value);
+        while !a.len().is_multiple_of(4) {
+            a.push(0);
+        }
+        a
+    }
+    fn message(index: u32, name: &[u8], mtu_attr: &[u8], kind: &[u8]) -> Vec<u8> {
+        let mut body = vec![0u8, 0, 1, 0];
+        body.extend_from_slice(&(index as i32).to_ne_bytes());
+        body.extend_from_slice(&[0u8; 8]);
+        let mut n = name.to_vec();
+        n.push(0);
+        body.extend(attr(3, &n));
+        body.extend(attr(4, mtu_attr));
+        body.extend(attr(18, &attr(1, kind)));
+        let mut m = ((16 + body.len()) as u32).to_ne_bytes().to_vec();
+        m.extend_from_slice(&16u16.to_ne_bytes()); // RTM_NEWLINK
+        m.extend_from_slice(&[0u8; 10]);
+        m.extend(body);
+        m
+    }
+    let pod = pod.to_string();
+    std::thread::spawn(move || {
+        crate::lab::enter_netns(&pod);
+        // SAFETY: a netlink socket; the fd is ours.
+        let fd = unsafe { libc::socket(libc::AF_NETLINK, libc::SOCK_RAW, libc::NETLINK_ROUTE) };
+        assert!(fd >= 0, "netlink socket");
+        let size: libc::c_int = 8 << 20;
+        // SAFETY: a valid fd and an int option.
+        unsafe {
+            libc::setsockopt(
+                fd,
+                libc::SOL_SOCKET,
+                libc::SO_SNDBUFFORCE,
+                (&size as *const libc::c_int).cast(),
+                4,
+            );
+        }
+        // SAFETY: zeroed sockaddr_nl is a valid value to fill.
+        let mut to: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
+        to.nl_family = libc::AF_NETLINK as libc::sa_family_t;
+        to.nl_groups = 1; // RTMGRP_LINK
+        let mut sent = 0;
+        let mut index = 900_000u32;
+        for _ in 0..datagrams {
+            let mut d = Vec::new();
+            for _ in 0..per_datagram {
+                index += 1;
+                let name = format!("fk{index}");
+                d.extend(match forgery {
+                    Forgery::BigKinds { kind_len } => message(
+                        index,
+                        name.as_bytes(),
+                        &1500u32.to_ne_bytes(),
+                        &vec![0xff; kind_len],
+                    ),
+                    Forgery::Flood => {
+                        message(index, name.as_bytes(), &1500u32.to_ne_bytes(), b"dummy")
+                    }
+                    Forgery::Undecodable => message(index, name.as_bytes(), &[1, 2], b"veth"),
+                });
+            }
+            // SAFETY: a valid fd, a buffer with its length, a sockaddr_nl.
+            let n = unsafe {
+                libc::sendto(
+                    fd,
+                    d.as_ptr().cast(),
+                    d.len(),
+                    0,
+                    (&to as *const libc::sockaddr_nl).cast(),
+                    std::mem::size_of::<libc::sockaddr_nl>() as libc::socklen_t,
+                )
+            };
+            if n > 0 {
+                sent += 1;
+            }
+            std::thread::sleep(pace);
+        }
+        // SAFETY: our fd.
+        unsafe { libc::close(fd) };
+        sent
+    })
+    .join()
+    .expect("the forger")
+}

@@ -12,6 +12,9 @@ use std::time::{Duration, Instant};
 
 use tracing::{debug, info, trace, warn};
 
+/// One line about undecodable messages at most this often.
+const UNDECODABLE_QUIET: Duration = Duration::from_secs(600);
+
 use super::engine::{Engine, PassReport, MAX_LINKS};
 use super::pathprobe::PathReading;
 use super::policy::BridgeMatcher;
@@ -102,6 +105,10 @@ pub(crate) struct Enforcer<N> {
     origin: Origin,
     /// Links past the cap were warned about.
     left_out_warned: bool,
+    /// Said that a process forges notifications here.
+    forgery_warned: bool,
+    /// When an undecodable message was last said (one line per 10 min).
+    undecodable_said: Option<Instant>,
 }
 
 impl<N: NetOps> Enforcer<N> {
@@ -135,6 +142,8 @@ impl<N: NetOps> Enforcer<N> {
             floored: None,
             origin,
             left_out_warned: false,
+            forgery_warned: false,
+            undecodable_said: None,
         }
     }
 
@@ -248,6 +257,17 @@ impl<N: NetOps> Enforcer<N> {
             NetEvent::Undecodable(u) => {
                 self.engine.on_undecodable(u);
                 self.note_undecodable();
+            }
+            NetEvent::NotFromKernel => {
+                self.metrics.netlink_not_from_kernel();
+                if !self.forgery_warned {
+                    self.forgery_warned = true;
+                    warn!(
+                        "a process in this network namespace sends netlink messages posing as \
+                         the kernel's link notifications; they are dropped unread (counted in \
+                         mtuvisor_netlink_not_from_kernel_total)"
+                    );
+                }
             }
             NetEvent::Overrun => {
                 debug!("link notifications were lost (netlink overrun); sweeping");
@@ -508,12 +528,22 @@ impl<N: NetOps> Enforcer<N> {
         let fresh = self.engine.take_undecodable();
         self.metrics.netlink_undecodable(fresh.len());
         for u in fresh {
+            // At most one line in UNDECODABLE_QUIET, whatever the count.
+            let said = self
+                .undecodable_said
+                .is_some_and(|at| at.elapsed() < UNDECODABLE_QUIET);
+            if said {
+                debug!(ifindex = ?u.ifindex, message_type = u.kind, why = u.why, "another undecodable link message");
+                continue;
+            }
+            self.undecodable_said = Some(Instant::now());
             warn!(
                 ifindex = ?u.ifindex,
                 message_type = u.kind,
                 why = u.why,
                 "a link's netlink message cannot be decoded; that link is left alone \
-                 (please report this with the kernel version)"
+                 (please report this with the kernel version; further ones in the next \
+                 10 minutes are counted in mtuvisor_netlink_undecodable_total)"
             );
         }
     }
