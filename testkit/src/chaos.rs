@@ -285,8 +285,38 @@ impl ChaosPod {
                 "a hostname file of its choosing in its root".into()
             }
             81..=90 => self.delete(),
-            _ => self.mtu(),
+            91..=95 => self.mtu(),
+            _ => self.forge(),
         }
+    }
+
+    /// Link notifications posing as the kernel's, sent to the group.
+    fn forge(&mut self) -> String {
+        let (forgery, datagrams, each) = match self.rng.below(3) {
+            0 => (
+                hostile::Forgery::BigKinds { kind_len: 65_000 },
+                self.rng.between(1, 50) as usize,
+                1,
+            ),
+            1 => (
+                hostile::Forgery::Flood,
+                self.rng.between(1, 50) as usize,
+                500,
+            ),
+            _ => (
+                hostile::Forgery::Undecodable,
+                self.rng.between(1, 50) as usize,
+                500,
+            ),
+        };
+        let sent = hostile::forge_link_notifications(
+            &self.pod,
+            forgery,
+            datagrams,
+            each,
+            std::time::Duration::from_millis(1),
+        );
+        format!("{sent} datagrams of forged notifications ({forgery:?})")
     }
 
     fn veths(&mut self, arena: &dyn Arena) -> String {
