@@ -16,7 +16,15 @@ const IMAGE: &str = "ghcr.io/mtuvisor/mtuvisor";
 const VERSION: &str = env!("CARGO_PKG_VERSION");
 /// Variables that are not settings but are read: the log filter, and the
 /// test suite's own switch.
-const OTHER_VARS: &[&str] = &["MTUVISOR_LOG", "MTUVISOR_SKIP_PRIVILEGED"];
+const OTHER_VARS: &[&str] = &[
+    "MTUVISOR_LOG",
+    "MTUVISOR_SKIP_PRIVILEGED",
+    // The test kit's and the benches' own (docs/testing.md, benchmarks.md).
+    "MTUVISOR_BIN",
+    "MTUVISOR_SEED",
+    "MTUVISOR_CHAOS_SECONDS",
+    "MTUVISOR_BENCH_CASE",
+];
 
 fn files() -> Vec<PathBuf> {
     let mut out = vec![PathBuf::from(ROOT).join("README.md")];
