@@ -120,6 +120,9 @@ use std::process::Command;
 
 use crate::hostile::{self, Arena, Attack};
 
+/// The flood pairs a chaos pod keeps at once.
+const FLOOD_PAIRS: usize = 1500;
+
 /// What a chaos run may do: the node agent sees every kind; an enforcer
 /// inside the pod (`watch`, `supervise`) the kinds that apply to it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -148,6 +151,9 @@ pub struct ChaosPod {
     links: Vec<(Option<usize>, Vec<u8>)>,
     bridges: Vec<Vec<u8>>,
     counter: u64,
+    /// Floods made and not yet deleted (tag, pairs), and their pairs.
+    floods: std::collections::VecDeque<(u64, usize)>,
+    flooded: usize,
     /// A file outside the pod that it tries to make the agent read.
     secret: Option<PathBuf>,
 }
@@ -184,6 +190,8 @@ impl ChaosPod {
             links: Vec::new(),
             bridges: Vec::new(),
             counter: 0,
+            floods: std::collections::VecDeque::new(),
+            flooded: 0,
             secret: secret.map(Path::to_path_buf),
         }
     }
@@ -484,8 +492,37 @@ impl ChaosPod {
     fn flood(&mut self) -> String {
         let bridge = format!("br-{:012x}", self.rng.below(1 << 48));
         let pairs = self.rng.between(50, 300) as usize;
+        // Floods come and go: past FLOOD_PAIRS in all, the oldest goes
+        // first (the pod's links stay mostly under the agent's limit, so
+        // that the runs keep checking enforcement there).
+        let mut gone = 0;
+        while self.flooded + pairs > FLOOD_PAIRS {
+            let Some((old_tag, old_pairs)) = self.floods.pop_front() else {
+                break;
+            };
+            let file = self
+                .scratch
+                .join(format!("unflood-{}-{old_tag}", std::process::id()));
+            let text: String = (0..old_pairs)
+                .map(|i| format!("link del fl{old_tag}x{i}\n"))
+                .collect();
+            let _ = std::fs::write(&file, text);
+            attempt(
+                Command::new("ip")
+                    .args(["-n", &self.pod, "-force", "-batch"])
+                    .arg(&file),
+            );
+            let _ = std::fs::remove_file(&file);
+            let prefix = format!("fl{old_tag}x");
+            self.links
+                .retain(|(_, n)| !n.starts_with(prefix.as_bytes()));
+            self.flooded -= old_pairs;
+            gone += old_pairs;
+        }
         self.counter += 1;
         let tag = self.counter;
+        self.floods.push_back((tag, pairs));
+        self.flooded += pairs;
         let file = self
             .scratch
             .join(format!("flood-{}-{tag}", std::process::id()));
@@ -506,7 +543,7 @@ impl ChaosPod {
         for i in 0..pairs {
             self.links.push((None, format!("fl{tag}x{i}").into_bytes()));
         }
-        format!("{pairs} veth pairs on {bridge}")
+        format!("{pairs} veth pairs on {bridge} ({gone} of earlier floods deleted)")
     }
 
     fn rules(&mut self) -> String {
