@@ -174,6 +174,7 @@ fn two_pods_at(priority: &str) {
         .args(["node", "--realtime-priority", priority])
         .args(["--proc-scan", "off", "--netns-include"])
         .arg(format!("{},{}", a.pod, b.pod))
+        .args(["--metrics-addr", AGENT_METRICS])
         .env("MTUVISOR_NETNS_DIRS", "/run/netns")
         .stdout(std::process::Stdio::null())
         .stderr(std::fs::File::create(&log).unwrap());
@@ -195,6 +196,8 @@ fn two_pods_at(priority: &str) {
     }
     let pods = [a.pod.clone(), b.pod.clone()];
     let labs = [&a, &b];
+    let router = a.router.clone();
+    let metrics = move || common::http_get(&router, AGENT_METRICS, "/metrics").1;
     common::series::race_at_once(
         &format!("node (realtime_priority {priority})"),
         &pods,
@@ -202,8 +205,13 @@ fn two_pods_at(priority: &str) {
         &[1450, 1400],
         AT_ONCE,
         |i| labs[i].first_instruction_mtu(Some("bench")),
+        Some(&metrics),
     );
 }
+
+/// Where the two-pod series' agent serves `/metrics`, in the node's
+/// namespace (the test's own router).
+const AGENT_METRICS: &str = "127.0.0.1:9464";
 
 /// A canary pod under an agent in a PID namespace of its own, and what
 /// the cases need beside it.

@@ -34,6 +34,8 @@ const TIMED: usize = 50;
 const FULL: usize = 110;
 /// Inner containers started at once in each of two DinD pods.
 const AT_ONCE: usize = 50;
+/// Bursts of [`AT_ONCE`] per pod, one after the other.
+const RUNS: usize = 5;
 
 fn main() {
     // `cargo bench --bench real_node -- two_pods` runs one part.
@@ -240,29 +242,36 @@ fn two_pods(node: &mut RealNode) {
     }
     let pods = [&a, &b];
     let node = &*node;
-    common::series::race_at_once(
-        "the DaemonSet on a real node",
-        &names,
-        &bridges,
-        &wants,
-        AT_ONCE,
-        |i| {
-            node.exec(
-                pods[i],
-                "dind",
-                &[
-                    "docker",
-                    "run",
-                    "--rm",
-                    "--network",
-                    "bench",
-                    dind::INNER,
-                    "cat",
-                    "/sys/class/net/eth0/mtu",
-                ],
-                Duration::from_secs(120),
+    let metrics = || common::http_get(&node.netns, METRICS, "/metrics").1;
+    let runs: Vec<_> = (1..=RUNS)
+        .map(|run| {
+            common::series::race_at_once(
+                &format!("the DaemonSet on a real node, run {run}/{RUNS}"),
+                &names,
+                &bridges,
+                &wants,
+                AT_ONCE,
+                |i| {
+                    node.exec(
+                        pods[i],
+                        "dind",
+                        &[
+                            "docker",
+                            "run",
+                            "--rm",
+                            "--network",
+                            "bench",
+                            dind::INNER,
+                            "cat",
+                            "/sys/class/net/eth0/mtu",
+                        ],
+                        Duration::from_secs(120),
+                    )
+                    .1
+                },
+                Some(&metrics),
             )
-            .1
-        },
-    );
+        })
+        .collect();
+    common::series::RaceRun::print_all("the DaemonSet on a real node", &runs);
 }

@@ -117,3 +117,25 @@ fn set_this_thread(priority: i32) -> io::Result<()> {
         Err(io::Error::last_os_error())
     }
 }
+
+/// `at` on the kernel's monotonic clock, in nanoseconds: what another
+/// process (a benchmark joining our log lines with its own observations)
+/// reads from `clock_gettime(CLOCK_MONOTONIC)`. `Instant` is that clock on
+/// Linux, but does not say its value.
+pub fn monotonic_ns(at: std::time::Instant) -> u64 {
+    static BASE: std::sync::OnceLock<(std::time::Instant, u64)> = std::sync::OnceLock::new();
+    let (base, base_ns) = *BASE.get_or_init(|| {
+        let now = std::time::Instant::now();
+        let ts = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC)
+            .expect("CLOCK_MONOTONIC is always readable");
+        (
+            now,
+            ts.tv_sec() as u64 * 1_000_000_000 + ts.tv_nsec() as u64,
+        )
+    });
+    if at >= base {
+        base_ns + at.duration_since(base).as_nanos() as u64
+    } else {
+        base_ns.saturating_sub(base.duration_since(at).as_nanos() as u64)
+    }
+}

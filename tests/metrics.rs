@@ -41,6 +41,17 @@ fn watch_serves_what_it_did() {
     assert_eq!(metric(&text, "mtuvisor_mtu_change_failures_total"), 0.0);
     assert!(metric(&text, "mtuvisor_sweeps_total") >= 1.0);
     assert_eq!(metric(&text, "mtuvisor_clamp_seconds_count"), 1.0, "{text}");
+    // The same clamp, split into its stages.
+    for stage in ["loop", "decide", "queue", "kernel", "wake"] {
+        assert_eq!(
+            metric(
+                &text,
+                &format!("mtuvisor_clamp_stage_seconds_count{{stage=\"{stage}\"}}")
+            ),
+            1.0,
+            "{text}"
+        );
+    }
     assert!(text.contains("mtuvisor_build_info{version=\""));
     // Counted at the allocator: a live process holds some heap, and far
     // less than it maps (a bound a counter gone wrong, e.g. wrapped past

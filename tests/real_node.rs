@@ -183,6 +183,93 @@ fn the_daemonset_as_written_enforces_in_dind_pods() {
     );
 }
 
+/// Two DinD pods (eth0 at 1450 and at 1400) under the chart's DaemonSet,
+/// each starting 30 containers at the same moment on a user network, three
+/// bursts one after the other: every container reads its own pod's MTU at
+/// its first instruction (a burst is where the agent's clamp races the
+/// pod's dockerd; issue 28 measured one in a hundred losing).
+#[test]
+fn bursts_in_two_dind_pods_read_each_pods_mtu_at_the_first_instruction() {
+    if !require_real_node("bursts_in_two_dind_pods_read_each_pods_mtu_at_the_first_instruction") {
+        return;
+    }
+    const BURST: usize = 30;
+    const ROUNDS: usize = 3;
+    let mut node = RealNode::start("rnburst");
+    let agent = schedule_daemonset(&mut node, &chart_rendering(&[]))
+        .expect("the chart's DaemonSet is placed on an untainted Linux node");
+    let ready = eventually(Duration::from_secs(30), || {
+        try_http_get(&node.netns, HEALTH, "/healthz").is_ok_and(|(s, _)| s == 200)
+    });
+    assert!(ready, "the agent is ready; containerd:\n{}", node.log());
+    let wide = node.run_pod(dind_pod(&node, "burst-1450"));
+    let narrow = node.run_pod(dind_pod(&node, "burst-1400"));
+    common::sh(&[
+        "nsenter",
+        &format!("--net={}", node.netns_of(&narrow).display()),
+        "ip",
+        "link",
+        "set",
+        "eth0",
+        "mtu",
+        "1400",
+    ]);
+    let pods = [(&wide, "1450"), (&narrow, "1400")];
+    for (pod, want) in pods {
+        docker_ready(&node, pod);
+        let (code, _, err) = node.exec(
+            pod,
+            "dind",
+            &["docker", "network", "create", "burst"],
+            Duration::from_secs(30),
+        );
+        assert_eq!(code, 0, "docker network create in {}: {err}", pod.name);
+        let enforced = eventually(Duration::from_secs(20), || {
+            link_mtu(&node, pod, "docker0") == want
+        });
+        assert!(enforced, "docker0 in {} at {want}", pod.name);
+    }
+    let node = &node;
+    for round in 1..=ROUNDS {
+        let reads: Vec<(&str, &str, String)> = std::thread::scope(|s| {
+            let handles: Vec<_> = (0..BURST)
+                .flat_map(|_| pods)
+                .map(|(pod, want)| {
+                    s.spawn(move || {
+                        let (code, out, err) = node.exec(
+                            pod,
+                            "dind",
+                            &[
+                                "docker",
+                                "run",
+                                "--rm",
+                                "--network",
+                                "burst",
+                                INNER,
+                                "cat",
+                                "/sys/class/net/eth0/mtu",
+                            ],
+                            Duration::from_secs(120),
+                        );
+                        assert_eq!(code, 0, "docker run in {}: {err}", pod.name);
+                        (pod.name.as_str(), want, out)
+                    })
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        let wrong: Vec<_> = reads.iter().filter(|(_, want, got)| got != want).collect();
+        assert!(
+            wrong.is_empty(),
+            "round {round}: {} of {} containers read another MTU than their pod's at their \
+             first instruction (pod, want, read): {wrong:?}\nagent:\n{}",
+            wrong.len(),
+            reads.len(),
+            node.container_log(&agent, "mtuvisor")
+        );
+    }
+}
+
 /// A node that shows itself as virtual-kubelet does (label `type:
 /// virtual-kubelet`, taint `virtual-kubelet.io/provider`, the Linux os
 /// label) gets no agent from the chart's rendering nor from the raw

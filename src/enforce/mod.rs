@@ -326,20 +326,24 @@ async fn run_once(
         if let Some(reading) = probe.follow(enforcer.probe_ceiling()) {
             enforcer.on_path_reading(&reading).await;
         }
+        let due = enforcer.next_due();
         tokio::select! {
             biased;
             () = shutdown.as_mut() => {
                 enforcer.stop().await;
                 return Ok(());
             }
+            // Answers first: they finish what is in flight and make room.
+            landed = enforcer.next_landed() => enforcer.on_landed(landed).await,
             // Read even when MTUs are not enforced: the links are still
             // followed (a Docker bridge brings the MSS rules), and an unread
-            // socket would only overflow.
-            event = monitor.next() => match event {
-                Some(event) => enforcer.on_net_event(event).await,
+            // socket would only overflow. Not while the clamps in flight
+            // are at their bound: notifications wait in the kernel.
+            event = monitor.next(), if enforcer.takes_events() => match event {
+                Some((event, read)) => enforcer.on_net_event(event, read).await,
                 None => return Err(Error::MonitorClosed),
             },
-            () = sleep_until_due(enforcer.next_due()) => enforcer.on_due().await,
+            () = sleep_until_due(due) => enforcer.on_due().await,
             Some(report) = mss_reports.recv() => enforcer.on_mss_report(report),
             Some(update) = docker_rx.recv() => enforcer.on_docker_update(update).await,
             _ = reconcile.tick() => enforcer.on_tick().await,

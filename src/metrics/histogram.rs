@@ -11,6 +11,13 @@ pub(super) const CLAMP_BUCKETS_US: [u64; 10] = [
     250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000,
 ];
 
+/// Upper bounds of the clamp-stage buckets, in microseconds: finer at the
+/// bottom, where a stage that is not waiting on anything sits.
+pub(super) const STAGE_BUCKETS_US: [u64; 15] = [
+    10, 25, 50, 100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000,
+    1_000_000,
+];
+
 /// A histogram of durations as Prometheus shows one: cumulative buckets
 /// (upper bounds in microseconds), a count and a sum. Written by one loop,
 /// read by the server.

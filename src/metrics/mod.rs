@@ -21,7 +21,7 @@ use crate::caps::Grant;
 use crate::detect::Origin;
 use crate::firewall::Family;
 use crate::netlink::Quarantine;
-use histogram::{Histogram, CLAMP_BUCKETS_US, DISCOVERY_BUCKETS_US};
+use histogram::{Histogram, CLAMP_BUCKETS_US, DISCOVERY_BUCKETS_US, STAGE_BUCKETS_US};
 
 pub use http::{bind, spawn_server, Listeners, MetricsError, Server};
 
@@ -194,7 +194,35 @@ impl Metrics {
     pub fn observe_clamp(&self, took: Duration) {
         self.clamp.observe(took);
     }
+}
 
+/// The stages a clamp's time is split into (`ClampStages::split`), in
+/// order: waiting in the loop after the socket read, deciding, waiting
+/// for a socket and worker, the kernel (RTNL), the loop taking the answer.
+pub const CLAMP_STAGES: [&str; 5] = ["loop", "decide", "queue", "kernel", "wake"];
+
+/// `mtuvisor_clamp_stage_seconds`: the process's, one series per stage
+/// (not per pod: a node's pods share the workers and the kernel lock the
+/// stages measure).
+static STAGES: [Histogram<{ STAGE_BUCKETS_US.len() }>; 5] =
+    [const { Histogram::new(&STAGE_BUCKETS_US) }; 5];
+
+fn render_clamp_stages(name: &str, out: &mut String) {
+    for (stage, h) in CLAMP_STAGES.iter().zip(&STAGES) {
+        h.render(name, &format!("stage=\"{stage}\""), out);
+    }
+}
+
+/// One clamp's stages, by name (see [`CLAMP_STAGES`]).
+pub fn observe_clamp_stages(split: &[(&str, Duration)]) {
+    for (name, took) in split {
+        if let Some(i) = CLAMP_STAGES.iter().position(|s| s == name) {
+            STAGES[i].observe(*took);
+        }
+    }
+}
+
+impl Metrics {
     /// `{labels}` with `extra` appended, or nothing when both are empty.
     fn braces(&self, extra: &str) -> String {
         render::braces(&self.labels, extra)

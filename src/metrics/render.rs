@@ -198,6 +198,15 @@ pub(super) fn registry(registry: &Registry) -> String {
     for m in &all {
         m.clamp.render(name, &m.labels, &mut out);
     }
+    let name = "mtuvisor_clamp_stage_seconds";
+    let _ = write!(
+        out,
+        "# HELP {name} Where a clamp's time goes, for every enforcer of the process: \
+         loop (its notification read, waiting for the loop), decide, queue (waiting \
+         for a socket and a worker), kernel (sent to acknowledged: the RTNL lock), \
+         wake (the answer back to the loop).\n# TYPE {name} histogram\n"
+    );
+    super::render_clamp_stages(name, &mut out);
     target_source(&all, &mut out);
     path(&registry.path, &mut out);
     mss(&all, &mut out);

@@ -13,7 +13,7 @@ use super::socket::AsyncSocket;
 use super::wire::{Item, Request, Undecodable};
 use super::{
     in_netns, DefaultRoute, Family, Link, LinkKind, Listed, MtuSetter, NetOps, NetlinkError, Netns,
-    NetnsResolver, PeerChange, Quarantine, RouteTable, Socket, DEADLINE,
+    NetnsResolver, PeerChange, Quarantine, RouteTable, SetTiming, Socket, DEADLINE,
 };
 
 /// A request socket in the namespace where it was opened, driven by the
@@ -338,9 +338,21 @@ impl NetOps for RtnlClient {
         self.guarded(self.rtnl.links_at_most(max)).await
     }
 
-    async fn set_mtu(&self, link: &Link, mtu: u32) -> Result<(), NetlinkError> {
-        self.guarded(self.setter.set(link.index, link.name, mtu))
-            .await
+    fn set_mtu(
+        &self,
+        link: &Link,
+        mtu: u32,
+    ) -> impl std::future::Future<Output = Result<SetTiming, NetlinkError>> + Send + 'static {
+        // As `guarded`, with the request queued now.
+        let quarantine = self.quarantine.clone();
+        let answer = quarantine
+            .admit()
+            .map(|()| self.setter.set(link.index, link.name, mtu));
+        async move {
+            let result = answer?.await;
+            quarantine.record(&result);
+            result
+        }
     }
 
     async fn far_end_here(&self, host: &Link, peer_ifindex: u32) -> Result<Link, NetlinkError> {

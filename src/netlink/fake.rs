@@ -8,7 +8,7 @@ use std::sync::Mutex;
 
 use super::{
     DefaultRoute, Family, Link, LinkKind, Listed, NetOps, NetlinkError, Netns, PeerChange, PeerRef,
-    PeerState, RouteTable, Undecodable, MAIN_TABLE,
+    PeerState, RouteTable, SetTiming, Undecodable, MAIN_TABLE,
 };
 
 /// Links in "our" namespace plus far ends elsewhere, keyed by the
@@ -91,17 +91,27 @@ impl NetOps for FakeNet {
             undecodable: self.undecodable.lock().unwrap().clone(),
         })
     }
-    async fn set_mtu(&self, link: &Link, mtu: u32) -> Result<(), NetlinkError> {
-        let mut links = self.links.lock().unwrap();
-        let Some(l) = links.get_mut(&link.index) else {
-            return Err(NetlinkError::NoSuchLink {
-                name: link.name.to_string(),
-                ifindex: link.index,
-            });
+    fn set_mtu(
+        &self,
+        link: &Link,
+        mtu: u32,
+    ) -> impl std::future::Future<Output = Result<SetTiming, NetlinkError>> + Send + 'static {
+        // Made at once, as the real client queues at once.
+        let result = {
+            let mut links = self.links.lock().unwrap();
+            match links.get_mut(&link.index) {
+                None => Err(NetlinkError::NoSuchLink {
+                    name: link.name.to_string(),
+                    ifindex: link.index,
+                }),
+                Some(l) => {
+                    l.mtu = mtu;
+                    self.sets.lock().unwrap().push((link.name.to_string(), mtu));
+                    Ok(SetTiming::at(std::time::Instant::now()))
+                }
+            }
         };
-        l.mtu = mtu;
-        self.sets.lock().unwrap().push((link.name.to_string(), mtu));
-        Ok(())
+        std::future::ready(result)
     }
     async fn far_end_here(&self, host: &Link, peer_ifindex: u32) -> Result<Link, NetlinkError> {
         *self.peer_lookups.lock().unwrap() += 1;

@@ -18,7 +18,7 @@ mod socket;
 pub mod wire;
 
 use std::future::Future;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 pub use client::{Rtnl, RtnlClient, RtnlSync};
 pub use link::{Link, LinkKind, PeerRef};
@@ -214,6 +214,26 @@ impl PeerChange {
     }
 }
 
+/// When an MTU change was queued, sent to the kernel and acknowledged by
+/// it: where the time of a clamp goes (`mtuvisor_clamp_stage_seconds`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SetTiming {
+    pub queued: Instant,
+    pub sent: Instant,
+    pub acked: Instant,
+}
+
+impl SetTiming {
+    /// A change made at once (no queue, no wait).
+    pub fn at(now: Instant) -> SetTiming {
+        SetTiming {
+            queued: now,
+            sent: now,
+            acked: now,
+        }
+    }
+}
+
 /// What reading the outer MTU needs: the default routes and the links
 /// they leave by. `detect` chooses; this only reads.
 pub trait RouteTable: Send + Sync {
@@ -236,12 +256,14 @@ pub trait NetOps: RouteTable {
     /// Every link in this namespace, the first `max` of them kept.
     fn links(&self, max: usize) -> impl Future<Output = Result<Listed, NetlinkError>> + Send;
 
-    /// Sets the MTU of a link in this namespace.
+    /// Sets the MTU of a link in this namespace. The request is queued
+    /// when this is called, not when the answer is awaited: a caller can
+    /// start several and go on with other work meanwhile.
     fn set_mtu(
         &self,
         link: &Link,
         mtu: u32,
-    ) -> impl Future<Output = Result<(), NetlinkError>> + Send;
+    ) -> impl Future<Output = Result<SetTiming, NetlinkError>> + Send + 'static;
 
     /// Reads the far end of veth `host` wherever it lives and sets its MTU to
     /// `desired(current)` when that returns a value: here through

@@ -3,6 +3,7 @@
 //! socket and decoder.
 
 use std::collections::VecDeque;
+use std::time::Instant;
 
 use super::socket::{AsyncSocket, Read};
 use super::wire::{self, Item, Undecodable};
@@ -47,6 +48,8 @@ pub struct NetMonitor {
     socket: AsyncSocket,
     /// The rest of the last datagram read (one can hold several messages).
     parsed: VecDeque<NetEvent>,
+    /// When that datagram was read.
+    read_at: Instant,
 }
 
 impl NetMonitor {
@@ -69,6 +72,7 @@ impl NetMonitor {
                 source,
             })?,
             parsed: VecDeque::new(),
+            read_at: Instant::now(),
         })
     }
 
@@ -77,27 +81,31 @@ impl NetMonitor {
         NetMonitor::new(NetMonitor::socket(buffer)?)
     }
 
-    /// The next event; `None` when the socket failed for good. Each event
-    /// counts against the task's share of the runtime (tokio's budget), so
-    /// that a datagram of many messages does not keep the one enforcement
-    /// thread from every other pod's.
-    pub async fn next(&mut self) -> Option<NetEvent> {
+    /// The next event, and when it was read from the socket; `None` when
+    /// the socket failed for good. Each event counts against the task's
+    /// share of the runtime (tokio's budget), so that a datagram of many
+    /// messages does not keep the one enforcement thread from every other
+    /// pod's.
+    pub async fn next(&mut self) -> Option<(NetEvent, Instant)> {
         loop {
             if let Some(event) = self.parsed.pop_front() {
                 tokio::task::coop::consume_budget().await;
-                return Some(event);
+                return Some((event, self.read_at));
             }
             let parsed = &mut self.parsed;
-            match self.socket.next(|d| parse(d, parsed)).await {
+            let read = self.socket.next(|d| parse(d, parsed)).await;
+            self.read_at = Instant::now();
+            let now = self.read_at;
+            match read {
                 Ok(Read::Kernel(())) => {}
-                Ok(Read::NotFromKernel) => return Some(NetEvent::NotFromKernel),
+                Ok(Read::NotFromKernel) => return Some((NetEvent::NotFromKernel, now)),
                 Err(e) if e.raw_os_error() == Some(nix::libc::ENOBUFS) => {
-                    return Some(NetEvent::Overrun)
+                    return Some((NetEvent::Overrun, now))
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
                 // A datagram too large to keep: lost, as in an overrun.
                 Err(e) if e.kind() == std::io::ErrorKind::InvalidData => {
-                    return Some(NetEvent::Overrun)
+                    return Some((NetEvent::Overrun, now))
                 }
                 Err(e) => {
                     tracing::debug!(error = %e, "link notifications socket failed");

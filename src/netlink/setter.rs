@@ -21,7 +21,7 @@ use std::time::Instant;
 use tokio::sync::oneshot;
 
 use super::wire::Request;
-use super::{LinkName, NetlinkError, Socket, DEADLINE};
+use super::{LinkName, NetlinkError, SetTiming, Socket, DEADLINE};
 
 /// Requests that may wait for RTNL at the same time, in the whole process:
 /// the worker threads are shared by every namespace enforced in (`node`),
@@ -32,7 +32,8 @@ struct Job {
     ifindex: u32,
     name: LinkName,
     mtu: u32,
-    reply: oneshot::Sender<Result<(), NetlinkError>>,
+    queued: Instant,
+    reply: oneshot::Sender<Result<SetTiming, NetlinkError>>,
 }
 
 /// One namespace's requests and sockets.
@@ -182,28 +183,45 @@ impl MtuSetter {
     }
 
     /// Sets the MTU of link `ifindex` (named `name`, for errors), within
-    /// [`DEADLINE`] once a worker takes it.
-    pub async fn set(&self, ifindex: u32, name: LinkName, mtu: u32) -> Result<(), NetlinkError> {
+    /// [`DEADLINE`] once a worker takes it. The request is queued now; the
+    /// future only waits for its answer.
+    pub fn set(
+        &self,
+        ifindex: u32,
+        name: LinkName,
+        mtu: u32,
+    ) -> impl std::future::Future<Output = Result<SetTiming, NetlinkError>> + Send + 'static {
         let (reply, done) = oneshot::channel();
         let gone = || NetlinkError::Socket {
             context: " for MTU changes".into(),
             source: io::Error::other("its worker threads are gone"),
         };
-        {
+        let queued = {
             let mut schedule = self.shared.lock();
-            let queue = schedule.queues.get_mut(&self.id).ok_or_else(gone)?;
-            queue.jobs.push_back(Job {
-                ifindex,
-                name,
-                mtu,
-                reply,
-            });
-            schedule.added(1);
-            if schedule.reconsider(self.id) {
-                self.shared.work.notify_one();
+            match schedule.queues.get_mut(&self.id) {
+                Some(queue) => {
+                    queue.jobs.push_back(Job {
+                        ifindex,
+                        name,
+                        mtu,
+                        queued: Instant::now(),
+                        reply,
+                    });
+                    schedule.added(1);
+                    if schedule.reconsider(self.id) {
+                        self.shared.work.notify_one();
+                    }
+                    true
+                }
+                None => false,
             }
+        };
+        async move {
+            if !queued {
+                return Err(gone());
+            }
+            done.await.map_err(|_| gone())?
         }
-        done.await.map_err(|_| gone())?
     }
 }
 
@@ -245,7 +263,12 @@ fn work(shared: &Shared) {
                     .unwrap_or_else(|e| e.into_inner());
             }
         };
-        let result = set_mtu(&mut socket, &job);
+        let sent = Instant::now();
+        let result = set_mtu(&mut socket, &job).map(|()| SetTiming {
+            queued: job.queued,
+            sent,
+            acked: Instant::now(),
+        });
         let _ = job.reply.send(result);
         let mut schedule = shared.lock();
         schedule.ended(1);

@@ -441,6 +441,7 @@ impl RtnlProbe {
 /// a run: per veth, from its host end joining the bridge to both ends at
 /// the pod's target (the clamp), and to dockerd bringing it up (dockerd's
 /// own next request, the yardstick).
+#[derive(Debug, Default, Clone)]
 pub struct ClampRace {
     pub clamp: Vec<Duration>,
     pub up: Vec<Duration>,
@@ -500,8 +501,10 @@ pub fn clamp_race(notes: &Notifications, bridges: &[u32], wants: &[u32]) -> Clam
 
 impl ClampRace {
     /// Prints the race's figures, with `probed` (an unrelated RTM_SETLINK's
-    /// waits over the same time: the floor).
-    pub fn print(self, probed: Vec<Duration>) {
+    /// waits over the same time: the floor) and the agent's `stages`.
+    pub fn print(self, probed: Vec<Duration>, stages: Option<&ClampStagesSeen>) {
+        let mean = (!self.clamp.is_empty())
+            .then(|| self.clamp.iter().sum::<Duration>() / self.clamp.len() as u32);
         if !self.clamp.is_empty() && !self.up.is_empty() {
             let p99 = |v: &[Duration]| percentile(v, 99.0).as_secs_f64();
             println!(
@@ -538,6 +541,54 @@ impl ClampRace {
             "  far end clamped only after the move (not timed from the pod namespace): {}",
             self.unseen
         );
+        if let Some(stages) = stages {
+            stages.print(mean);
+        }
+    }
+}
+
+/// One run of [`race_at_once`], as figures.
+#[derive(Debug, Default, Clone)]
+pub struct RaceRun {
+    /// Containers that read their own pod's MTU at their first
+    /// instruction, of `started`.
+    pub right: usize,
+    pub started: usize,
+    pub race: ClampRace,
+    /// An unrelated RTM_SETLINK's waits over the run (the floor).
+    pub probed: Vec<Duration>,
+    /// The agent's own split of its clamps over the run.
+    pub stages: Option<ClampStagesSeen>,
+}
+
+impl RaceRun {
+    /// Prints runs together: first-instruction MTUs, the clamp race and
+    /// the stage split over all of them.
+    pub fn print_all(label: &str, runs: &[RaceRun]) {
+        let right: usize = runs.iter().map(|r| r.right).sum();
+        let started: usize = runs.iter().map(|r| r.started).sum();
+        println!(
+            "{label}, {} runs together: {right}/{started} read their own pod's MTU first (target 100 %)",
+            runs.len()
+        );
+        let mut race = ClampRace::default();
+        let mut probed = Vec::new();
+        let mut stages: Option<ClampStagesSeen> = None;
+        for r in runs {
+            race.clamp.extend(&r.race.clamp);
+            race.up.extend(&r.race.up);
+            race.unseen += r.race.unseen;
+            probed.extend(&r.probed);
+            if let Some(s) = &r.stages {
+                stages = Some(match stages {
+                    Some(all) => all.plus(s),
+                    None => s.clone(),
+                });
+            }
+        }
+        race.clamp.sort();
+        race.up.sort();
+        race.print(probed, stages.as_ref());
     }
 }
 
@@ -545,8 +596,10 @@ impl ClampRace {
 /// starts one in pod `i`, named in /run/netns as `pods[i]`, and returns
 /// the MTU it read at its first instruction), with every link
 /// notification stamped and an unrelated RTM_SETLINK probing the floor in
-/// each pod; then prints how many read their own pod's `wants[i]` and the
-/// clamp race on the watched bridges (`bridges[i]`).
+/// each pod; then prints how many read their own pod's `wants[i]`, the
+/// clamp race on the watched bridges (`bridges[i]`) and, with `metrics`
+/// (the agent's `/metrics` page), where the agent's time went.
+#[allow(clippy::too_many_arguments)]
 pub fn race_at_once(
     label: &str,
     pods: &[String],
@@ -554,12 +607,14 @@ pub fn race_at_once(
     wants: &[u32],
     at_once: usize,
     start: impl Fn(usize) -> String + Sync,
-) {
+    metrics: Option<&dyn Fn() -> String>,
+) -> RaceRun {
     let notes = Notifications::listen(pods);
     let probes: Vec<RtnlProbe> = pods
         .iter()
         .map(|p| RtnlProbe::start(p, "mvprobe", Duration::from_millis(5)))
         .collect();
+    let stages_before = metrics.map(|m| ClampStagesSeen::parse(&m()));
     let began = Instant::now();
     let start = &start;
     let read: Vec<(String, u32)> = std::thread::scope(|s| {
@@ -576,6 +631,9 @@ pub fn race_at_once(
         .filter(|(at, _)| *at >= began)
         .map(|(_, d)| d)
         .collect();
+    let stages = metrics
+        .zip(stages_before)
+        .map(|(m, before)| ClampStagesSeen::parse(&m()).since(&before));
     let right = read
         .iter()
         .filter(|(got, want)| *got == want.to_string())
@@ -588,5 +646,175 @@ pub fn race_at_once(
         read.len(),
         took.as_secs_f64()
     );
-    clamp_race(&notes, bridges, wants).print(probed);
+    let wrong: Vec<&str> = read
+        .iter()
+        .filter(|(got, want)| *got != want.to_string())
+        .map(|(got, _)| got.as_str())
+        .collect();
+    if !wrong.is_empty() {
+        println!("  read instead: {}", wrong.join(", "));
+    }
+    let race = clamp_race(&notes, bridges, wants);
+    race.clone().print(probed.clone(), stages.as_ref());
+    RaceRun {
+        right,
+        started: read.len(),
+        race,
+        probed,
+        stages,
+    }
+}
+
+/// The agent's `mtuvisor_clamp_stage_seconds` (and `mtuvisor_clamp_seconds`,
+/// every label set together) as read from its `/metrics`: per histogram,
+/// cumulative bucket counts by upper bound, the sum and the count.
+#[derive(Debug, Default, Clone)]
+pub struct ClampStagesSeen {
+    series: std::collections::BTreeMap<String, StageHistogram>,
+}
+
+#[derive(Debug, Default, Clone)]
+struct StageHistogram {
+    buckets: Vec<(f64, u64)>,
+    sum: f64,
+    count: u64,
+}
+
+/// The order stages are printed in (the agent's `CLAMP_STAGES`), then the
+/// whole clamp as the agent times it.
+const STAGE_ORDER: [&str; 6] = ["loop", "decide", "queue", "kernel", "wake", "total"];
+
+impl ClampStagesSeen {
+    /// Parses a `/metrics` page.
+    pub fn parse(page: &str) -> ClampStagesSeen {
+        let mut seen = ClampStagesSeen::default();
+        for line in page.lines() {
+            let Some((name, rest)) = line.split_once(['{', ' ']) else {
+                continue;
+            };
+            let key = match name.strip_prefix("mtuvisor_clamp_stage_seconds") {
+                Some(kind) => rest
+                    .split_once("stage=\"")
+                    .and_then(|(_, s)| s.split_once('"'))
+                    .map(|(stage, _)| (stage.to_string(), kind)),
+                None => name
+                    .strip_prefix("mtuvisor_clamp_seconds")
+                    .map(|kind| ("total".to_string(), kind)),
+            };
+            let Some((stage, kind)) = key else { continue };
+            let Some(value) = line.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok()) else {
+                continue;
+            };
+            let h = seen.series.entry(stage).or_default();
+            match kind {
+                "_sum" => h.sum += value,
+                "_count" => h.count += value as u64,
+                "_bucket" => {
+                    let le = rest
+                        .split_once("le=\"")
+                        .and_then(|(_, s)| s.split_once('"'))
+                        .map(|(le, _)| le.parse::<f64>().unwrap_or(f64::INFINITY))
+                        .unwrap_or(f64::INFINITY);
+                    match h.buckets.iter_mut().find(|(b, _)| *b == le) {
+                        Some((_, c)) => *c += value as u64,
+                        None => h.buckets.push((le, value as u64)),
+                    }
+                }
+                _ => {}
+            }
+        }
+        for h in seen.series.values_mut() {
+            h.buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
+        }
+        seen
+    }
+
+    /// What was observed after `before`.
+    pub fn since(&self, before: &ClampStagesSeen) -> ClampStagesSeen {
+        let mut out = self.clone();
+        for (stage, h) in &mut out.series {
+            let Some(b) = before.series.get(stage) else {
+                continue;
+            };
+            h.sum -= b.sum;
+            h.count = h.count.saturating_sub(b.count);
+            for (le, c) in &mut h.buckets {
+                if let Some((_, bc)) = b.buckets.iter().find(|(bl, _)| bl == le) {
+                    *c = c.saturating_sub(*bc);
+                }
+            }
+        }
+        out
+    }
+
+    /// Two runs' observations together.
+    pub fn plus(&self, other: &ClampStagesSeen) -> ClampStagesSeen {
+        let mut out = self.clone();
+        for (stage, o) in &other.series {
+            let h = out.series.entry(stage.clone()).or_default();
+            h.sum += o.sum;
+            h.count += o.count;
+            for (le, c) in &o.buckets {
+                match h.buckets.iter_mut().find(|(b, _)| b == le) {
+                    Some((_, hc)) => *hc += c,
+                    None => h.buckets.push((*le, *c)),
+                }
+            }
+            h.buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
+        }
+        out
+    }
+
+    /// The clamps the agent timed.
+    pub fn clamps(&self) -> u64 {
+        self.series.get("total").map_or(0, |h| h.count)
+    }
+
+    /// The agent's mean for a stage, in seconds.
+    pub fn mean(&self, stage: &str) -> Option<f64> {
+        let h = self.series.get(stage)?;
+        (h.count > 0).then(|| h.sum / h.count as f64)
+    }
+
+    /// The bucket bound at or under which `p` % of a stage's observations
+    /// fall (an upper bound of that percentile).
+    pub fn quantile_bound(&self, stage: &str, p: f64) -> Option<f64> {
+        let h = self.series.get(stage)?;
+        let rank = (h.count as f64 * p / 100.0).ceil().max(1.0) as u64;
+        h.buckets
+            .iter()
+            .find(|(_, c)| *c >= rank)
+            .map(|(le, _)| *le)
+    }
+
+    /// Prints the split, one line per stage, with `clamp_mean` (the bench's
+    /// own mean of the clamp, from the kernel's notification) beside the
+    /// agent's: their difference is the time a notification waited in the
+    /// socket before the agent read it.
+    pub fn print(&self, clamp_mean: Option<Duration>) {
+        let n = self.clamps();
+        println!("  where the agent's clamps went ({n} timed by the agent, /metrics mtuvisor_clamp_stage_seconds):");
+        let show = |s: Option<f64>| match s {
+            Some(s) if s.is_infinite() => "> 1 s".to_string(),
+            Some(s) => ms(Duration::from_secs_f64(s)),
+            None => "-".to_string(),
+        };
+        if let (Some(bench), Some(agent)) = (clamp_mean, self.mean("total")) {
+            println!(
+                "    socket (notification queued -> read, the bench's mean less the agent's): mean {}",
+                ms(bench.saturating_sub(Duration::from_secs_f64(agent)))
+            );
+        }
+        for stage in STAGE_ORDER {
+            if !self.series.contains_key(stage) {
+                continue;
+            }
+            println!(
+                "    {stage:<7} mean {:>9}  p50 <= {:>9}  p99 <= {:>9}",
+                show(self.mean(stage)),
+                show(self.quantile_bound(stage, 50.0)),
+                show(self.quantile_bound(stage, 99.0)),
+            );
+        }
+    }
 }

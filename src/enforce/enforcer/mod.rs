@@ -15,7 +15,7 @@ use tracing::{debug, info, trace, warn};
 /// One line about undecodable messages at most this often.
 const UNDECODABLE_QUIET: Duration = Duration::from_secs(600);
 
-use super::engine::{Engine, PassReport, MAX_LINKS};
+use super::engine::{Engine, Landed, PassReport, MAX_LINKS};
 use super::pathprobe::PathReading;
 use super::policy::BridgeMatcher;
 use crate::config::Settings;
@@ -222,14 +222,39 @@ impl<N: NetOps> Enforcer<N> {
         }
     }
 
-    /// A link or route notification.
-    pub(crate) async fn on_net_event(&mut self, event: NetEvent) {
+    /// Whether the loop may read another notification now: not while the
+    /// clamps in flight are at their bound.
+    pub(crate) fn takes_events(&self) -> bool {
+        self.engine.has_room()
+    }
+
+    /// The next clamp answered (never, while none is in flight).
+    pub(crate) async fn next_landed(&mut self) -> Landed {
+        self.engine.next_landed().await
+    }
+
+    /// A clamp answered.
+    pub(crate) async fn on_landed(&mut self, landed: Landed) {
+        let report = self.engine.on_landed(landed).await;
+        self.record(report);
+    }
+
+    /// A notification read now, and every clamp it started answered.
+    #[cfg(test)]
+    pub(crate) async fn on_net_event_settled(&mut self, event: NetEvent) {
+        self.on_net_event(event, Instant::now()).await;
+        let report = self.engine.settle().await;
+        self.record(report);
+    }
+
+    /// A link or route notification, read from the socket at `read`.
+    pub(crate) async fn on_net_event(&mut self, event: NetEvent, read: Instant) {
         trace!(?event, "netlink event");
         match event {
             NetEvent::LinkChanged(link) => {
                 let outer_changed = self.source.depends_on(link.index);
                 if self.enforce_mtu {
-                    let report = self.engine.on_link_changed(link).await;
+                    let report = self.engine.on_link_changed_at(link, read).await;
                     self.record(report);
                 } else {
                     self.engine.observe(link);
@@ -363,6 +388,9 @@ impl<N: NetOps> Enforcer<N> {
     /// A clean stop: the MSS rules go (unless kept), and their gauges.
     pub(crate) async fn stop(&mut self) {
         info!("stopping");
+        // Clamps in flight are answered within the request deadline.
+        let report = self.engine.settle().await;
+        self.record(report);
         let Some(mss) = self.mss.as_ref().filter(|_| self.mss_started) else {
             return;
         };
@@ -554,8 +582,21 @@ impl<N: NetOps> Enforcer<N> {
             self.soon_sweep.ask_at(at);
         }
         self.metrics.add_changes(report.changed, report.failed);
-        if let Some(took) = report.clamped {
-            self.metrics.observe_clamp(took);
+        if let Some(stages) = report.clamped {
+            self.metrics.observe_clamp(stages.total());
+            crate::metrics::observe_clamp_stages(&stages.split());
+            let ns = crate::sched::monotonic_ns;
+            debug!(
+                target: "mtuvisor::clamp",
+                ifindex = stages.ifindex,
+                read_ns = ns(stages.read),
+                decided_ns = ns(stages.decided),
+                queued_ns = ns(stages.last.queued),
+                sent_ns = ns(stages.last.sent),
+                acked_ns = ns(stages.last.acked),
+                done_ns = ns(stages.done),
+                "clamp timed"
+            );
         }
     }
 

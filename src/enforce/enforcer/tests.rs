@@ -93,8 +93,12 @@ async fn a_notification_of_a_new_port_clamps_both_ends_and_is_timed() {
     let host = veth(10, "vethB", 1500, Some(3), 11, None);
     l.net().add(far.clone());
     l.net().add(host.clone());
-    l.enforcer.on_net_event(NetEvent::LinkChanged(far)).await;
-    l.enforcer.on_net_event(NetEvent::LinkChanged(host)).await;
+    l.enforcer
+        .on_net_event_settled(NetEvent::LinkChanged(far))
+        .await;
+    l.enforcer
+        .on_net_event_settled(NetEvent::LinkChanged(host))
+        .await;
     assert_eq!((l.net().mtu(10), l.net().mtu(11)), (1450, 1450));
     assert_eq!(l.metric("mtuvisor_mtu_changes_total"), 5.0);
     assert_eq!(l.metric("mtuvisor_clamp_seconds_count"), 1.0);
@@ -111,7 +115,9 @@ async fn a_far_end_not_looked_for_yet_is_reached_when_the_search_may_run() {
     l.net().add(host.clone());
     l.net().remote.lock().unwrap().insert(12, 1500);
     l.net().unsearched.lock().unwrap().insert(12);
-    l.enforcer.on_net_event(NetEvent::LinkChanged(host)).await;
+    l.enforcer
+        .on_net_event_settled(NetEvent::LinkChanged(host))
+        .await;
     assert_eq!(
         (l.net().mtu(12), l.net().remote_mtu(12)),
         (1500, 1500),
@@ -165,13 +171,13 @@ async fn a_tick_sweeps_what_changed_unseen() {
     l.enforcer.on_tick().await;
     assert_eq!(l.net().mtu(3), 1450);
     assert_eq!(l.metric("mtuvisor_sweeps_total"), 2.0);
-    l.enforcer.on_net_event(NetEvent::Overrun).await;
+    l.enforcer.on_net_event_settled(NetEvent::Overrun).await;
     l.settle().await;
     assert_eq!(l.metric("mtuvisor_netlink_overruns_total"), 1.0);
     assert_eq!(l.metric("mtuvisor_sweeps_total"), 3.0);
     // A burst of overruns is one sweep, not one each.
     for _ in 0..5 {
-        l.enforcer.on_net_event(NetEvent::Overrun).await;
+        l.enforcer.on_net_event_settled(NetEvent::Overrun).await;
     }
     l.settle().await;
     assert_eq!(l.metric("mtuvisor_netlink_overruns_total"), 6.0);
@@ -182,7 +188,9 @@ async fn a_tick_sweeps_what_changed_unseen() {
 async fn a_lower_outer_mtu_moves_the_target_and_the_links() {
     let mut l = Loop::start(pod()).await;
     *l.net().outer.lock().unwrap() = Some(("eth0".into(), 2, 1400));
-    l.enforcer.on_net_event(NetEvent::DefaultRouteChanged).await;
+    l.enforcer
+        .on_net_event_settled(NetEvent::DefaultRouteChanged)
+        .await;
     l.settle().await;
     assert_eq!(l.metric("mtuvisor_target_mtu"), 1400.0);
     assert_eq!((l.net().mtu(3), l.net().mtu(4)), (1400, 1400));
@@ -192,7 +200,9 @@ async fn a_lower_outer_mtu_moves_the_target_and_the_links() {
     *l.net().outer.lock().unwrap() = Some(("eth0".into(), 2, 1450));
     let mut eth0 = l.net().links.lock().unwrap()[&2].clone();
     eth0.mtu = 1450;
-    l.enforcer.on_net_event(NetEvent::LinkChanged(eth0)).await;
+    l.enforcer
+        .on_net_event_settled(NetEvent::LinkChanged(eth0))
+        .await;
     l.settle().await;
     assert_eq!((l.net().mtu(3), l.net().mtu(4)), (1450, 1450));
     assert_eq!(l.metric("mtuvisor_target_mtu"), 1450.0);
@@ -258,7 +268,9 @@ async fn a_route_mtu_below_the_floor_gives_the_floor() {
     let mut l = Loop::start(pod()).await;
     // A pod that set `mtu 300` on its own default route.
     *l.net().outer.lock().unwrap() = Some(("eth0".into(), 2, 300));
-    l.enforcer.on_net_event(NetEvent::DefaultRouteChanged).await;
+    l.enforcer
+        .on_net_event_settled(NetEvent::DefaultRouteChanged)
+        .await;
     l.settle().await;
     assert_eq!(l.metric("mtuvisor_target_mtu"), 576.0);
     assert_eq!((l.net().mtu(3), l.net().mtu(4)), (576, 576));
@@ -281,12 +293,16 @@ async fn the_bridge_the_default_route_leaves_by_is_never_managed() {
     // A real Docker bridge beside it is managed, at the pod's MTU.
     let br = link(5, "br-0123456789ab", LinkKind::Bridge, 1500);
     l.net().add(br.clone());
-    l.enforcer.on_net_event(NetEvent::LinkChanged(br)).await;
+    l.enforcer
+        .on_net_event_settled(NetEvent::LinkChanged(br))
+        .await;
     assert_eq!(l.net().mtu(5), 600);
     // The route moves to eth0 (out of the bridge): docker0 is Docker's
     // again, and its port is no longer the uplink.
     *l.net().outer.lock().unwrap() = Some(("eth1".into(), 7, 1450));
-    l.enforcer.on_net_event(NetEvent::DefaultRouteChanged).await;
+    l.enforcer
+        .on_net_event_settled(NetEvent::DefaultRouteChanged)
+        .await;
     l.settle().await;
     assert_eq!(l.net().mtu(3), 1450);
 }
@@ -339,7 +355,9 @@ async fn with_mtu_enforcement_off_links_are_followed_and_never_changed() {
     assert!(!enforcer.engine.has_managed_bridge());
     let docker0 = link(3, "docker0", LinkKind::Bridge, 1500);
     enforcer.engine.net().add(docker0.clone());
-    enforcer.on_net_event(NetEvent::LinkChanged(docker0)).await;
+    enforcer
+        .on_net_event_settled(NetEvent::LinkChanged(docker0))
+        .await;
     assert!(enforcer.engine.has_managed_bridge(), "Docker is seen");
     assert_eq!(enforcer.engine.net().mtu(3), 1500, "and not changed");
     assert!(enforcer.engine.net().sets().is_empty());
@@ -362,6 +380,8 @@ async fn links_past_the_limit_are_counted_and_left_alone() {
     // A new Docker veth while full: not followed.
     let late = veth(5000, "vethLate", 1500, Some(3), 5001, None);
     l.net().add(late.clone());
-    l.enforcer.on_net_event(NetEvent::LinkChanged(late)).await;
+    l.enforcer
+        .on_net_event_settled(NetEvent::LinkChanged(late))
+        .await;
     assert_eq!(l.net().mtu(5000), 1500);
 }

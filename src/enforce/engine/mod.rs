@@ -6,13 +6,24 @@ use std::time::{Duration, Instant};
 use tracing::{debug, info, warn};
 
 use super::policy::{BridgeMatcher, MtuRule};
+use futures::future::BoxFuture;
+use futures::stream::FuturesUnordered;
 use futures::StreamExt;
 
-use crate::netlink::{Link, NetOps, NetlinkError, Netns, PeerChange, PeerRef, Undecodable};
+use crate::netlink::{
+    Link, NetOps, NetlinkError, Netns, PeerChange, PeerRef, SetTiming, Undecodable,
+};
 
 /// How many requests a sweep keeps in flight: MTU sets in our namespace,
 /// or checks of far ends in other namespaces.
 const IN_FLIGHT: usize = 8;
+
+/// Clamps of ports sent and not answered yet, in one namespace: past this,
+/// the loop reads no more notifications until some are answered (they
+/// wait in the kernel's socket buffer, which overruns into a sweep), so
+/// that a pod making veths by the thousand holds a bounded number of
+/// requests in the agent.
+pub const MAX_CLAMPS_IN_FLIGHT: usize = 64;
 
 /// Links known in one namespace, of every kind. A Linux bridge takes at
 /// most 1,024 ports, and a CI pod a few dozen containers; a namespace with
@@ -55,9 +66,64 @@ pub struct PassReport {
     /// MTUs set, far ends included.
     pub changed: usize,
     pub failed: usize,
-    /// A new port's notification to both of its ends clamped, when this
-    /// call clamped one.
-    pub clamped: Option<std::time::Duration>,
+    /// Where the time of a port's clamp went, when this call finished
+    /// one that changed an MTU.
+    pub clamped: Option<ClampStages>,
+}
+
+/// One clamp of a port (its host end, and its far end while that is still
+/// in our namespace), stage by stage: the notification read from the
+/// socket, the decision, the requests queued, sent to the kernel and
+/// acknowledged (those of the end answered last), and the loop taking the
+/// answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClampStages {
+    /// The port's (host end's) ifindex.
+    pub ifindex: u32,
+    pub read: Instant,
+    pub decided: Instant,
+    pub last: SetTiming,
+    pub done: Instant,
+}
+
+impl ClampStages {
+    /// The stages in order, as (name, duration).
+    pub fn split(&self) -> [(&'static str, Duration); 5] {
+        [
+            ("loop", self.decided.saturating_duration_since(self.read)),
+            (
+                "decide",
+                self.last.queued.saturating_duration_since(self.decided),
+            ),
+            (
+                "queue",
+                self.last.sent.saturating_duration_since(self.last.queued),
+            ),
+            (
+                "kernel",
+                self.last.acked.saturating_duration_since(self.last.sent),
+            ),
+            ("wake", self.done.saturating_duration_since(self.last.acked)),
+        ]
+    }
+
+    /// From the notification read to both ends clamped.
+    pub fn total(&self) -> Duration {
+        self.done.saturating_duration_since(self.read)
+    }
+}
+
+/// A clamp's requests, answered: what [`Engine::on_landed`] finishes.
+pub struct Landed {
+    /// The port as decided on.
+    port: Link,
+    /// Its far end, here, as decided on, when it was set too.
+    far: Option<Link>,
+    /// The MTU asked for each end and the kernel's answer.
+    host_set: Option<(u32, Result<SetTiming, NetlinkError>)>,
+    far_set: Option<(u32, Result<SetTiming, NetlinkError>)>,
+    read: Instant,
+    decided: Instant,
 }
 
 impl PassReport {
@@ -132,6 +198,12 @@ pub struct Engine<N> {
     /// Undecodable messages not yet reported, until the enforcer takes
     /// them.
     fresh_undecodable: Vec<Undecodable>,
+    /// Clamps of ports sent and not answered yet (at most
+    /// [`MAX_CLAMPS_IN_FLIGHT`]): the loop goes on reading notifications
+    /// while the kernel answers.
+    /// (In a mutex only to keep the engine `Sync`: every use has `&mut`,
+    /// so it is never locked but by [`Engine::has_room`].)
+    in_flight: std::sync::Mutex<FuturesUnordered<BoxFuture<'static, Landed>>>,
 }
 
 impl<N: NetOps> Engine<N> {
@@ -153,7 +225,35 @@ impl<N: NetOps> Engine<N> {
             warned_uplinks: HashSet::new(),
             undecodable: HashSet::new(),
             fresh_undecodable: Vec::new(),
+            in_flight: std::sync::Mutex::new(FuturesUnordered::new()),
         }
+    }
+
+    fn flights(&mut self) -> &mut FuturesUnordered<BoxFuture<'static, Landed>> {
+        self.in_flight.get_mut().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Whether another clamp may be sent before one is answered.
+    pub fn has_room(&self) -> bool {
+        let flights = self.in_flight.lock().unwrap_or_else(|e| e.into_inner());
+        flights.len() < MAX_CLAMPS_IN_FLIGHT
+    }
+
+    /// The next clamp answered; never, while none is in flight.
+    pub async fn next_landed(&mut self) -> Landed {
+        match self.flights().next().await {
+            Some(landed) => landed,
+            None => std::future::pending().await,
+        }
+    }
+
+    /// Waits for every clamp in flight and finishes it.
+    pub async fn settle(&mut self) -> PassReport {
+        let mut report = PassReport::default();
+        while let Some(landed) = self.flights().next().await {
+            report.merge(self.on_landed(landed).await);
+        }
+        report
     }
 
     /// Links past [`MAX_LINKS`] at the last count (not managed).
@@ -323,8 +423,17 @@ impl<N: NetOps> Engine<N> {
         std::mem::take(&mut self.fresh_undecodable)
     }
 
-    /// Reacts to RTM_NEWLINK.
-    pub async fn on_link_changed(&mut self, mut link: Link) -> PassReport {
+    /// Reacts to RTM_NEWLINK, read now.
+    pub async fn on_link_changed(&mut self, link: Link) -> PassReport {
+        self.on_link_changed_at(link, Instant::now()).await
+    }
+
+    /// Reacts to RTM_NEWLINK, read from the socket at `read`. A port's
+    /// clamp is sent and left in flight ([`Engine::next_landed`] brings
+    /// its answers back): the loop goes on reading while the kernel
+    /// answers, so that a burst of new veths is served as fast as the
+    /// kernel takes the requests, not one port after the other.
+    pub async fn on_link_changed_at(&mut self, mut link: Link, read: Instant) -> PassReport {
         self.undecodable.remove(&link.index);
         if let Some(&set) = self.pending.get(&link.index) {
             if link.mtu == set {
@@ -349,16 +458,181 @@ impl<N: NetOps> Engine<N> {
                 }
             }
         } else if self.is_managed_port(&link) {
-            let began = std::time::Instant::now();
-            report = self.enforce_port(&link, false).await;
-            if report.changed > 0 {
-                report.clamped = Some(began.elapsed());
-            }
+            report = self.start_port(&link, read).await;
         } else if let Some(host) = self.managed_port_whose_peer_is(&link) {
-            // The far end of a managed veth, still in our namespace.
-            report.add(self.enforce_peer(&host).await);
+            // The far end of a managed veth, still in our namespace, as the
+            // kernel says it is now: only a change it needs is sent.
+            if self
+                .rule(Owned::PeerOf(host.index))
+                .desired(link.mtu)
+                .is_some()
+            {
+                self.launch(host, Some(link), read);
+            }
         }
         report
+    }
+
+    /// A port's notification: its clamp sent (both ends while the far end
+    /// is here), or, for a far end already elsewhere, done now.
+    async fn start_port(&mut self, port: &Link, read: Instant) -> PassReport {
+        let checked = self.peer_checked.get(&port.index).copied();
+        match port.peer {
+            // Not a veth, or its far end checked where it is now: our end.
+            None => self.launch(port.clone(), None, read),
+            Some(peer) if checked == Some(peer) => self.launch(port.clone(), None, read),
+            // dockerd just moved a far end we checked here into the
+            // container. A move keeps the MTU, so it is not looked at again
+            // now: entering the container's namespace waits behind
+            // dockerd's own RTNL work (tens of ms per container under load).
+            // The periodic sweep still checks it there.
+            Some(peer)
+                if checked.is_some_and(|c| c.netnsid.is_none()) && peer.netnsid.is_some() =>
+            {
+                self.peer_checked.insert(port.index, peer);
+                self.launch(port.clone(), None, read);
+            }
+            Some(peer) => match self.local_peer(port) {
+                // Both ends here: dockerd is about to move the far end into
+                // the container, which holds the RTNL lock for tens of
+                // milliseconds. Both requests go out at once so that they
+                // reach the kernel before the move does.
+                Some(far) => {
+                    self.peer_checked.insert(port.index, peer);
+                    self.launch(port.clone(), Some(far), read);
+                }
+                // The far end is elsewhere already: it first, and the host
+                // end only once it is reached (see `out_of_reach`).
+                None => return self.enforce_port(port, false).await,
+            },
+        }
+        PassReport::default()
+    }
+
+    /// Sends what `port` (and `far`, its far end here) need and leaves the
+    /// answers in flight. The MTUs asked for count as the links' own until
+    /// their notifications come back (`pending`): a notification queued
+    /// before the change, or a second one of the same port, sends nothing
+    /// again.
+    fn launch(&mut self, port: Link, far: Option<Link>, read: Instant) {
+        let decided = Instant::now();
+        let host_mtu = self.rule(Owned::Link(port.index)).desired(port.mtu);
+        let far_mtu = far
+            .as_ref()
+            .and_then(|f| self.rule(Owned::PeerOf(port.index)).desired(f.mtu));
+        if host_mtu.is_none() && far_mtu.is_none() {
+            return;
+        }
+        let net = &self.net;
+        let host_set = host_mtu.map(|mtu| (mtu, net.set_mtu(&port, mtu)));
+        let far_set = far
+            .as_ref()
+            .zip(far_mtu)
+            .map(|(f, mtu)| (mtu, net.set_mtu(f, mtu)));
+        if let Some(mtu) = host_mtu {
+            self.pending.insert(port.index, mtu);
+        }
+        if let Some((f, mtu)) = far.as_ref().zip(far_mtu) {
+            self.pending.insert(f.index, mtu);
+        }
+        self.flights().push(Box::pin(async move {
+            let (host_set, far_set) = futures::join!(
+                async move {
+                    match host_set {
+                        Some((mtu, answer)) => Some((mtu, answer.await)),
+                        None => None,
+                    }
+                },
+                async move {
+                    match far_set {
+                        Some((mtu, answer)) => Some((mtu, answer.await)),
+                        None => None,
+                    }
+                }
+            );
+            Landed {
+                far: far.filter(|_| far_set.is_some()),
+                port,
+                host_set,
+                far_set,
+                read,
+                decided,
+            }
+        }));
+    }
+
+    /// A clamp answered: what it changed is remembered (and logged), what
+    /// failed is no longer taken as set.
+    pub async fn on_landed(&mut self, landed: Landed) -> PassReport {
+        let done = Instant::now();
+        let Landed {
+            port,
+            far,
+            host_set,
+            far_set,
+            read,
+            decided,
+        } = landed;
+        let mut report = PassReport::default();
+        let mut last: Option<SetTiming> = None;
+        let mut later = |t: &SetTiming| {
+            if last.is_none_or(|l| t.acked > l.acked) {
+                last = Some(*t);
+            }
+        };
+        if let Some((mtu, result)) = host_set {
+            if let Ok(t) = &result {
+                later(t);
+            }
+            report.add(self.finish_sent(&port, mtu, result.map(|_| ())));
+        }
+        if let (Some(far), Some((mtu, result))) = (far, far_set) {
+            if let Ok(t) = &result {
+                later(t);
+            }
+            if result.as_ref().is_err_and(NetlinkError::is_gone) {
+                // Moved into the container before the request got there:
+                // look for it where our end says it is now.
+                self.pending.remove(&far.index);
+                let host = self.links.get(&port.index).cloned();
+                if let Some(host) = host {
+                    report.add(self.enforce_peer(&host).await);
+                }
+            } else {
+                if result.is_err() {
+                    self.pending.remove(&far.index);
+                    self.peer_checked.remove(&port.index);
+                }
+                let change = result.map(|_| PeerChange::new(far, Netns::Own, Some(mtu)));
+                report.add(self.finish_adjust_peer(&port, change));
+            }
+        }
+        if report.changed > 0 {
+            report.clamped = last.map(|last| ClampStages {
+                ifindex: port.index,
+                read,
+                decided,
+                last,
+                done,
+            });
+        }
+        report
+    }
+
+    /// Finishes a change of a link here sent earlier: remembered when it
+    /// was made, forgotten as set when it failed.
+    fn finish_sent(&mut self, link: &Link, mtu: u32, result: Result<(), NetlinkError>) -> Outcome {
+        if result.is_err() && self.pending.get(&link.index) == Some(&mtu) {
+            self.pending.remove(&link.index);
+            if let Some(cached) = self.links.get_mut(&link.index) {
+                cached.mtu = link.mtu;
+            }
+        }
+        if result.is_ok() && !self.links.contains_key(&link.index) {
+            // Gone since: nothing to remember.
+            return Outcome::Unchanged;
+        }
+        self.finish_link(link, result.map(|()| Some(mtu)))
     }
 
     /// When a sweep should run again because a far end could not be looked
@@ -507,7 +781,7 @@ impl<N: NetOps> Engine<N> {
         let Some(mtu) = rule.desired(link.mtu) else {
             return Ok(None);
         };
-        self.net.set_mtu(link, mtu).await.map(|()| Some(mtu))
+        self.net.set_mtu(link, mtu).await.map(|_| Some(mtu))
     }
 
     fn finish_link(&mut self, link: &Link, result: Result<Option<u32>, NetlinkError>) -> Outcome {
