@@ -36,6 +36,8 @@ const FULL: usize = 110;
 const AT_ONCE: usize = 50;
 /// Bursts of [`AT_ONCE`] per pod, one after the other.
 const RUNS: usize = 5;
+/// Bursts with the agent's cgroup given more CPU weight.
+const WEIGHTED_RUNS: usize = 2;
 
 fn main() {
     // `cargo bench --bench real_node -- two_pods` runs one part.
@@ -70,7 +72,7 @@ fn main() {
         }
     }
     if chosen.contains(&"two_pods") {
-        two_pods(&mut node);
+        two_pods(&mut node, pid);
     }
 }
 
@@ -213,7 +215,7 @@ fn enforce_and_footprint(node: &mut RealNode, pid: i32, chosen: &[&str]) -> Vec<
     pods
 }
 
-fn two_pods(node: &mut RealNode) {
+fn two_pods(node: &mut RealNode, pid: i32) {
     let a = node.run_pod(dind_pod(node, "bench-a"));
     let b = node.run_pod(dind_pod(node, "bench-b"));
     let names: Vec<String> = [&a, &b]
@@ -243,35 +245,95 @@ fn two_pods(node: &mut RealNode) {
     let pods = [&a, &b];
     let node = &*node;
     let metrics = || common::http_get(&node.netns, METRICS, "/metrics").1;
+    let burst = |label: String| {
+        let cpu_before = cpu(pid);
+        let began = Instant::now();
+        let run = common::series::race_at_once(
+            &label,
+            &names,
+            &bridges,
+            &wants,
+            AT_ONCE,
+            |i| {
+                node.exec(
+                    pods[i],
+                    "dind",
+                    &[
+                        "docker",
+                        "run",
+                        "--rm",
+                        "--network",
+                        "bench",
+                        dind::INNER,
+                        "cat",
+                        "/sys/class/net/eth0/mtu",
+                    ],
+                    Duration::from_secs(120),
+                )
+                .1
+            },
+            Some(&metrics),
+        );
+        let (used, over) = (cpu(pid).saturating_sub(cpu_before), began.elapsed());
+        println!(
+            "  the agent's CPU over the burst: {} ms in {:.1} s ({:.2} % of one core; {:.2} ms per container)",
+            used.as_millis(),
+            over.as_secs_f64(),
+            100.0 * used.as_secs_f64() / over.as_secs_f64(),
+            used.as_secs_f64() * 1000.0 / run.started.max(1) as f64
+        );
+        run
+    };
+    let idle = Duration::from_secs(10);
+    let before = cpu(pid);
+    std::thread::sleep(idle);
+    println!(
+        "  the agent's CPU idle with these 2 pods over {} s: {} ms",
+        idle.as_secs(),
+        cpu(pid).saturating_sub(before).as_millis()
+    );
     let runs: Vec<_> = (1..=RUNS)
-        .map(|run| {
-            common::series::race_at_once(
-                &format!("the DaemonSet on a real node, run {run}/{RUNS}"),
-                &names,
-                &bridges,
-                &wants,
-                AT_ONCE,
-                |i| {
-                    node.exec(
-                        pods[i],
-                        "dind",
-                        &[
-                            "docker",
-                            "run",
-                            "--rm",
-                            "--network",
-                            "bench",
-                            dind::INNER,
-                            "cat",
-                            "/sys/class/net/eth0/mtu",
-                        ],
-                        Duration::from_secs(120),
-                    )
-                    .1
-                },
-                Some(&metrics),
-            )
-        })
+        .map(|run| burst(format!("the DaemonSet on a real node, run {run}/{RUNS}")))
         .collect();
     common::series::RaceRun::print_all("the DaemonSet on a real node", &runs);
+
+    // The same with the agent's CPU cgroup weighted 10x (cgroup v1
+    // cpu.shares): whether the time above is the agent waiting for a CPU.
+    let shares = cpu_shares_file(pid);
+    let was = std::fs::read_to_string(&shares).unwrap();
+    let weighted = was.trim().parse::<u64>().unwrap() * 10;
+    std::fs::write(&shares, weighted.to_string()).unwrap();
+    let heavier: Vec<_> = (1..=WEIGHTED_RUNS)
+        .map(|run| {
+            burst(format!(
+                "the same, the agent's cgroup at cpu.shares {weighted} (was {}), run {run}/{WEIGHTED_RUNS}",
+                was.trim()
+            ))
+        })
+        .collect();
+    std::fs::write(&shares, was.trim()).unwrap();
+    common::series::RaceRun::print_all(
+        &format!("the agent's cgroup at cpu.shares {weighted}"),
+        &heavier,
+    );
+}
+
+/// The cgroup v1 `cpu.shares` file of `pid`'s CPU cgroup.
+fn cpu_shares_file(pid: i32) -> PathBuf {
+    let cgroups = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
+    let path = cgroups
+        .lines()
+        .find_map(|l| {
+            let mut parts = l.splitn(3, ':');
+            let (_, controllers, path) = (parts.next()?, parts.next()?, parts.next()?);
+            controllers.split(',').any(|c| c == "cpu").then_some(path)
+        })
+        .expect("a cgroup v1 cpu controller");
+    let mount = ["/sys/fs/cgroup/cpu,cpuacct", "/sys/fs/cgroup/cpu"]
+        .into_iter()
+        .find(|m| Path::new(m).join("cpu.shares").exists())
+        .expect("the cpu controller mounted");
+    Path::new(mount)
+        .join(path.trim_start_matches('/'))
+        .join("cpu.shares")
 }

@@ -8,8 +8,14 @@
 //! the other, each waiting its own turn. Here each request goes to an idle
 //! worker with a blocking socket of its own, so the two ends of a new veth
 //! wait for the lock side by side and the event loop keeps reading
-//! notifications meanwhile. The workers are the process's; the sockets are
-//! each namespace's (`node` enforces in many).
+//! notifications meanwhile. A worker takes every request its namespace has
+//! queued (up to [`BATCH`]) and sends them in one datagram: the kernel runs
+//! them one after the other inside that one `sendmsg`, each taking the lock
+//! the moment it is free, where requests sent one by one would each wait
+//! for a worker to be scheduled again, and behind whatever dockerd took the
+//! lock for in the meantime (issue 28 measured that wait, not the lock, as
+//! most of a clamp on a busy node). The workers are the process's; the
+//! sockets are each namespace's (`node` enforces in many).
 
 use std::collections::{HashMap, VecDeque};
 use std::io;
@@ -241,19 +247,28 @@ impl Drop for MtuSetter {
     }
 }
 
+/// Requests of one namespace a worker sends together, in one datagram.
+const BATCH: usize = 32;
+
 fn work(shared: &Shared) {
+    let mut jobs: Vec<Job> = Vec::with_capacity(BATCH);
     loop {
-        let (id, job, mut socket) = {
+        let (id, mut socket) = {
             let mut schedule = shared.lock();
             loop {
                 if let Some(id) = schedule.ready.pop_front() {
                     let q = schedule.queues.get_mut(&id).expect("a ready queue exists");
                     q.ready = false;
-                    if let (Some(job), Some(socket)) = (q.jobs.pop_front(), q.idle.pop()) {
+                    if q.jobs.is_empty() {
+                        continue;
+                    }
+                    if let Some(socket) = q.idle.pop() {
+                        let n = q.jobs.len().min(BATCH);
+                        jobs.extend(q.jobs.drain(..n));
                         q.lent += 1;
-                        // Its next request waits for its next turn.
+                        // Its next requests wait for its next turn.
                         schedule.reconsider(id);
-                        break (id, job, socket);
+                        break (id, socket);
                     }
                     continue;
                 }
@@ -263,15 +278,10 @@ fn work(shared: &Shared) {
                     .unwrap_or_else(|e| e.into_inner());
             }
         };
-        let sent = Instant::now();
-        let result = set_mtu(&mut socket, &job).map(|()| SetTiming {
-            queued: job.queued,
-            sent,
-            acked: Instant::now(),
-        });
-        let _ = job.reply.send(result);
+        let taken = jobs.len();
+        set_mtus(&mut socket, &mut jobs);
         let mut schedule = shared.lock();
-        schedule.ended(1);
+        schedule.ended(taken);
         let Some(q) = schedule.queues.get_mut(&id) else {
             continue;
         };
@@ -289,17 +299,39 @@ fn work(shared: &Shared) {
     }
 }
 
-/// One RTM_SETLINK and its acknowledgement, within [`DEADLINE`].
-fn set_mtu(socket: &mut Socket, job: &Job) -> Result<(), NetlinkError> {
-    let (name, ifindex, mtu) = (job.name, job.ifindex, job.mtu);
-    socket
-        .exchange(
-            &mut Request::set_mtu(ifindex, mtu),
-            &|| super::set_mtu_op(&name, ifindex, mtu),
-            Instant::now() + DEADLINE,
-            &mut |_| {},
-        )
-        .map_err(|e| super::set_mtu_failed(&name, ifindex, e))
+/// The RTM_SETLINKs of `jobs` in one datagram, and their acknowledgements,
+/// within [`DEADLINE`]; every job is answered (and `jobs` left empty).
+fn set_mtus(socket: &mut Socket, jobs: &mut Vec<Job>) {
+    let mut requests: Vec<Request> = jobs
+        .iter()
+        .map(|j| Request::set_mtu(j.ifindex, j.mtu))
+        .collect();
+    let mut replies: Vec<Option<Job>> = jobs.drain(..).map(Some).collect();
+    let ops: Vec<(LinkName, u32, u32)> = replies
+        .iter()
+        .flatten()
+        .map(|j| (j.name, j.ifindex, j.mtu))
+        .collect();
+    let sent = Instant::now();
+    socket.exchange_all(
+        &mut requests,
+        &|i| super::set_mtu_op(&ops[i].0, ops[i].1, ops[i].2),
+        sent + DEADLINE,
+        &mut |i, result| {
+            let Some(job) = replies.get_mut(i).and_then(Option::take) else {
+                return;
+            };
+            let result = result
+                .map(|()| SetTiming {
+                    queued: job.queued,
+                    sent,
+                    acked: Instant::now(),
+                })
+                .map_err(|e| super::set_mtu_failed(&job.name, job.ifindex, e));
+            let _ = job.reply.send(result);
+        },
+    );
+    debug_assert!(replies.iter().all(Option::is_none), "every job answered");
 }
 
 #[cfg(test)]

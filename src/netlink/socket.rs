@@ -183,6 +183,140 @@ impl Socket {
         result.and_then(|finished| finished.into_result(op))
     }
 
+    /// Sends every request of `requests` (none of them a dump) in one
+    /// datagram and reads their answers, blocking until each is answered or
+    /// `deadline` passes: one `sendmsg`, in which the kernel runs them one
+    /// after the other, each taking the RTNL lock as soon as it is free,
+    /// with no return to user space in between. `op(i)` names request `i`
+    /// in errors; `answered(i, at)` is told when its answer was read.
+    pub fn exchange_all(
+        &mut self,
+        requests: &mut [Request],
+        op: &dyn Fn(usize) -> String,
+        deadline: Instant,
+        answered: &mut dyn FnMut(usize, Result<(), NetlinkError>),
+    ) {
+        let fail_all = |from: &[usize], e: &dyn Fn(usize) -> NetlinkError,
+                        answered: &mut dyn FnMut(usize, Result<(), NetlinkError>)| {
+            for &i in from {
+                answered(i, Err(e(i)));
+            }
+        };
+        let all: Vec<usize> = (0..requests.len()).collect();
+        while let Some(seq) = self.abandoned {
+            let mut drain = Exchange::new(seq, true);
+            if let Err(e) = self.read_until(&mut drain, &|| op(0), deadline, &mut |_| {}) {
+                let why = e.to_string();
+                return fail_all(
+                    &all,
+                    &|i| NetlinkError::Io {
+                        op: op(i),
+                        source: io::Error::other(why.clone()),
+                    },
+                    answered,
+                );
+            }
+            self.abandoned = None;
+        }
+        let mut bytes = Vec::new();
+        let mut waiting: Vec<(u32, usize)> = Vec::with_capacity(requests.len());
+        for (i, request) in requests.iter_mut().enumerate() {
+            debug_assert!(!request.is_dump(), "exchange_all takes no dumps");
+            let seq = self.next_seq();
+            bytes.extend_from_slice(request.with_seq(seq));
+            while !bytes.len().is_multiple_of(4) {
+                bytes.push(0);
+            }
+            waiting.push((seq, i));
+        }
+        if let Err(e) = self.send(&bytes) {
+            let kind = e.kind();
+            let why = e.to_string();
+            return fail_all(
+                &all,
+                &|i| NetlinkError::Io {
+                    op: op(i),
+                    source: io::Error::new(kind, why.clone()),
+                },
+                answered,
+            );
+        }
+        while !waiting.is_empty() {
+            let mut malformed = None;
+            let read = recv(self.fd.as_raw_fd(), |datagram| {
+                for message in wire::messages(datagram) {
+                    let (header, payload) = match message {
+                        Ok(m) => m,
+                        Err(m) => {
+                            // Whose answers were in it cannot be told.
+                            malformed = Some(m);
+                            return;
+                        }
+                    };
+                    let Some(at) = waiting.iter().position(|(seq, _)| *seq == header.seq) else {
+                        continue;
+                    };
+                    let result = match wire::decode(&header, payload) {
+                        Ok(Item::Ack | Item::Done(None)) => Ok(()),
+                        Ok(Item::Refused(errno) | Item::Done(Some(errno))) => Err(errno),
+                        // Not an answer to an acknowledged request.
+                        _ => continue,
+                    };
+                    let (_, i) = waiting.swap_remove(at);
+                    answered(
+                        i,
+                        result.map_err(|errno| NetlinkError::Refused { op: op(i), errno }),
+                    );
+                }
+            });
+            if let Some(m) = malformed {
+                let pending: Vec<usize> = waiting.iter().map(|(_, i)| *i).collect();
+                let why = m.to_string();
+                return fail_all(
+                    &pending,
+                    &|i| NetlinkError::Undecodable {
+                        op: op(i),
+                        why: why.clone(),
+                    },
+                    answered,
+                );
+            }
+            let failed = match read {
+                Ok(_) => continue,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    match wait_readable(self.fd.as_raw_fd(), deadline) {
+                        Ok(true) => continue,
+                        Ok(false) => None,
+                        Err(e) => Some(e),
+                    }
+                }
+                Err(e) => Some(e),
+            };
+            let pending: Vec<usize> = waiting.iter().map(|(_, i)| *i).collect();
+            return match failed {
+                None => fail_all(
+                    &pending,
+                    &|i| NetlinkError::TimedOut {
+                        op: op(i),
+                        after: DEADLINE,
+                    },
+                    answered,
+                ),
+                Some(e) => {
+                    let (kind, why) = (e.kind(), e.to_string());
+                    fail_all(
+                        &pending,
+                        &|i| NetlinkError::Io {
+                            op: op(i),
+                            source: io::Error::new(kind, why.clone()),
+                        },
+                        answered,
+                    )
+                }
+            };
+        }
+    }
+
     fn read_until(
         &mut self,
         exchange: &mut Exchange,

@@ -378,6 +378,8 @@ pub fn ms(d: Duration) -> String {
 /// from send to acknowledgement. This is the floor for any netlink client
 /// there, mtuvisor included.
 pub struct RtnlProbe {
+    netns: String,
+    link: String,
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
     thread: Option<std::thread::JoinHandle<Vec<(Instant, Duration)>>>,
 }
@@ -392,6 +394,7 @@ impl RtnlProbe {
             &["link", "add", &a, "type", "veth", "peer", "name", &b],
         );
         let stop = Arc::new(AtomicBool::new(false));
+        let (netns_of_probe, probe_link) = (netns.to_string(), a.clone());
         let netns = netns.to_string();
         let thread = std::thread::spawn({
             let stop = stop.clone();
@@ -425,15 +428,20 @@ impl RtnlProbe {
             }
         });
         RtnlProbe {
+            netns: netns_of_probe,
+            link: probe_link,
             stop,
             thread: Some(thread),
         }
     }
 
-    /// Stops the probe; every request as (sent at, round trip).
+    /// Stops the probe and removes its veth; every request as (sent at,
+    /// round trip).
     pub fn finish(mut self) -> Vec<(Instant, Duration)> {
         self.stop.store(true, Ordering::Relaxed);
-        self.thread.take().unwrap().join().expect("probe thread")
+        let samples = self.thread.take().unwrap().join().expect("probe thread");
+        ip(&self.netns, &["link", "del", &self.link]);
+        samples
     }
 }
 
