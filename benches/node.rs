@@ -464,7 +464,6 @@ fn hostile() {
         let (beside, missed) = h.canary();
         let mut floor: Vec<Duration> = floor.finish().into_iter().map(|(_, d)| d).collect();
         floor.sort();
-        ip(&h.canary.pod, &["link", "del", "mvfloora"]);
         let new_pod = h.new_pod(&name.len().to_string());
         let during = held(h.agent.pid);
         drop(attack);

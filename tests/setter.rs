@@ -77,7 +77,10 @@ fn requests_queued_together_are_each_answered() {
     let mut links = Vec::new();
     for n in 0..40 {
         let (a, b) = (format!("qa{n}"), format!("qb{n}"));
-        ip(&ns, &["link", "add", &a, "type", "veth", "peer", "name", &b]);
+        ip(
+            &ns,
+            &["link", "add", &a, "type", "veth", "peer", "name", &b],
+        );
         links.push((ifindex(&ns, &a), a));
     }
     let asked: Vec<(u32, String, u32)> = links

@@ -196,12 +196,14 @@ impl Socket {
         deadline: Instant,
         answered: &mut dyn FnMut(usize, Result<(), NetlinkError>),
     ) {
-        let fail_all = |from: &[usize], e: &dyn Fn(usize) -> NetlinkError,
-                        answered: &mut dyn FnMut(usize, Result<(), NetlinkError>)| {
-            for &i in from {
-                answered(i, Err(e(i)));
-            }
-        };
+        let fail_all =
+            |from: &[usize],
+             e: &dyn Fn(usize) -> NetlinkError,
+             answered: &mut dyn FnMut(usize, Result<(), NetlinkError>)| {
+                for &i in from {
+                    answered(i, Err(e(i)));
+                }
+            };
         let all: Vec<usize> = (0..requests.len()).collect();
         while let Some(seq) = self.abandoned {
             let mut drain = Exchange::new(seq, true);
