@@ -359,6 +359,8 @@ impl<N: NetOps> Engine<N> {
 
     /// Re-reads every link and brings every managed one to the target.
     pub async fn sweep(&mut self) -> Result<PassReport, NetlinkError> {
+        // What is in flight lands first: the re-read then sees it.
+        let settled = self.settle().await;
         self.refresh().await?;
         let links = &self.links;
         self.original.retain(|owned, _| match owned {
@@ -368,7 +370,8 @@ impl<N: NetOps> Engine<N> {
         self.fenced.retain(|i, _| links.contains_key(i));
         self.out_of_reach.retain(|i, _| links.contains_key(i));
         self.pending.clear();
-        let report = self.enforce_all().await;
+        let mut report = self.enforce_all().await;
+        report.merge(settled);
         if report.changed > 0 || report.failed > 0 {
             info!(
                 managed = report.managed,
@@ -656,7 +659,9 @@ impl<N: NetOps> Engine<N> {
     }
 
     async fn enforce_all(&mut self) -> PassReport {
-        let mut report = PassReport::default();
+        // A whole pass starts with nothing in flight: a clamp sent for the
+        // old target or bridges must not land after this pass's own.
+        let mut report = self.settle().await;
         // Bridges first: lowering a port auto-adjusts a bridge whose MTU was
         // never set explicitly, and then we would not know its original.
         let mut bridges: Vec<Link> = self
