@@ -601,13 +601,25 @@ impl<N: NetOps> Engine<N> {
                 if let Some(host) = host {
                     report.add(self.enforce_peer(&host).await);
                 }
+            } else if !self.links.contains_key(&port.index) {
+                // The veth was deleted while the answer was on its way (its
+                // removal already forgot it): nothing to remember of it, or
+                // a link the pod makes next with the same index would be
+                // taken as clamped.
+                self.pending.remove(&far.index);
             } else {
                 if result.is_err() {
                     self.pending.remove(&far.index);
                     self.peer_checked.remove(&port.index);
                 }
+                let far_index = far.index;
                 let change = result.map(|_| PeerChange::new(far, Netns::Own, Some(mtu)));
                 report.add(self.finish_adjust_peer(&port, change));
+                if !self.links.contains_key(&far_index) {
+                    // Moved into the container (or deleted) meanwhile: its
+                    // notification here will not come back.
+                    self.pending.remove(&far_index);
+                }
             }
         }
         if report.changed > 0 {

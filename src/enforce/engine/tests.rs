@@ -259,3 +259,84 @@ async fn a_host_end_waits_for_its_far_end() {
     let net = engine.net();
     assert_eq!((net.mtu(4), net.remote_mtu(4)), (1450, 1450), "both ends");
 }
+
+/// A pod makes veth pairs on its bridge and deletes them at once: with
+/// clamps left in flight, the kernel's RTM_DELLINKs are read before the
+/// answers come back (found by the attack review of issue 28). A clamp that
+/// lands afterwards remembers nothing of links that are gone.
+#[tokio::test]
+async fn clamps_landing_after_their_veths_are_gone_leave_nothing_behind() {
+    let mut engine = Engine::new(pod(), BridgeMatcher::default(), 1450);
+    engine.sweep().await.unwrap();
+    engine.net().sets();
+    let before = (
+        engine.pending.len(),
+        engine.peer_checked.len(),
+        engine.original.len(),
+    );
+    let pairs = 3200u32;
+    for i in 0..pairs {
+        let (h, f) = (1000 + 2 * i, 1001 + 2 * i);
+        let far = veth(f, "vf", 1500, None, h, None);
+        let host = veth(h, "vh", 1500, Some(3), f, None);
+        engine.net().add(far.clone());
+        engine.net().add(host.clone());
+        engine.on_link_changed(far).await;
+        engine.on_link_changed(host).await;
+        // The pod deletes the pair; the DELLINKs are read first.
+        engine.net().links.lock().unwrap().remove(&h);
+        engine.net().links.lock().unwrap().remove(&f);
+        engine.on_link_removed(f);
+        engine.on_link_removed(h);
+        if !engine.has_room() || i + 1 == pairs {
+            engine.settle().await;
+        }
+    }
+    let links = engine.links.len();
+    let (pending, checked, original) = (
+        engine.pending.len(),
+        engine.peer_checked.len(),
+        engine.original.len(),
+    );
+    assert!(links < 10, "{links} links known");
+    assert_eq!(
+        (pending, checked, original),
+        before,
+        "nothing remembered of links that are gone"
+    );
+}
+
+/// ... and a link the pod then makes with a gone far end's index (a pod
+/// picks indexes: `ip link add ... index N`) is clamped like any other.
+#[tokio::test]
+async fn a_port_made_with_the_index_of_a_gone_far_end_is_clamped() {
+    let mut engine = Engine::new(pod(), BridgeMatcher::default(), 1450);
+    engine.sweep().await.unwrap();
+    let (h, f) = (1000u32, 1001u32);
+    let far = veth(f, "vf", 1500, None, h, None);
+    let host = veth(h, "vh", 1500, Some(3), f, None);
+    engine.net().add(far.clone());
+    engine.net().add(host.clone());
+    engine.on_link_changed(far).await;
+    engine.on_link_changed(host).await;
+    engine.net().links.lock().unwrap().remove(&h);
+    engine.net().links.lock().unwrap().remove(&f);
+    engine.on_link_removed(f);
+    engine.on_link_removed(h);
+    engine.settle().await;
+    engine.net().sets();
+    // A new veth on docker0 whose host end has ifindex 1001 (f's).
+    let new_far = veth(2000, "nf", 1500, None, f, None);
+    let new_host = veth(f, "nh", 1500, Some(3), 2000, None);
+    engine.net().add(new_far.clone());
+    engine.net().add(new_host.clone());
+    engine.on_link_changed(new_far).await;
+    engine.on_link_changed(new_host).await;
+    engine.settle().await;
+    let sets = engine.net().sets();
+    assert_eq!(
+        engine.net().mtu(f),
+        1450,
+        "the new port's host end clamped: {sets:?}"
+    );
+}
