@@ -11,8 +11,8 @@ use std::time::Duration;
 
 use common::realnode::dind::{
     build_step_mtu, chart_rendering, daemonset, dind_pod, docker_ready, docker_ready_from, example,
-    first_instruction_mtu, first_instruction_mtu_from, link_mtu, schedule_daemonset, HEALTH, INNER,
-    METRICS,
+    first_instruction_mtu, first_instruction_mtu_from, first_instruction_mtu_on, link_mtu,
+    schedule_daemonset, HEALTH, INNER, METRICS,
 };
 use common::realnode::{
     edit_manifest, require_real_node, Container, NodeIdentity, Pod, RealNode, AGENT_IMAGE,
@@ -236,23 +236,9 @@ fn bursts_in_two_dind_pods_read_each_pods_mtu_at_the_first_instruction() {
                 .flat_map(|_| pods)
                 .map(|(pod, want)| {
                     s.spawn(move || {
-                        let (code, out, err) = node.exec(
-                            pod,
-                            "dind",
-                            &[
-                                "docker",
-                                "run",
-                                "--rm",
-                                "--network",
-                                "burst",
-                                INNER,
-                                "cat",
-                                "/sys/class/net/eth0/mtu",
-                            ],
-                            Duration::from_secs(120),
-                        );
-                        assert_eq!(code, 0, "docker run in {}: {err}", pod.name);
-                        (pod.name.as_str(), want, out)
+                        let read =
+                            first_instruction_mtu_on(node, pod, "burst", Duration::from_secs(120));
+                        (pod.name.as_str(), want, read)
                     })
                 })
                 .collect();

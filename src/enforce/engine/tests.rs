@@ -260,6 +260,21 @@ async fn a_host_end_waits_for_its_far_end() {
     assert_eq!((net.mtu(4), net.remote_mtu(4)), (1450, 1450), "both ends");
 }
 
+/// A veth pair (host end `h` on docker0, far end `f` here) made and deleted
+/// at once, its clamp left in flight: the RTM_DELLINKs are read first.
+async fn made_and_deleted(engine: &mut Engine<FakeNet>, h: u32, f: u32) {
+    let far = veth(f, "vf", 1500, None, h, None);
+    let host = veth(h, "vh", 1500, Some(3), f, None);
+    engine.net().add(far.clone());
+    engine.net().add(host.clone());
+    engine.on_link_changed(far).await;
+    engine.on_link_changed(host).await;
+    engine.net().links.lock().unwrap().remove(&h);
+    engine.net().links.lock().unwrap().remove(&f);
+    engine.on_link_removed(f);
+    engine.on_link_removed(h);
+}
+
 /// A pod makes veth pairs on its bridge and deletes them at once: with
 /// clamps left in flight, the kernel's RTM_DELLINKs are read before the
 /// answers come back (found by the attack review of issue 28). A clamp that
@@ -276,18 +291,7 @@ async fn clamps_landing_after_their_veths_are_gone_leave_nothing_behind() {
     );
     let pairs = 3200u32;
     for i in 0..pairs {
-        let (h, f) = (1000 + 2 * i, 1001 + 2 * i);
-        let far = veth(f, "vf", 1500, None, h, None);
-        let host = veth(h, "vh", 1500, Some(3), f, None);
-        engine.net().add(far.clone());
-        engine.net().add(host.clone());
-        engine.on_link_changed(far).await;
-        engine.on_link_changed(host).await;
-        // The pod deletes the pair; the DELLINKs are read first.
-        engine.net().links.lock().unwrap().remove(&h);
-        engine.net().links.lock().unwrap().remove(&f);
-        engine.on_link_removed(f);
-        engine.on_link_removed(h);
+        made_and_deleted(&mut engine, 1000 + 2 * i, 1001 + 2 * i).await;
         if !engine.has_room() || i + 1 == pairs {
             engine.settle().await;
         }
@@ -312,17 +316,8 @@ async fn clamps_landing_after_their_veths_are_gone_leave_nothing_behind() {
 async fn a_port_made_with_the_index_of_a_gone_far_end_is_clamped() {
     let mut engine = Engine::new(pod(), BridgeMatcher::default(), 1450);
     engine.sweep().await.unwrap();
-    let (h, f) = (1000u32, 1001u32);
-    let far = veth(f, "vf", 1500, None, h, None);
-    let host = veth(h, "vh", 1500, Some(3), f, None);
-    engine.net().add(far.clone());
-    engine.net().add(host.clone());
-    engine.on_link_changed(far).await;
-    engine.on_link_changed(host).await;
-    engine.net().links.lock().unwrap().remove(&h);
-    engine.net().links.lock().unwrap().remove(&f);
-    engine.on_link_removed(f);
-    engine.on_link_removed(h);
+    let f = 1001u32;
+    made_and_deleted(&mut engine, 1000, f).await;
     engine.settle().await;
     engine.net().sets();
     // A new veth on docker0 whose host end has ifindex 1001 (f's).

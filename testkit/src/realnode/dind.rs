@@ -113,19 +113,33 @@ pub fn first_instruction_mtu(node: &RealNode, pod: &Pod) -> String {
 
 /// [`first_instruction_mtu`] with the client in `container`.
 pub fn first_instruction_mtu_from(node: &RealNode, pod: &Pod, container: &str) -> String {
-    let (code, out, err) = node.exec(
-        pod,
-        container,
-        &[
-            "docker",
-            "run",
-            "--rm",
-            INNER,
-            "cat",
-            "/sys/class/net/eth0/mtu",
-        ],
-        Duration::from_secs(60),
-    );
+    first_instruction_mtu_run(node, pod, container, None, Duration::from_secs(60))
+}
+
+/// [`first_instruction_mtu`] on the pod's Docker network `network`,
+/// within `within` (a burst of starts queues in the pod's dockerd).
+pub fn first_instruction_mtu_on(
+    node: &RealNode,
+    pod: &Pod,
+    network: &str,
+    within: Duration,
+) -> String {
+    first_instruction_mtu_run(node, pod, "dind", Some(network), within)
+}
+
+fn first_instruction_mtu_run(
+    node: &RealNode,
+    pod: &Pod,
+    container: &str,
+    network: Option<&str>,
+    within: Duration,
+) -> String {
+    let mut argv = vec!["docker", "run", "--rm"];
+    if let Some(network) = network {
+        argv.extend(["--network", network]);
+    }
+    argv.extend([INNER, "cat", "/sys/class/net/eth0/mtu"]);
+    let (code, out, err) = node.exec(pod, container, &argv, within);
     assert_eq!(code, 0, "docker run in {}: {err}", pod.name);
     out
 }
