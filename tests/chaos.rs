@@ -92,14 +92,21 @@ impl Watcher<'_> {
         let log = std::fs::read(self.log).unwrap_or_default();
         let log = String::from_utf8_lossy(&log);
         let lines: Vec<&str> = log.lines().collect();
+        // The canary's own lines first: the hostile pod's fill the tail.
+        let canary: Vec<&str> = lines
+            .iter()
+            .copied()
+            .filter(|l| l.contains(self.canary.pod.as_str()))
+            .collect();
         panic!(
             "{} chaos, seed {} (MTUVISOR_SEED={} replays it; keep it in tests/chaos-seeds.txt): {what}\n\
-             steps:\n  {}\nthe log's last lines:\n{}",
+             the canary pod's last lines:\n{}\nthe log's last lines:\n{}\nsteps:\n  {}",
             self.mode,
             self.seed,
             self.seed,
+            canary[canary.len().saturating_sub(40)..].join("\n"),
+            lines[lines.len().saturating_sub(40)..].join("\n"),
             self.history.join("\n  "),
-            lines[lines.len().saturating_sub(60)..].join("\n")
         )
     }
 

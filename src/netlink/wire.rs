@@ -81,6 +81,8 @@ const MAX_KIND: usize = 16;
 const IFNAMSIZ: usize = 16;
 
 const IFINFOMSG_LEN: usize = 16;
+/// `ifi_family` of the link's own messages (`rtnl_fill_ifinfo`).
+const AF_UNSPEC: u8 = 0;
 const RTMSG_LEN: usize = 12;
 const RTGENMSG_LEN: usize = 4;
 
@@ -251,6 +253,13 @@ pub enum Item {
     Link(Link),
     /// RTM_DELLINK: the link with this ifindex left the namespace.
     LinkGone(u32),
+    /// RTM_NEWLINK or RTM_DELLINK of another address family than the
+    /// link's own: a subsystem's view of the link, not the link. A bridge
+    /// announces each port it takes, changes and lets go (AF_BRIDGE) on
+    /// the same group as the links: such a message names no kind and no
+    /// peer, and its RTM_DELLINK means "left the bridge", not "gone".
+    /// Never taken as the link's state.
+    LinkView { ifindex: u32, family: u8 },
     /// RTM_NEWROUTE / RTM_DELROUTE of a default route (prefix length 0).
     DefaultRoute(DefaultRoute),
     /// A route to anything else.
@@ -320,12 +329,17 @@ pub fn decode(header: &Header, payload: &[u8]) -> Result<Item, Undecodable> {
                 .map(i32::saturating_neg),
         )),
         NLMSG_OVERRUN => Ok(Item::Overrun),
-        RTM_NEWLINK => decode_link(payload)
-            .map(Item::Link)
-            .map_err(|(i, why)| fail(i, why)),
-        RTM_DELLINK => link_index(payload)
-            .map(Item::LinkGone)
-            .ok_or_else(|| fail(None, "a link message shorter than its fixed header")),
+        RTM_NEWLINK | RTM_DELLINK => {
+            let ifindex = link_index(payload)
+                .ok_or_else(|| fail(None, "a link message shorter than its fixed header"))?;
+            match payload[0] {
+                AF_UNSPEC if header.kind == RTM_NEWLINK => decode_link(payload)
+                    .map(Item::Link)
+                    .map_err(|(i, why)| fail(i, why)),
+                AF_UNSPEC => Ok(Item::LinkGone(ifindex)),
+                family => Ok(Item::LinkView { ifindex, family }),
+            }
+        }
         RTM_NEWROUTE | RTM_DELROUTE => decode_route(payload).map_err(|why| fail(None, why)),
         RTM_NEWNSID => decode_nsid(payload)
             .map(Item::Nsid)
@@ -749,6 +763,47 @@ mod tests {
                 ifindex: 5,
                 netnsid: Some(2)
             })
+        );
+    }
+
+    #[test]
+    fn a_bridge_s_view_of_its_port_is_never_the_port() {
+        // What a bridge sends when it takes a port (br_ifinfo_notify):
+        // family AF_BRIDGE, the port's name, MTU and master, no kind, no
+        // peer. Read as the link, it would drop the veth's peer.
+        let mut body = ifinfomsg(12).to_vec();
+        body[0] = 7; // AF_BRIDGE
+        body.extend(attr(IFLA_IFNAME, b"veth1\0"));
+        body.extend(attr(IFLA_MTU, &1500u32.to_ne_bytes()));
+        body.extend(attr(IFLA_MASTER, &3u32.to_ne_bytes()));
+        assert_eq!(
+            one(&message(RTM_NEWLINK, 0, 0, &body)).unwrap(),
+            Item::LinkView {
+                ifindex: 12,
+                family: 7
+            }
+        );
+        // Letting it go is not the link going.
+        assert_eq!(
+            one(&message(RTM_DELLINK, 0, 0, &body)).unwrap(),
+            Item::LinkView {
+                ifindex: 12,
+                family: 7
+            }
+        );
+        // Even one that could not be read as a link is no error for it.
+        let mut bad = ifinfomsg(13).to_vec();
+        bad[0] = 7;
+        bad.extend(attr(IFLA_MTU, &[1, 2]));
+        assert!(matches!(
+            one(&message(RTM_NEWLINK, 0, 0, &bad)),
+            Ok(Item::LinkView { ifindex: 13, .. })
+        ));
+        // The link's own (AF_UNSPEC) deletion is the link gone.
+        let own = ifinfomsg(12);
+        assert_eq!(
+            one(&message(RTM_DELLINK, 0, 0, &own)).unwrap(),
+            Item::LinkGone(12)
         );
     }
 
