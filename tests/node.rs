@@ -110,6 +110,20 @@ fn agent_first_then_pods_each_at_its_own_mtu() {
     );
     assert!(all_at(&a, "docker0", "a", &ca, 1450), "pod a stays at 1450");
     common::far_ends_a_moment_apart(&mut n.lab, &a, "docker0", 1450);
+    // One more container of pod a, made as dockerd makes one: clamped from
+    // its notification, timed, and split into stages, as under `watch`
+    // (tests/metrics.rs) and `supervise`.
+    let late = n.lab.netns("alate");
+    docker_style_veth(&a, "docker0", "vethlate", &late);
+    assert!(eventually(Duration::from_secs(2), || mtu(&late, "eth0") == 1450));
+    let mut split = Err(String::new());
+    assert!(
+        eventually(Duration::from_secs(5), || {
+            split = common::clamps_split_into_stages(&n.metrics());
+            split.as_ref().is_ok_and(|clamps| *clamps >= 1.0)
+        }),
+        "every clamp timed is split into its stages, across the node's pods: {split:?}"
+    );
 
     let m = n.metrics();
     for (series, want) in [

@@ -179,6 +179,17 @@ fn killed_dockerd_is_restarted_within_5s() {
     );
     // The heap is counted in this mode's process too (node: node_churn).
     assert!(common::metric(&scrape(), "mtuvisor_heap_bytes") > 0.0);
+    // dockerd's --mtu covers docker0 only: the container on "after" was
+    // clamped from its notification, timed, and split into stages, as
+    // under `watch` (tests/metrics.rs) and `node`.
+    let mut split = Err(String::new());
+    assert!(
+        common::eventually(Duration::from_secs(5), || {
+            split = common::clamps_split_into_stages(&scrape());
+            split.as_ref().is_ok_and(|clamps| *clamps >= 1.0)
+        }),
+        "every clamp timed is split into its stages: {split:?}"
+    );
     assert!(
         common::eventually(Duration::from_secs(10), || common::metric(
             &scrape(),

@@ -45,3 +45,30 @@ pub fn metric(text: &str, name: &str) -> f64 {
         .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
         .unwrap_or_else(|| panic!("no sample {name} in:\n{text}"))
 }
+
+/// The clamps `text` timed (every enforcer's `mtuvisor_clamp_seconds`
+/// counts, summed), provided each stage of `mtuvisor_clamp_stage_seconds`
+/// counted exactly as many: every timed clamp is split into all of its
+/// stages. Else what differs.
+pub fn clamps_split_into_stages(text: &str) -> Result<f64, String> {
+    let clamps: f64 = text
+        .lines()
+        .filter(|l| l.starts_with("mtuvisor_clamp_seconds_count"))
+        .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
+        .sum();
+    for stage in ["loop", "decide", "queue", "kernel", "wake"] {
+        let series = format!("mtuvisor_clamp_stage_seconds_count{{stage=\"{stage}\"}}");
+        let counted = text.lines().find_map(|l| {
+            l.strip_prefix(series.as_str())?
+                .strip_prefix(' ')?
+                .parse::<f64>()
+                .ok()
+        });
+        if counted != Some(clamps) {
+            return Err(format!(
+                "{series} is {counted:?}, the clamps timed {clamps}"
+            ));
+        }
+    }
+    Ok(clamps)
+}
