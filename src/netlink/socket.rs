@@ -164,23 +164,26 @@ impl Socket {
         deadline: Instant,
         each: &mut dyn FnMut(Result<Item, Undecodable>),
     ) -> Result<(), NetlinkError> {
-        while let Some(seq) = self.abandoned {
-            let mut drain = Exchange::new(seq, true);
-            match self.read_until(&mut drain, op, deadline, &mut |_| {}) {
-                Ok(_) => self.abandoned = None,
-                Err(e) => return Err(e),
-            }
-        }
+        self.drain_abandoned(deadline)
+            .map_err(|stopped| stopped.error(op()))?;
         let seq = self.next_seq();
         let dump = request.is_dump();
         self.send(request.with_seq(seq))
             .map_err(|source| NetlinkError::Io { op: op(), source })?;
-        let mut exchange = Exchange::new(seq, dump);
-        let result = self.read_until(&mut exchange, op, deadline, each);
-        if dump && matches!(result, Err(NetlinkError::TimedOut { .. })) {
-            self.abandoned = Some(seq);
+        let mut end = None;
+        let read = self.read_until(
+            &mut Exchange::one(seq, dump),
+            deadline,
+            &mut |_, item| each(item),
+            &mut |_, finished| end = Some(finished),
+        );
+        if let Err(stopped) = read {
+            if dump && matches!(stopped, Stopped::TimedOut) {
+                self.abandoned = Some(seq);
+            }
+            return Err(stopped.error(op()));
         }
-        result.and_then(|finished| finished.into_result(op))
+        end.map_or(Ok(()), |finished| finished.into_result(op))
     }
 
     /// Sends every request of `requests` (none of them a dump) in one
@@ -188,7 +191,8 @@ impl Socket {
     /// `deadline` passes: one `sendmsg`, in which the kernel runs them one
     /// after the other, each taking the RTNL lock as soon as it is free,
     /// with no return to user space in between. `op(i)` names request `i`
-    /// in errors; `answered(i, at)` is told when its answer was read.
+    /// in errors; `answered(i, result)` is called once for each request,
+    /// as soon as its answer is read (or the exchange fails).
     pub fn exchange_all(
         &mut self,
         requests: &mut [Request],
@@ -196,29 +200,11 @@ impl Socket {
         deadline: Instant,
         answered: &mut dyn FnMut(usize, Result<(), NetlinkError>),
     ) {
-        let fail_all =
-            |from: &[usize],
-             e: &dyn Fn(usize) -> NetlinkError,
-             answered: &mut dyn FnMut(usize, Result<(), NetlinkError>)| {
-                for &i in from {
-                    answered(i, Err(e(i)));
-                }
-            };
-        let all: Vec<usize> = (0..requests.len()).collect();
-        while let Some(seq) = self.abandoned {
-            let mut drain = Exchange::new(seq, true);
-            if let Err(e) = self.read_until(&mut drain, &|| op(0), deadline, &mut |_| {}) {
-                let why = e.to_string();
-                return fail_all(
-                    &all,
-                    &|i| NetlinkError::Io {
-                        op: op(i),
-                        source: io::Error::other(why.clone()),
-                    },
-                    answered,
-                );
+        if let Err(stopped) = self.drain_abandoned(deadline) {
+            for i in 0..requests.len() {
+                answered(i, Err(stopped.error(op(i))));
             }
-            self.abandoned = None;
+            return;
         }
         let mut bytes = Vec::new();
         let mut waiting: Vec<(u32, usize)> = Vec::with_capacity(requests.len());
@@ -232,122 +218,93 @@ impl Socket {
             waiting.push((seq, i));
         }
         if let Err(e) = self.send(&bytes) {
-            let kind = e.kind();
-            let why = e.to_string();
-            return fail_all(
-                &all,
-                &|i| NetlinkError::Io {
-                    op: op(i),
-                    source: io::Error::new(kind, why.clone()),
-                },
-                answered,
-            );
-        }
-        while !waiting.is_empty() {
-            let mut malformed = None;
-            let read = recv(self.fd.as_raw_fd(), |datagram| {
-                for message in wire::messages(datagram) {
-                    let (header, payload) = match message {
-                        Ok(m) => m,
-                        Err(m) => {
-                            // Whose answers were in it cannot be told.
-                            malformed = Some(m);
-                            return;
-                        }
-                    };
-                    let Some(at) = waiting.iter().position(|(seq, _)| *seq == header.seq) else {
-                        continue;
-                    };
-                    let result = match wire::decode(&header, payload) {
-                        Ok(Item::Ack | Item::Done(None)) => Ok(()),
-                        Ok(Item::Refused(errno) | Item::Done(Some(errno))) => Err(errno),
-                        // Not an answer to an acknowledged request.
-                        _ => continue,
-                    };
-                    let (_, i) = waiting.swap_remove(at);
-                    answered(
-                        i,
-                        result.map_err(|errno| NetlinkError::Refused { op: op(i), errno }),
-                    );
-                }
-            });
-            if let Some(m) = malformed {
-                let pending: Vec<usize> = waiting.iter().map(|(_, i)| *i).collect();
-                let why = m.to_string();
-                return fail_all(
-                    &pending,
-                    &|i| NetlinkError::Undecodable {
-                        op: op(i),
-                        why: why.clone(),
-                    },
-                    answered,
-                );
+            let stopped = Stopped::Io(e);
+            for i in 0..requests.len() {
+                answered(i, Err(stopped.error(op(i))));
             }
-            let failed = match read {
-                Ok(_) => continue,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    match wait_readable(self.fd.as_raw_fd(), deadline) {
-                        Ok(true) => continue,
-                        Ok(false) => None,
-                        Err(e) => Some(e),
-                    }
-                }
-                Err(e) => Some(e),
-            };
-            let pending: Vec<usize> = waiting.iter().map(|(_, i)| *i).collect();
-            return match failed {
-                None => fail_all(
-                    &pending,
-                    &|i| NetlinkError::TimedOut {
-                        op: op(i),
-                        after: DEADLINE,
-                    },
-                    answered,
-                ),
-                Some(e) => {
-                    let (kind, why) = (e.kind(), e.to_string());
-                    fail_all(
-                        &pending,
-                        &|i| NetlinkError::Io {
-                            op: op(i),
-                            source: io::Error::new(kind, why.clone()),
-                        },
-                        answered,
-                    )
-                }
-            };
+            return;
+        }
+        let mut exchange = Exchange::all(waiting);
+        let read = self.read_until(
+            &mut exchange,
+            deadline,
+            &mut |_, _| {},
+            &mut |i, finished| answered(i, finished.into_result(&|| op(i))),
+        );
+        if let Err(stopped) = read {
+            for i in exchange.waiting() {
+                answered(i, Err(stopped.error(op(i))));
+            }
         }
     }
 
+    /// Reads the rest of a dump abandoned at its deadline, so that its
+    /// messages are not taken for the next request's.
+    fn drain_abandoned(&mut self, deadline: Instant) -> Result<(), Stopped> {
+        while let Some(seq) = self.abandoned {
+            self.read_until(
+                &mut Exchange::one(seq, true),
+                deadline,
+                &mut |_, _| {},
+                &mut |_, _| {},
+            )?;
+            self.abandoned = None;
+        }
+        Ok(())
+    }
+
+    /// Reads datagrams into `exchange` until every answer in it has ended,
+    /// or `deadline` passes.
     fn read_until(
-        &mut self,
+        &self,
         exchange: &mut Exchange,
-        op: &dyn Fn() -> String,
         deadline: Instant,
-        each: &mut dyn FnMut(Result<Item, Undecodable>),
-    ) -> Result<Finished, NetlinkError> {
-        loop {
-            match recv(self.fd.as_raw_fd(), |d| exchange.feed(d, each)) {
-                Ok(Read::Kernel(Some(finished))) => return Ok(finished),
-                Ok(Read::Kernel(None) | Read::NotFromKernel) => {}
+        each: &mut dyn FnMut(usize, Result<Item, Undecodable>),
+        ended: &mut dyn FnMut(usize, Finished),
+    ) -> Result<(), Stopped> {
+        let fd = self.fd.as_raw_fd();
+        while !exchange.is_over() {
+            match recv(fd, |d| exchange.feed(d, each, ended)) {
+                Ok(_) => {}
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    if !wait_readable(self.fd.as_raw_fd(), deadline)
-                        .map_err(|source| NetlinkError::Io { op: op(), source })?
-                    {
-                        return Err(NetlinkError::TimedOut {
-                            op: op(),
-                            after: DEADLINE,
-                        });
+                    match wait_readable(fd, deadline) {
+                        Ok(true) => {}
+                        Ok(false) => return Err(Stopped::TimedOut),
+                        Err(e) => return Err(Stopped::Io(e)),
                     }
                 }
-                Err(source) => return Err(NetlinkError::Io { op: op(), source }),
+                Err(e) => return Err(Stopped::Io(e)),
             }
+        }
+        Ok(())
+    }
+}
+
+/// Why answers stopped being read before every one ended.
+#[derive(Debug)]
+enum Stopped {
+    TimedOut,
+    Io(io::Error),
+}
+
+impl Stopped {
+    /// The error for one request, named `op`.
+    fn error(&self, op: String) -> NetlinkError {
+        match self {
+            Stopped::TimedOut => NetlinkError::TimedOut {
+                op,
+                after: DEADLINE,
+            },
+            Stopped::Io(e) => NetlinkError::Io {
+                op,
+                source: io::Error::new(e.kind(), e.to_string()),
+            },
         }
     }
 }
 
-/// How an exchange ended.
-#[derive(Debug)]
+/// How an answer ended.
+#[derive(Debug, Clone, Copy)]
 enum Finished {
     Done,
     Refused(i32),
@@ -367,46 +324,83 @@ impl Finished {
     }
 }
 
-/// The answer to one request, read datagram by datagram: messages of other
-/// requests (an earlier one abandoned at its deadline) are skipped; the
-/// answer ends with the kernel's acknowledgement or refusal, or with the
-/// end of a dump.
+/// The answers to requests sent together (one, or a datagram of several),
+/// read datagram by datagram: messages of other requests (an earlier dump
+/// abandoned at its deadline) are skipped; each answer ends with the
+/// kernel's acknowledgement or refusal, or with the end of its dump.
 struct Exchange {
-    seq: u32,
+    /// (sequence number, the request's index) of the answers not ended yet.
+    waiting: Vec<(u32, usize)>,
+    /// One dump: an acknowledgement does not end it, NLMSG_DONE does.
     dump: bool,
 }
 
 impl Exchange {
-    fn new(seq: u32, dump: bool) -> Exchange {
-        Exchange { seq, dump }
+    /// One request, index 0.
+    fn one(seq: u32, dump: bool) -> Exchange {
+        Exchange {
+            waiting: vec![(seq, 0)],
+            dump,
+        }
     }
 
-    /// Reads one datagram; `Some` once the answer is complete.
+    /// Requests sent in one datagram (no dump among them).
+    fn all(waiting: Vec<(u32, usize)>) -> Exchange {
+        Exchange {
+            waiting,
+            dump: false,
+        }
+    }
+
+    fn is_over(&self) -> bool {
+        self.waiting.is_empty()
+    }
+
+    /// The indexes of the answers not ended yet.
+    fn waiting(&self) -> impl Iterator<Item = usize> + '_ {
+        self.waiting.iter().map(|(_, i)| *i)
+    }
+
+    /// Reads one datagram: the items of answer `i` go to `each(i, …)`, and
+    /// its end to `ended(i, …)`, once. A datagram that cannot be split ends
+    /// every answer still waiting: whose were in it cannot be told.
     fn feed(
         &mut self,
         datagram: &[u8],
-        each: &mut dyn FnMut(Result<Item, Undecodable>),
-    ) -> Option<Finished> {
+        each: &mut dyn FnMut(usize, Result<Item, Undecodable>),
+        ended: &mut dyn FnMut(usize, Finished),
+    ) {
         for message in wire::messages(datagram) {
             let (header, payload) = match message {
                 Ok(m) => m,
-                // Whose it was cannot be told: this answer may be in it.
-                Err(m) => return Some(Finished::Malformed(m)),
+                Err(m) => {
+                    for (_, i) in self.waiting.drain(..) {
+                        ended(i, Finished::Malformed(m));
+                    }
+                    return;
+                }
             };
-            if header.seq != self.seq {
+            let Some(at) = self.waiting.iter().position(|(seq, _)| *seq == header.seq) else {
                 continue;
-            }
-            match wire::decode(&header, payload) {
-                Ok(Item::Ack) if !self.dump => return Some(Finished::Done),
-                Ok(Item::Ack) => {}
-                Ok(Item::Refused(errno)) => return Some(Finished::Refused(errno)),
-                Ok(Item::Done(None)) => return Some(Finished::Done),
-                Ok(Item::Done(Some(errno))) => return Some(Finished::Refused(errno)),
-                Ok(item) => each(Ok(item)),
-                Err(undecodable) => each(Err(undecodable)),
-            }
+            };
+            let i = self.waiting[at].1;
+            let end = match wire::decode(&header, payload) {
+                Ok(Item::Ack) if !self.dump => Finished::Done,
+                Ok(Item::Ack) => continue,
+                Ok(Item::Refused(errno) | Item::Done(Some(errno))) => Finished::Refused(errno),
+                Ok(Item::Done(None)) => Finished::Done,
+                Ok(item) => {
+                    each(i, Ok(item));
+                    continue;
+                }
+                Err(undecodable) => {
+                    each(i, Err(undecodable));
+                    continue;
+                }
+            };
+            self.waiting.swap_remove(at);
+            ended(i, end);
         }
-        None
     }
 }
 
@@ -417,9 +411,10 @@ pub(crate) fn feed_for_fuzz(
     datagrams: &[Vec<u8>],
     each: &mut dyn FnMut(Result<Item, Undecodable>),
 ) {
-    let mut exchange = Exchange::new(1, true);
+    let mut exchange = Exchange::one(1, true);
     for d in datagrams {
-        if exchange.feed(d, each).is_some() {
+        exchange.feed(d, &mut |_, item| each(item), &mut |_, _| {});
+        if exchange.is_over() {
             return;
         }
     }
@@ -570,7 +565,7 @@ impl AsyncSocket {
         };
         let until = tokio::time::Instant::from_std(deadline);
         while let Some(seq) = self.fd.get_ref().abandoned {
-            let mut drain = Exchange::new(seq, true);
+            let mut drain = Exchange::one(seq, true);
             tokio::time::timeout_at(until, self.read_until(&mut drain, op, &mut |_| {}))
                 .await
                 .map_err(|_| timed_out())??;
@@ -582,7 +577,7 @@ impl AsyncSocket {
         socket
             .send(request.with_seq(seq))
             .map_err(|source| NetlinkError::Io { op: op(), source })?;
-        let mut exchange = Exchange::new(seq, dump);
+        let mut exchange = Exchange::one(seq, dump);
         match tokio::time::timeout_at(until, self.read_until(&mut exchange, op, each)).await {
             Ok(finished) => finished?.into_result(op),
             Err(_) => {
@@ -600,15 +595,17 @@ impl AsyncSocket {
         op: &(dyn Fn() -> String + Sync),
         each: &mut (dyn FnMut(Result<Item, Undecodable>) + Send),
     ) -> Result<Finished, NetlinkError> {
-        loop {
-            let read = self
-                .next(|d| exchange.feed(d, each))
-                .await
-                .map_err(|source| NetlinkError::Io { op: op(), source })?;
-            if let Read::Kernel(Some(finished)) = read {
-                return Ok(finished);
-            }
+        let mut end = Finished::Done;
+        while !exchange.is_over() {
+            self.next(|d| {
+                exchange.feed(d, &mut |_, item| each(item), &mut |_, finished| {
+                    end = finished
+                })
+            })
+            .await
+            .map_err(|source| NetlinkError::Io { op: op(), source })?;
         }
+        Ok(end)
     }
 
     /// The next datagram, handed to `f` when it arrives (unless it is not
@@ -762,6 +759,62 @@ mod tests {
             Err(NetlinkError::Refused { errno, .. }) => assert_eq!(errno, 19),
             other => panic!("{other:?}"),
         }
+    }
+
+    /// Requests sent together, numbered 1 to `n`, whose answers (queued
+    /// beforehand) are read within 300 ms: what each request was told, in
+    /// the order told.
+    fn exchange_all_with(answers: &[Vec<u8>], n: usize) -> Vec<(usize, String)> {
+        let (mut socket, theirs) = pair();
+        for a in answers {
+            answer(&theirs, a);
+        }
+        let mut requests: Vec<Request> = (0..n)
+            .map(|i| Request::set_mtu(7 + i as u32, 1450))
+            .collect();
+        let mut told = Vec::new();
+        socket.exchange_all(
+            &mut requests,
+            &|i| format!("setting MTU 1450 on l{i}"),
+            Instant::now() + Duration::from_millis(300),
+            &mut |i, result| {
+                told.push((
+                    i,
+                    match result {
+                        Ok(()) => "ok".to_string(),
+                        Err(e) => e.to_string(),
+                    },
+                ))
+            },
+        );
+        told
+    }
+
+    #[test]
+    fn requests_sent_together_are_each_told_once_whatever_comes_back() {
+        // Answered out of order, one refused, one never: each told once,
+        // the refusal and the silence named after their own request.
+        let told = exchange_all_with(&[[forge::ack(2, 22), forge::ack(1, 0)].concat()], 3);
+        assert_eq!(told.len(), 3, "{told:?}");
+        assert_eq!(told[0].0, 1);
+        assert!(told[0].1.contains("l1"), "{told:?}");
+        assert_eq!(told[1], (0, "ok".to_string()));
+        assert_eq!(told[2].0, 2);
+        assert!(
+            told[2].1.contains("l2") && told[2].1.contains("no complete answer"),
+            "{told:?}"
+        );
+        // A datagram that cannot be split: whose answers were in it cannot
+        // be told, so every request still waiting fails with it, at once.
+        let told = exchange_all_with(&[forge::ack(1, 0), vec![0xff; 40]], 3);
+        assert_eq!(told[0], (0, "ok".to_string()));
+        let rest: Vec<usize> = told[1..].iter().map(|(i, _)| *i).collect();
+        assert_eq!(rest.len(), 2, "{told:?}");
+        assert!(rest.contains(&1) && rest.contains(&2), "{told:?}");
+        assert!(
+            told[1..].iter().all(|(_, e)| e.contains("cannot")),
+            "{told:?}"
+        );
     }
 
     #[test]
