@@ -582,7 +582,7 @@ impl<N: NetOps> Enforcer<N> {
             self.soon_sweep.ask_at(at);
         }
         self.metrics.add_changes(report.changed, report.failed);
-        if let Some(stages) = report.clamped {
+        for stages in self.engine.take_timed() {
             self.metrics.observe_clamp(stages.total());
             crate::metrics::observe_clamp_stages(&stages.split());
             let ns = crate::sched::monotonic_ns;

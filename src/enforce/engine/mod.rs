@@ -66,9 +66,6 @@ pub struct PassReport {
     /// MTUs set, far ends included.
     pub changed: usize,
     pub failed: usize,
-    /// Where the time of a port's clamp went, when this call finished
-    /// one that changed an MTU.
-    pub clamped: Option<ClampStages>,
 }
 
 /// One clamp of a port (its host end, and its far end while that is still
@@ -131,7 +128,6 @@ impl PassReport {
         self.managed += other.managed;
         self.changed += other.changed;
         self.failed += other.failed;
-        self.clamped = self.clamped.or(other.clamped);
     }
 
     fn add(&mut self, outcome: Outcome) {
@@ -198,6 +194,9 @@ pub struct Engine<N> {
     /// Undecodable messages not yet reported, until the enforcer takes
     /// them.
     fresh_undecodable: Vec<Undecodable>,
+    /// Clamps answered since the enforcer last took them, each with where
+    /// its time went: every one a settle lands, not only the first.
+    timed: Vec<ClampStages>,
     /// Clamps of ports sent and not answered yet (at most
     /// [`MAX_CLAMPS_IN_FLIGHT`]): the loop goes on reading notifications
     /// while the kernel answers.
@@ -225,6 +224,7 @@ impl<N: NetOps> Engine<N> {
             warned_uplinks: HashSet::new(),
             undecodable: HashSet::new(),
             fresh_undecodable: Vec::new(),
+            timed: Vec::new(),
             in_flight: std::sync::Mutex::new(FuturesUnordered::new()),
         }
     }
@@ -622,8 +622,8 @@ impl<N: NetOps> Engine<N> {
                 }
             }
         }
-        if report.changed > 0 {
-            report.clamped = last.map(|last| ClampStages {
+        if let Some(last) = last.filter(|_| report.changed > 0) {
+            self.timed.push(ClampStages {
                 ifindex: port.index,
                 read,
                 decided,
@@ -632,6 +632,11 @@ impl<N: NetOps> Engine<N> {
             });
         }
         report
+    }
+
+    /// The clamps answered since the last call, each with its stages.
+    pub fn take_timed(&mut self) -> Vec<ClampStages> {
+        std::mem::take(&mut self.timed)
     }
 
     /// Finishes a change of a link here sent earlier: remembered when it

@@ -335,3 +335,33 @@ async fn a_port_made_with_the_index_of_a_gone_far_end_is_clamped() {
         "the new port's host end clamped: {sets:?}"
     );
 }
+
+#[tokio::test]
+async fn every_clamp_a_settle_lands_is_timed() {
+    let mut engine = Engine::new(pod(), BridgeMatcher::default(), 1450);
+    engine.sweep().await.unwrap();
+    let _ = engine.take_timed();
+    // Three containers' veths join docker0; their clamps are left in
+    // flight, and one settle lands them all.
+    let mut ports = Vec::new();
+    for i in 0..3u32 {
+        let (h, f) = (20 + 2 * i, 21 + 2 * i);
+        let host = veth(h, &format!("vh{i}"), 1500, Some(3), f, None);
+        engine.net().add(host.clone());
+        engine
+            .net()
+            .add(veth(f, &format!("vf{i}"), 1500, None, h, None));
+        engine
+            .on_link_changed(veth(f, &format!("vf{i}"), 1500, None, h, None))
+            .await;
+        ports.push(host);
+    }
+    for host in ports {
+        engine.on_link_changed(host).await;
+    }
+    engine.settle().await;
+    let mut timed: Vec<u32> = engine.take_timed().iter().map(|t| t.ifindex).collect();
+    timed.sort();
+    assert_eq!(timed, vec![20, 22, 24], "each clamp with its own stages");
+    assert!(engine.take_timed().is_empty(), "each is taken once");
+}
