@@ -1,4 +1,4 @@
-//! The link notifications of a real kernel, as the enforcer reads them.
+//! A real kernel's rtnetlink, as the enforcer reads it.
 //!
 //! A bridge announces each port it takes, changes and lets go with a
 //! message of its own (family AF_BRIDGE) on the links' group: no kind, no
@@ -6,13 +6,22 @@
 //! it made a new veth look peerless between dockerd's steps, and a clamp
 //! landing then left the container's end at 1500 until the next sweep
 //! (caught by the chaos pod's canary, seed 8709328065884241172).
+//!
+//! A dump's next datagram is always ready: a pod with links by the
+//! thousand must neither hold the runtime every pod's enforcer shares nor
+//! outlast the request's deadline (an attack review of stop 33).
 
 use testkit as common;
 
-use std::time::Duration;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
-use common::{in_netns, ip, privileged, Lab};
-use mtuvisor::netlink::{LinkKind, NetEvent, NetMonitor, RECV_BUFFER_POD};
+use common::{in_netns, ip, privileged, sh, Lab};
+use mtuvisor::netlink::wire::{Item, Request};
+use mtuvisor::netlink::{
+    LinkKind, NetEvent, NetMonitor, NetlinkError, Rtnl, Socket, RECV_BUFFER_POD,
+};
 
 /// Every event the namespace's monitor reads while `steps` run there,
 /// until it has been quiet for 300 ms.
@@ -127,4 +136,91 @@ fn a_veth_port_is_never_announced_without_its_peer_nor_gone_while_it_lives() {
         !events.iter().any(|e| matches!(e, NetEvent::Undecodable(_))),
         "{events:#?}"
     );
+}
+
+#[test]
+fn a_dump_of_links_by_the_thousand_shares_the_runtime_and_keeps_its_deadline() {
+    if !privileged("a_dump_of_links_by_the_thousand_shares_the_runtime_and_keeps_its_deadline") {
+        return;
+    }
+    const PAIRS: usize = 1500;
+    let mut lab = Lab::new("mon2");
+    let ns = lab.netns("many");
+    let batch = std::env::temp_dir().join(format!("{}-links.batch", lab.prefix()));
+    let lines: String = (0..PAIRS)
+        .map(|i| format!("link add mxa{i} type veth peer name mxb{i}\n"))
+        .collect();
+    std::fs::write(&batch, lines).unwrap();
+    sh(&["ip", "-n", &ns, "-batch", batch.to_str().unwrap()]);
+    let _ = std::fs::remove_file(&batch);
+
+    let (listed, polls, short, after) = in_netns(&ns, || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        // Another pod's work on the same runtime: how often it got a turn
+        // while the dump was read.
+        let polls = Arc::new(AtomicUsize::new(0));
+        let (listed, polls) = rt.block_on(async {
+            let counted = polls.clone();
+            let other = tokio::spawn(async move {
+                loop {
+                    counted.fetch_add(1, Ordering::Relaxed);
+                    tokio::task::yield_now().await;
+                }
+            });
+            tokio::task::yield_now().await;
+            let rtnl = Rtnl::connect().expect("socket");
+            let before = polls.load(Ordering::Relaxed);
+            let listed = rtnl.links_at_most(100_000).await.expect("dump");
+            let during = polls.load(Ordering::Relaxed) - before;
+            other.abort();
+            (listed.links.len(), during)
+        });
+        // The same dump with a deadline far shorter than it takes: it ends
+        // at the deadline, and the socket's next request gets its own
+        // answer (the rest of the dump is read past first).
+        let mut socket = Socket::open(0, None).expect("socket");
+        let began = Instant::now();
+        let short = socket.exchange(
+            &mut Request::dump_links(),
+            &|| "listing links".into(),
+            began + Duration::from_millis(1),
+            &mut |_| {},
+        );
+        let short = (short, began.elapsed());
+        let mut lo = Vec::new();
+        let after = socket.exchange(
+            &mut Request::get_link(1),
+            &|| "reading lo".into(),
+            Instant::now() + Duration::from_secs(5),
+            &mut |i| lo.push(i),
+        );
+        let after = after.map(|()| {
+            lo.iter()
+                .filter_map(|i| match i {
+                    Ok(Item::Link(l)) => l.name.as_str().map(str::to_string),
+                    _ => None,
+                })
+                .collect::<Vec<_>>()
+        });
+        (listed, polls, short, after)
+    });
+    eprintln!(
+        "{listed} links: the runtime's other work got {polls} turns during the dump; \
+         asked to end within 1 ms, the dump ended after {:?}",
+        short.1
+    );
+    assert_eq!(listed, 2 * PAIRS + 1, "every link listed");
+    assert!(
+        polls >= 10,
+        "the runtime's other work got {polls} turns while {listed} links were read"
+    );
+    let (short, took) = short;
+    assert!(
+        matches!(short, Err(NetlinkError::TimedOut { .. })),
+        "a dump of {listed} links asked to end within 1 ms: {short:?} after {took:?}"
+    );
+    assert_eq!(after.expect("lo"), vec!["lo".to_string()]);
 }

@@ -254,7 +254,8 @@ impl Socket {
     }
 
     /// Reads datagrams into `exchange` until every answer in it has ended,
-    /// or `deadline` passes.
+    /// or `deadline` passes: checked after every datagram too, since a
+    /// dump keeps coming for as long as the namespace has links.
     fn read_until(
         &self,
         exchange: &mut Exchange,
@@ -265,6 +266,9 @@ impl Socket {
         let fd = self.fd.as_raw_fd();
         while !exchange.is_over() {
             match recv(fd, |d| exchange.feed(d, each, ended)) {
+                Ok(_) if !exchange.is_over() && Instant::now() >= deadline => {
+                    return Err(Stopped::TimedOut)
+                }
                 Ok(_) => {}
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     match wait_readable(fd, deadline) {
@@ -604,6 +608,15 @@ impl AsyncSocket {
             })
             .await
             .map_err(|source| NetlinkError::Io { op: op(), source })?;
+            if !exchange.is_over() {
+                // A dump's next datagram is always ready (the kernel makes
+                // it while the last is read): without a turn given back
+                // here, a pod with links by the thousand would hold the
+                // runtime every other pod's enforcer runs on for as long as
+                // they take, and the caller's deadline would never be
+                // looked at.
+                tokio::task::yield_now().await;
+            }
         }
         Ok(end)
     }
