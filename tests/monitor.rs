@@ -17,7 +17,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{in_netns, ip, privileged, sh, Lab};
+use common::{ifindex, in_netns, ip, privileged, sh, Lab};
 use mtuvisor::netlink::wire::{Item, Request};
 use mtuvisor::netlink::{
     LinkKind, NetEvent, NetMonitor, NetlinkError, Rtnl, Socket, RECV_BUFFER_POD,
@@ -46,12 +46,6 @@ fn events_during<T: Send + 'static>(
             (done, events)
         })
     })
-}
-
-fn ifindex(netns: &str, link: &str) -> u32 {
-    let out = ip(netns, &["-j", "link", "show", "dev", link]);
-    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
-    v[0]["ifindex"].as_u64().unwrap() as u32
 }
 
 #[test]

@@ -3,14 +3,8 @@
 
 use testkit as common;
 
-use common::{in_netns, ip, mtu, privileged, Lab};
+use common::{ifindex, in_netns, ip, mtu, privileged, Lab};
 use mtuvisor::netlink::{MtuSetter, NetlinkError};
-
-fn ifindex(netns: &str, link: &str) -> u32 {
-    let out = ip(netns, &["-j", "link", "show", "dev", link]);
-    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
-    v[0]["ifindex"].as_u64().unwrap() as u32
-}
 
 #[test]
 fn sets_in_its_own_namespace_and_names_the_link_on_failure() {
