@@ -200,12 +200,6 @@ impl Socket {
         deadline: Instant,
         answered: &mut dyn FnMut(usize, Result<(), NetlinkError>),
     ) {
-        if let Err(stopped) = self.drain_abandoned(deadline) {
-            for i in 0..requests.len() {
-                answered(i, Err(stopped.error(op(i))));
-            }
-            return;
-        }
         let mut bytes = Vec::new();
         let mut waiting: Vec<(u32, usize)> = Vec::with_capacity(requests.len());
         for (i, request) in requests.iter_mut().enumerate() {
@@ -217,20 +211,18 @@ impl Socket {
             }
             waiting.push((seq, i));
         }
-        if let Err(e) = self.send(&bytes) {
-            let stopped = Stopped::Io(e);
-            for i in 0..requests.len() {
-                answered(i, Err(stopped.error(op(i))));
-            }
-            return;
-        }
         let mut exchange = Exchange::all(waiting);
-        let read = self.read_until(
-            &mut exchange,
-            deadline,
-            &mut |_, _| {},
-            &mut |i, finished| answered(i, finished.into_result(&|| op(i))),
-        );
+        let read = self
+            .drain_abandoned(deadline)
+            .and_then(|()| self.send(&bytes).map_err(Stopped::Io))
+            .and_then(|()| {
+                self.read_until(
+                    &mut exchange,
+                    deadline,
+                    &mut |_, _| {},
+                    &mut |i, finished| answered(i, finished.into_result(&|| op(i))),
+                )
+            });
         if let Err(stopped) = read {
             for i in exchange.waiting() {
                 answered(i, Err(stopped.error(op(i))));
