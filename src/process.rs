@@ -244,9 +244,12 @@ pub fn output(cmd: &mut Command, input: &[u8]) -> io::Result<Output> {
 /// [`output`] within `limits`: past the timeout, or once either stream
 /// passes `max_output`, the child's process group is killed and the call
 /// fails with `TimedOut` or `InvalidData`, naming the limit.
+///
+/// The calling thread alone feeds the input and reads both pipes (with
+/// `poll`), so a tool costs no thread beside the one that runs it: four
+/// pods' ensures at once are four threads, not sixteen.
 pub fn output_within(cmd: &mut Command, input: &[u8], limits: Limits) -> io::Result<Output> {
     use std::os::unix::process::CommandExt;
-    use std::sync::atomic::{AtomicU8, Ordering};
     cmd.stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -255,37 +258,42 @@ pub fn output_within(cmd: &mut Command, input: &[u8], limits: Limits) -> io::Res
         .process_group(0);
     let mut child = spawn(cmd)?;
     let pid = child.id() as i32;
-    let (stdin, stdout, stderr) = (child.take_stdin(), child.take_stdout(), child.take_stderr());
+    let mut pipes = Pipes::new(
+        child.take_stdin(),
+        input,
+        child.take_stdout(),
+        child.take_stderr(),
+    )?;
     // Why the group was killed: 0 not, 1 timeout, 2 too much output.
-    let killed = AtomicU8::new(0);
-    let kill_group = |why: u8| {
-        if killed
-            .compare_exchange(0, why, Ordering::AcqRel, Ordering::Acquire)
-            .is_ok()
-        {
+    let mut killed = 0u8;
+    let mut kill_group = |why: u8| {
+        if killed == 0 {
+            killed = why;
             let _ = nix::sys::signal::killpg(Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
         }
     };
-    let (status, stdout, stderr) = std::thread::scope(|s| {
-        // Input and both pipes at once: a child that fills one while we
-        // block on another would never exit.
-        s.spawn(move || {
-            if let Some(mut stdin) = stdin {
-                // A child that exits without reading its input is fine.
-                let _ = stdin.write_all(input);
-            }
-        });
-        let out = s.spawn(|| read_capped(stdout, limits.max_output, || kill_group(2)));
-        let err = s.spawn(|| read_capped(stderr, limits.max_output, || kill_group(2)));
-        let status = child.wait_timeout(limits.timeout, || kill_group(1));
-        let join = |h: std::thread::ScopedJoinHandle<'_, io::Result<Vec<u8>>>| {
-            h.join()
-                .map_err(|_| io::Error::other("a pipe reader panicked"))?
-        };
-        (status, join(out), join(err))
-    });
-    let status = status?;
-    match killed.load(Ordering::Acquire) {
+    let deadline = std::time::Instant::now() + limits.timeout;
+    // After a kill, the pipes close as the group dies; one that stays open
+    // (a process that left the group) is given up on after this.
+    let mut give_up = None;
+    while pipes.open() {
+        let now = std::time::Instant::now();
+        if give_up.is_some_and(|at| now >= at) {
+            break;
+        }
+        if now >= deadline {
+            kill_group(1);
+            give_up.get_or_insert(now + std::time::Duration::from_secs(1));
+        }
+        let wait = give_up.unwrap_or(deadline).saturating_duration_since(now);
+        if pipes.turn(wait, limits.max_output)? {
+            kill_group(2);
+            give_up.get_or_insert(std::time::Instant::now() + std::time::Duration::from_secs(1));
+        }
+    }
+    let left = deadline.saturating_duration_since(std::time::Instant::now());
+    let status = child.wait_timeout(left, || kill_group(1))?;
+    match killed {
         1 => Err(io::Error::new(
             io::ErrorKind::TimedOut,
             format!("still running after {:?}; killed", limits.timeout),
@@ -296,33 +304,156 @@ pub fn output_within(cmd: &mut Command, input: &[u8], limits: Limits) -> io::Res
         )),
         _ => Ok(Output {
             status,
-            stdout: stdout?,
-            stderr: stderr?,
+            stdout: pipes.out.kept,
+            stderr: pipes.err.kept,
         }),
     }
 }
 
-/// Reads `pipe` to its end, keeping at most `max` bytes; past that, calls
-/// `over` once and drains the rest unkept (until the killed child's end
-/// closes).
-fn read_capped(pipe: Option<impl Read>, max: usize, over: impl Fn()) -> io::Result<Vec<u8>> {
-    let mut buf = Vec::new();
-    let Some(mut p) = pipe else {
-        return Ok(buf);
-    };
-    let mut chunk = [0u8; 16 << 10];
-    loop {
-        let n = match p.read(&mut chunk) {
-            Ok(0) => return Ok(buf),
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e),
-        };
-        if buf.len() + n > max {
-            over();
-            continue;
+/// A child's three pipes, served by one thread: the input written as the
+/// child takes it, each output read as it comes and kept up to a cap.
+struct Pipes<'a> {
+    input: Option<(std::process::ChildStdin, &'a [u8])>,
+    out: Capped<ChildStdout>,
+    err: Capped<ChildStderr>,
+}
+
+struct Capped<P> {
+    pipe: Option<P>,
+    kept: Vec<u8>,
+    over: bool,
+}
+
+impl<P: Read + std::os::fd::AsFd> Capped<P> {
+    fn new(pipe: Option<P>) -> io::Result<Self> {
+        if let Some(p) = &pipe {
+            nonblocking(p)?;
         }
-        buf.extend_from_slice(&chunk[..n]);
+        Ok(Capped {
+            pipe,
+            kept: Vec::new(),
+            over: false,
+        })
+    }
+
+    /// Reads what is there; past `max` bytes, keeps nothing more and says
+    /// so (the rest is drained unkept until the killed child's end closes).
+    fn read(&mut self, max: usize) -> io::Result<bool> {
+        let Some(p) = &mut self.pipe else {
+            return Ok(false);
+        };
+        let mut chunk = [0u8; 16 << 10];
+        loop {
+            match p.read(&mut chunk) {
+                Ok(0) => {
+                    self.pipe = None;
+                    return Ok(self.over);
+                }
+                Ok(n) if self.over || self.kept.len() + n > max => self.over = true,
+                Ok(n) => self.kept.extend_from_slice(&chunk[..n]),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(self.over),
+                Err(e) => return Err(e),
+            }
+        }
+    }
+}
+
+fn nonblocking(fd: &impl std::os::fd::AsFd) -> io::Result<()> {
+    use nix::fcntl::{fcntl, FcntlArg, OFlag};
+    let flags = OFlag::from_bits_retain(fcntl(fd, FcntlArg::F_GETFL)?);
+    fcntl(fd, FcntlArg::F_SETFL(flags | OFlag::O_NONBLOCK))?;
+    Ok(())
+}
+
+impl<'a> Pipes<'a> {
+    fn new(
+        stdin: Option<std::process::ChildStdin>,
+        input: &'a [u8],
+        stdout: Option<ChildStdout>,
+        stderr: Option<ChildStderr>,
+    ) -> io::Result<Self> {
+        // No input: the child reads its end at once.
+        let input = match stdin {
+            Some(s) if !input.is_empty() => {
+                nonblocking(&s)?;
+                Some((s, input))
+            }
+            _ => None,
+        };
+        Ok(Pipes {
+            input,
+            out: Capped::new(stdout)?,
+            err: Capped::new(stderr)?,
+        })
+    }
+
+    fn open(&self) -> bool {
+        self.input.is_some() || self.out.pipe.is_some() || self.err.pipe.is_some()
+    }
+
+    /// Waits at most `wait` for any pipe to be ready and serves the ready
+    /// ones; true once an output has passed `max`.
+    fn turn(&mut self, wait: std::time::Duration, max: usize) -> io::Result<bool> {
+        use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+        use std::os::fd::AsFd;
+        let timeout = PollTimeout::try_from(wait).unwrap_or(PollTimeout::MAX);
+        let (mut fds, mut which) = (Vec::with_capacity(3), Vec::with_capacity(3));
+        if let Some((s, _)) = &self.input {
+            fds.push(PollFd::new(s.as_fd(), PollFlags::POLLOUT));
+            which.push(0);
+        }
+        if let Some(p) = &self.out.pipe {
+            fds.push(PollFd::new(p.as_fd(), PollFlags::POLLIN));
+            which.push(1);
+        }
+        if let Some(p) = &self.err.pipe {
+            fds.push(PollFd::new(p.as_fd(), PollFlags::POLLIN));
+            which.push(2);
+        }
+        match poll(&mut fds, timeout) {
+            Ok(_) | Err(Errno::EINTR) => {}
+            Err(e) => return Err(e.into()),
+        }
+        let ready: Vec<usize> = fds
+            .iter()
+            .zip(&which)
+            .filter(|(fd, _)| fd.revents().is_some_and(|r| !r.is_empty()))
+            .map(|(_, w)| *w)
+            .collect();
+        drop(fds);
+        let mut over = false;
+        for w in ready {
+            match w {
+                0 => self.feed(),
+                1 => over |= self.out.read(max)?,
+                _ => over |= self.err.read(max)?,
+            }
+        }
+        Ok(over)
+    }
+
+    /// Writes what the child takes of its input; closes it once all is
+    /// written or the child will take no more (a child that exits without
+    /// reading its input is fine).
+    fn feed(&mut self) {
+        let Some((stdin, rest)) = &mut self.input else {
+            return;
+        };
+        loop {
+            match stdin.write(rest) {
+                Ok(n) => {
+                    *rest = &rest[n..];
+                    if rest.is_empty() {
+                        break;
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(_) => break,
+            }
+        }
+        self.input = None;
     }
 }
 
@@ -396,6 +527,41 @@ mod tests {
             "{:?}",
             began.elapsed()
         );
+    }
+
+    #[test]
+    fn input_and_both_outputs_past_a_pipe_buffer_flow_at_once_on_one_thread() {
+        // 1 MiB in, echoed to stdout, and 1 MiB to stderr written first:
+        // a reader that served one pipe at a time would deadlock here.
+        let input = vec![b'x'; 1 << 20];
+        let out = output(
+            Command::new("sh").args(["-c", "head -c 1048576 /dev/zero >&2; cat"]),
+            &input,
+        )
+        .unwrap();
+        assert_eq!(out.stdout.len(), 1 << 20);
+        assert_eq!(out.stderr.len(), 1 << 20);
+        assert!(out.status.success());
+    }
+
+    #[test]
+    fn a_process_that_left_the_group_holding_the_pipes_is_given_up_on() {
+        let limits = Limits {
+            timeout: std::time::Duration::from_millis(300),
+            max_output: 1 << 20,
+        };
+        let began = std::time::Instant::now();
+        // `setsid` takes the sleeper out of the group the kill reaches; it
+        // keeps stdout open for 5 s.
+        let err = output_within(
+            Command::new("sh").args(["-c", "setsid sleep 5 & sleep 30"]),
+            b"",
+            limits,
+        )
+        .unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::TimedOut, "{err}");
+        let took = began.elapsed();
+        assert!(took < std::time::Duration::from_secs(3), "{took:?}");
     }
 
     #[test]
