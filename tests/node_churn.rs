@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use common::hostile::{held, namespaces_of_threads, Held};
 use common::node::NodeLab;
 use common::{eventually, mtu, privileged};
+use mtuvisor::cli::MAX_THREADS;
 
 /// 200 pods (a Docker-named bridge and three veths each, no dockerd)
 /// created, enforced in, and deleted, three times: fds and threads back
@@ -22,7 +23,6 @@ fn deleted_pods_leave_nothing_behind() {
         return;
     }
     const PODS: usize = 200;
-    const MAX_THREADS: usize = 20;
     const ROUNDS: usize = 3;
     const HEAP: &str = "mtuvisor_heap_bytes";
     let mut n = NodeLab::new("nchurn");
@@ -75,9 +75,8 @@ fn deleted_pods_leave_nothing_behind() {
              after deleting them (all dropped {dropped:?} after the last deletion) {after}, \
              heap in use {heap_after} kB"
         );
-        // The main thread, the reaper, 4 MTU-setter workers, discovery,
-        // the metrics server, at most 4 for the firewall tools and at most
-        // 8 short-lived ones entering pods: 20 whatever the pod count.
+        // The agent's ceiling (`mtuvisor::cli::MAX_THREADS`, each term
+        // there), whatever the pod count.
         assert!(
             full.threads <= MAX_THREADS,
             "threads do not grow with pods: {before} before, {full} at {PODS}"

@@ -244,6 +244,20 @@ fn raise_open_files() {
 /// ensure and stop at once, and a bound for `node`'s many.
 const BLOCKING_THREADS: usize = 4;
 
+/// The most threads an enforcing command (`watch`, `supervise`, `node`)
+/// ever runs, however many pods there are and whatever they do: the
+/// runtime's own, the reaper, discovery and the metrics server (4); the
+/// blocking threads, each with at most one helper inside the pod whose
+/// tool it runs (a tool's pipes are served by the thread that runs it);
+/// the threads inside namespaces, with those past their deadline; one
+/// far-end search listing namespaces; the MTU setter's workers.
+pub const MAX_THREADS: usize = 4
+    + BLOCKING_THREADS * 2
+    + crate::netlink::NETNS_THREADS
+    + crate::netlink::OUTLIVED_THREADS
+    + 1
+    + crate::netlink::SETTER_THREADS;
+
 /// The runtime of an enforcing command (`watch`, `supervise`, `node`): it
 /// runs on the calling thread, which first takes the real-time priority the
 /// settings ask for (see `sched.rs`). Without the permission, enforcement

@@ -26,9 +26,11 @@ pub use monitor::{NetEvent, NetMonitor, RECV_BUFFER_OWN, RECV_BUFFER_POD};
 pub use netns::{
     in_netns, open_ns_file, open_proc_ns, unpinned, Fence, NetnsResolver, NsFile, NsId,
 };
+pub(crate) use netns::{NETNS_THREADS, OUTLIVED_THREADS};
 pub use quarantine::Quarantine;
 pub use route::{DefaultRoute, Family, MAIN_TABLE};
 pub use setter::MtuSetter;
+pub(crate) use setter::WORKERS as SETTER_THREADS;
 pub use socket::{Socket, DEADLINE};
 pub use wire::{printable, LinkName, Undecodable};
 

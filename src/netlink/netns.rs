@@ -14,6 +14,7 @@ use std::fs::File;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, LazyLock, RwLock};
 use std::time::{Duration, Instant};
 
@@ -91,9 +92,13 @@ fn reopen(handle: &OwnedFd) -> Option<(File, NsId)> {
 /// pod's sockets and checking far ends in containers. Waiting for one is
 /// done by the task that asks, never by a thread; tools (`iptables`, `nft`)
 /// run on the runtime's bounded blocking pool instead.
-const NETNS_THREADS: usize = 8;
+pub(crate) const NETNS_THREADS: usize = 8;
 
 static NETNS_PERMITS: LazyLock<Semaphore> = LazyLock::new(|| Semaphore::new(NETNS_THREADS));
+
+/// Far-end searches listing the node's namespaces at once, in the whole
+/// process: one (each lists every pod's anyway).
+static LISTING: Semaphore = Semaphore::const_new(1);
 
 /// The namespaces a far end must never be changed in: the node's (ours,
 /// under `node`) and every pod's. A pod's veth whose far end is in one of
@@ -200,24 +205,25 @@ impl NetnsResolver {
             self.known.clear();
             self.missed
                 .retain(|_, at| now.duration_since(*at) < MISS_REMEMBERED);
-            // Listed on a thread of its own (at most one per enforcer and
-            // second), not on the blocking threads every pod's firewall
-            // tools share, and waited for at most DEADLINE.
+            // Listed on a thread of its own, not on the blocking threads
+            // every pod's firewall tools share: one in the whole process at
+            // a time (its permit goes with it, so a listing that outlives
+            // its wait still counts), waited for at most DEADLINE in all.
             let dirs = self.dirs.clone();
-            let (tx, rx) = tokio::sync::oneshot::channel();
-            let listed = std::thread::Builder::new()
-                .name("netns-search".into())
-                .spawn(move || {
-                    let _ = tx.send(candidates(&dirs));
-                });
-            let (candidates, others) = match listed {
-                Ok(_) => tokio::time::timeout(DEADLINE, rx)
-                    .await
-                    .ok()
-                    .and_then(Result::ok)
-                    .unwrap_or_default(),
-                Err(_) => Default::default(),
-            };
+            let listed = tokio::time::timeout(DEADLINE, async move {
+                let permit = LISTING.acquire().await.ok()?;
+                let (tx, rx) = tokio::sync::oneshot::channel();
+                std::thread::Builder::new()
+                    .name("netns-search".into())
+                    .spawn(move || {
+                        let _permit = permit;
+                        let _ = tx.send(candidates(&dirs));
+                    })
+                    .ok()?;
+                rx.await.ok()
+            })
+            .await;
+            let (candidates, others) = listed.ok().flatten().unwrap_or_default();
             self.proc_sees_others = Some(others);
             for (path, id) in candidates {
                 let Some((file, opened)) = open_any(&path) else {
@@ -446,6 +452,47 @@ pub async fn unpinned(file: File, label: String) -> Result<File, NetlinkError> {
         })
 }
 
+/// Threads past their deadline that have given their permit back, in the
+/// whole process. Past this many, a thread that outlives its deadline
+/// keeps its permit until it ends: threads inside namespaces never number
+/// more than [`NETNS_THREADS`] + [`OUTLIVED_THREADS`], however many pods
+/// there are.
+pub(crate) const OUTLIVED_THREADS: usize = NETNS_THREADS;
+
+static OUTLIVED: AtomicUsize = AtomicUsize::new(0);
+
+/// A namespace thread's permit, shared by the task that waits for it and
+/// the thread itself: the permit goes back when both are done with it, or
+/// at once when the task stops waiting and fewer than
+/// [`OUTLIVED_THREADS`] others have outlived theirs.
+struct Held {
+    permit: std::sync::Mutex<Option<tokio::sync::SemaphorePermit<'static>>>,
+    /// Counted in [`OUTLIVED`] until dropped.
+    outlived: AtomicBool,
+}
+
+impl Held {
+    fn outlive(&self) {
+        let counted = OUTLIVED
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < OUTLIVED_THREADS).then_some(n + 1)
+            })
+            .is_ok();
+        if counted {
+            self.outlived.store(true, Ordering::Release);
+            drop(self.permit.lock().unwrap_or_else(|e| e.into_inner()).take());
+        }
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        if *self.outlived.get_mut() {
+            OUTLIVED.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
+}
+
 /// How long a thread inside a namespace may take: its two requests (a
 /// far end read and set), each within [`DEADLINE`], and a margin.
 const THREAD_DEADLINE: Duration = Duration::from_secs(DEADLINE.as_secs() * 2 + 1);
@@ -489,6 +536,11 @@ async fn on_thread_in_within<T: Send + 'static>(
         .acquire()
         .await
         .map_err(|_| err("no more threads may enter namespaces".into()))?;
+    let held = Arc::new(Held {
+        permit: std::sync::Mutex::new(Some(permit)),
+        outlived: AtomicBool::new(false),
+    });
+    let held_in_thread = held.clone();
     let working = Arc::new(quarantine.map(Quarantine::working));
     let in_thread = working.clone();
     let (tx, rx) = tokio::sync::oneshot::channel();
@@ -498,6 +550,7 @@ async fn on_thread_in_within<T: Send + 'static>(
         .name("mtuvisor-netns".into())
         .spawn(move || {
             let _working = in_thread;
+            let _held = held_in_thread;
             let result = setns(file.as_fd(), CloneFlags::CLONE_NEWNET)
                 .map_err(|e| match e {
                     nix::errno::Errno::EPERM => NetlinkError::NetnsDenied {
@@ -513,10 +566,10 @@ async fn on_thread_in_within<T: Send + 'static>(
         })
         .map_err(|e| err(format!("cannot spawn a thread to enter it: {e}")))?;
     let answered = tokio::time::timeout(deadline, rx).await;
-    drop(permit);
     match answered {
         Ok(result) => result.map_err(|_| err("the thread working in it died".into()))?,
         Err(_) => {
+            held.outlive();
             if let Some(w) = working.as_ref() {
                 w.outlived();
             }
@@ -600,29 +653,34 @@ mod tests {
         if !root("a_thread_past_its_deadline_gives_its_permit_back_and_holds_its_pod_alone") {
             return;
         }
+        use futures::stream::{FuturesUnordered, StreamExt};
         let own = || File::open("/proc/self/ns/net").unwrap();
         let deadline = Duration::from_millis(200);
-        // Threads that never end on their own (until released): more of
-        // them than there are permits, each a pod's.
+        // Threads that never end on their own (until released), each a
+        // pod's: more of them than there are permits.
         let (release, blocked) = std::sync::mpsc::channel::<()>();
         let blocked = Arc::new(std::sync::Mutex::new(blocked));
-        let pods: Vec<Quarantine> = (0..NETNS_THREADS + 2)
+        let inside = Arc::new(AtomicUsize::new(0));
+        let pods: Vec<Quarantine> = (0..NETNS_THREADS + OUTLIVED_THREADS + 1)
             .map(|i| Quarantine::new(&format!("pod-{i}")))
             .collect();
-        let began = Instant::now();
-        let results = futures::future::join_all(pods.iter().map(|q| {
-            let blocked = blocked.clone();
+        let stuck = |q: &'static Quarantine| {
+            let (blocked, inside) = (blocked.clone(), inside.clone());
             async move {
                 let r =
                     on_thread_in_within(own(), q.label().into(), Some(q), deadline, move || {
+                        inside.fetch_add(1, Ordering::SeqCst);
                         let _ = blocked.lock().map(|rx| rx.recv());
                     })
                     .await;
                 q.record(&r);
                 r
             }
-        }))
-        .await;
+        };
+        let pods: &'static [Quarantine] = Vec::leak(pods);
+        let first = NETNS_THREADS + 2;
+        let began = Instant::now();
+        let results = futures::future::join_all(pods[..first].iter().map(stuck)).await;
         let took = began.elapsed();
         // Each ended at its deadline, the last two once the first eight
         // gave their permits back: none waited for a thread to end.
@@ -644,11 +702,29 @@ mod tests {
         let fine =
             on_thread_in_within(own(), "pod-other".into(), Some(&other), deadline, || 7).await;
         assert_eq!(fine.unwrap(), 7);
-        // The threads end: the pods are let in again.
+        // Past OUTLIVED_THREADS, a thread past its deadline keeps its
+        // permit: more pods stuck at once never make more threads than
+        // NETNS_THREADS + OUTLIVED_THREADS; the next pod's work waits.
+        let mut rest: FuturesUnordered<_> = pods[first..].iter().map(stuck).collect();
+        let mut ended = 0;
+        let until = Instant::now() + deadline * 6;
+        while let Ok(Some(r)) = tokio::time::timeout_at(until.into(), rest.next()).await {
+            assert!(matches!(r, Err(NetlinkError::TimedOut { .. })), "{r:?}");
+            ended += 1;
+        }
+        assert_eq!(ended, pods.len() - first - 1, "all but the one waiting");
+        assert_eq!(
+            inside.load(Ordering::SeqCst),
+            NETNS_THREADS + OUTLIVED_THREADS
+        );
+        // The threads end: the waiting pod gets its turn, and the pods
+        // are let in again.
         drop(release);
+        let last = tokio::time::timeout(Duration::from_secs(5), rest.next()).await;
+        assert!(matches!(last, Ok(Some(Ok(())))), "{last:?}");
         let mut admitted = false;
         for _ in 0..100 {
-            if pods[0].admit().is_ok() {
+            if pods[0].admit().is_ok() && OUTLIVED.load(Ordering::SeqCst) == 0 {
                 admitted = true;
                 break;
             }

@@ -32,7 +32,7 @@ use super::{LinkName, NetlinkError, SetTiming, Socket, DEADLINE};
 /// Requests that may wait for RTNL at the same time, in the whole process:
 /// the worker threads are shared by every namespace enforced in (`node`),
 /// so they do not grow with pods.
-const WORKERS: usize = 4;
+pub(crate) const WORKERS: usize = 4;
 
 struct Job {
     ifindex: u32,
