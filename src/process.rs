@@ -258,13 +258,8 @@ pub fn output_within(cmd: &mut Command, input: &[u8], limits: Limits) -> io::Res
         .process_group(0);
     let mut child = spawn(cmd)?;
     let pid = child.id() as i32;
-    let mut pipes = Pipes::new(
-        child.take_stdin(),
-        input,
-        child.take_stdout(),
-        child.take_stderr(),
-    )?;
-    // Why the group was killed: 0 not, 1 timeout, 2 too much output.
+    // Why the group was killed: 0 not, 1 timeout, 2 too much output, 3 an
+    // error of ours.
     let mut killed = 0u8;
     let mut kill_group = |why: u8| {
         if killed == 0 {
@@ -273,24 +268,17 @@ pub fn output_within(cmd: &mut Command, input: &[u8], limits: Limits) -> io::Res
         }
     };
     let deadline = std::time::Instant::now() + limits.timeout;
-    // After a kill, the pipes close as the group dies; one that stays open
-    // (a process that left the group) is given up on after this.
-    let mut give_up = None;
-    while pipes.open() {
-        let now = std::time::Instant::now();
-        if give_up.is_some_and(|at| now >= at) {
-            break;
+    let stdio = (child.take_stdin(), child.take_stdout(), child.take_stderr());
+    let served = serve(stdio, input, deadline, limits.max_output, &mut kill_group);
+    let (stdout, stderr) = match served {
+        Ok(outputs) => outputs,
+        Err(e) => {
+            // Nothing left running, nor a zombie when there is no reaper.
+            kill_group(3);
+            let _ = child.wait_timeout(std::time::Duration::from_secs(1), || ());
+            return Err(e);
         }
-        if now >= deadline {
-            kill_group(1);
-            give_up.get_or_insert(now + std::time::Duration::from_secs(1));
-        }
-        let wait = give_up.unwrap_or(deadline).saturating_duration_since(now);
-        if pipes.turn(wait, limits.max_output)? {
-            kill_group(2);
-            give_up.get_or_insert(std::time::Instant::now() + std::time::Duration::from_secs(1));
-        }
-    }
+    };
     let left = deadline.saturating_duration_since(std::time::Instant::now());
     let status = child.wait_timeout(left, || kill_group(1))?;
     match killed {
@@ -304,10 +292,45 @@ pub fn output_within(cmd: &mut Command, input: &[u8], limits: Limits) -> io::Res
         )),
         _ => Ok(Output {
             status,
-            stdout: pipes.out.kept,
-            stderr: pipes.err.kept,
+            stdout,
+            stderr,
         }),
     }
+}
+
+/// Feeds `input` and reads both outputs until they close, killing the
+/// group through `kill` past `deadline` or once an output passes `max`;
+/// a pipe still open 1 s after the kill (held by a process that left the
+/// group) is given up on. Stdout and stderr, as far as they were kept.
+fn serve(
+    (stdin, stdout, stderr): (
+        Option<std::process::ChildStdin>,
+        Option<ChildStdout>,
+        Option<ChildStderr>,
+    ),
+    input: &[u8],
+    deadline: std::time::Instant,
+    max: usize,
+    kill: &mut impl FnMut(u8),
+) -> io::Result<(Vec<u8>, Vec<u8>)> {
+    let mut pipes = Pipes::new(stdin, input, stdout, stderr)?;
+    let mut give_up = None;
+    while pipes.open() {
+        let now = std::time::Instant::now();
+        if give_up.is_some_and(|at| now >= at) {
+            break;
+        }
+        if now >= deadline {
+            kill(1);
+            give_up.get_or_insert(now + std::time::Duration::from_secs(1));
+        }
+        let wait = give_up.unwrap_or(deadline).saturating_duration_since(now);
+        if pipes.turn(wait, max)? {
+            kill(2);
+            give_up.get_or_insert(std::time::Instant::now() + std::time::Duration::from_secs(1));
+        }
+    }
+    Ok((pipes.out.kept, pipes.err.kept))
 }
 
 /// A child's three pipes, served by one thread: the input written as the
@@ -336,26 +359,31 @@ impl<P: Read + std::os::fd::AsFd> Capped<P> {
         })
     }
 
-    /// Reads what is there; past `max` bytes, keeps nothing more and says
-    /// so (the rest is drained unkept until the killed child's end closes).
+    /// Reads what is there, at most 1 MiB a turn; past `max` bytes, keeps
+    /// nothing more and says so at once (the rest is drained unkept, turn
+    /// by turn, until the killed child's end closes).
     fn read(&mut self, max: usize) -> io::Result<bool> {
         let Some(p) = &mut self.pipe else {
             return Ok(false);
         };
         let mut chunk = [0u8; 16 << 10];
-        loop {
+        for _ in 0..64 {
             match p.read(&mut chunk) {
                 Ok(0) => {
                     self.pipe = None;
-                    return Ok(self.over);
+                    break;
                 }
-                Ok(n) if self.over || self.kept.len() + n > max => self.over = true,
+                Ok(n) if self.over || self.kept.len() + n > max => {
+                    self.over = true;
+                    break;
+                }
                 Ok(n) => self.kept.extend_from_slice(&chunk[..n]),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(self.over),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) => return Err(e),
             }
         }
+        Ok(self.over)
     }
 }
 
