@@ -115,21 +115,25 @@ impl Shared {
 
 /// The process's workers, started on first use: by one caller, however
 /// many ask at once (a second set would double the threads that may wait
-/// for RTNL, and the bound the README gives).
+/// for RTNL, and the bound the README gives). A worker that could not be
+/// started (the node out of threads) is tried again at the next call;
+/// there are never more than [`WORKERS`], and the ones running serve
+/// meanwhile.
 fn workers() -> Result<&'static Arc<Shared>, NetlinkError> {
-    static SHARED: Mutex<Option<&'static Arc<Shared>>> = Mutex::new(None);
+    static SHARED: Mutex<Option<(&'static Arc<Shared>, usize)>> = Mutex::new(None);
     let mut slot = SHARED.lock().unwrap_or_else(|e| e.into_inner());
-    if let Some(shared) = *slot {
-        return Ok(shared);
-    }
-    let shared: &'static Arc<Shared> = Box::leak(Box::new(Arc::new(Shared {
-        schedule: Mutex::new(Schedule::default()),
-        work: Condvar::new(),
-    })));
-    for n in 0..WORKERS {
-        let shared = Arc::clone(shared);
-        thread::Builder::new()
-            .name(format!("mtu-set-{n}"))
+    let (shared, started) = slot.get_or_insert_with(|| {
+        let shared: &'static Arc<Shared> = Box::leak(Box::new(Arc::new(Shared {
+            schedule: Mutex::new(Schedule::default()),
+            work: Condvar::new(),
+        })));
+        (shared, 0)
+    });
+    let shared: &'static Arc<Shared> = shared;
+    while *started < WORKERS {
+        let worker = Arc::clone(shared);
+        let spawned = thread::Builder::new()
+            .name(format!("mtu-set-{started}"))
             .spawn(move || {
                 // A thread starts in its creator's namespace, which may be a
                 // pod's (`node` opens sockets from threads inside pods): a
@@ -142,14 +146,19 @@ fn workers() -> Result<&'static Arc<Shared>, NetlinkError> {
                 // A request sent late loses the race with dockerd's move
                 // of the far end, and waits behind it.
                 crate::sched::join();
-                work(&shared)
-            })
-            .map_err(|source| NetlinkError::Socket {
-                context: " for MTU changes (its thread did not start)".into(),
-                source,
-            })?;
+                work(&worker)
+            });
+        match spawned {
+            Ok(_) => *started += 1,
+            Err(source) if *started == 0 => {
+                return Err(NetlinkError::Socket {
+                    context: " for MTU changes (its thread did not start)".into(),
+                    source,
+                })
+            }
+            Err(_) => break,
+        }
     }
-    *slot = Some(shared);
     Ok(shared)
 }
 
