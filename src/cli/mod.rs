@@ -245,18 +245,17 @@ fn raise_open_files() {
 const BLOCKING_THREADS: usize = 4;
 
 /// The most threads an enforcing command (`watch`, `supervise`, `node`)
-/// ever runs, however many pods there are and whatever they do: the
+/// runs, however many links, rules and namespaces the pods make: the
 /// runtime's own, the reaper, discovery and the metrics server (4); the
 /// blocking threads, each with at most one helper inside the pod whose
 /// tool it runs (a tool's pipes are served by the thread that runs it);
-/// the threads inside namespaces, with those past their deadline; one
-/// far-end search listing namespaces; the MTU setter's workers.
-pub const MAX_THREADS: usize = 4
-    + BLOCKING_THREADS * 2
-    + crate::netlink::NETNS_THREADS
-    + crate::netlink::OUTLIVED_THREADS
-    + 1
-    + crate::netlink::SETTER_THREADS;
+/// the threads inside namespaces; one listing of the node's namespaces;
+/// the MTU setter's workers. Beyond these, a thread past its deadline
+/// inside a pod's namespace gives its permit back (one pod's stuck thread
+/// never slows another's work) and is the one that pod may hold until it
+/// ends: at most one more per pod enforced in (`netlink::Quarantine`).
+pub const MAX_THREADS: usize =
+    4 + BLOCKING_THREADS * 2 + crate::netlink::NETNS_THREADS + 1 + crate::netlink::SETTER_THREADS;
 
 /// The runtime of an enforcing command (`watch`, `supervise`, `node`): it
 /// runs on the calling thread, which first takes the real-time priority the

@@ -23,10 +23,10 @@ use std::time::{Duration, Instant};
 pub use client::{Rtnl, RtnlClient, RtnlSync};
 pub use link::{Link, LinkKind, PeerRef};
 pub use monitor::{NetEvent, NetMonitor, RECV_BUFFER_OWN, RECV_BUFFER_POD};
+pub(crate) use netns::NETNS_THREADS;
 pub use netns::{
     in_netns, open_ns_file, open_proc_ns, unpinned, Fence, NetnsResolver, NsFile, NsId,
 };
-pub(crate) use netns::{NETNS_THREADS, OUTLIVED_THREADS};
 pub use quarantine::Quarantine;
 pub use route::{DefaultRoute, Family, MAIN_TABLE};
 pub use setter::MtuSetter;

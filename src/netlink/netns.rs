@@ -14,7 +14,6 @@ use std::fs::File;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, LazyLock, RwLock};
 use std::time::{Duration, Instant};
 
@@ -96,9 +95,63 @@ pub(crate) const NETNS_THREADS: usize = 8;
 
 static NETNS_PERMITS: LazyLock<Semaphore> = LazyLock::new(|| Semaphore::new(NETNS_THREADS));
 
-/// Far-end searches listing the node's namespaces at once, in the whole
-/// process: one (each lists every pod's anyway).
+/// Listings of the node's namespaces running at once, in the whole
+/// process: one. Every search lists every pod's, so searches that wait
+/// behind a listing share the next one rather than each making its own.
 static LISTING: Semaphore = Semaphore::const_new(1);
+
+/// What the last listing found, and when it began.
+static LAST_LISTING: std::sync::Mutex<Option<Arc<Listing>>> = std::sync::Mutex::new(None);
+
+/// One listing of the namespace files in `dirs` and of `/proc`.
+struct Listing {
+    began: Instant,
+    dirs: Vec<PathBuf>,
+    found: Vec<(PathBuf, NsId)>,
+    /// `/proc` shows a process of another network namespace.
+    others: bool,
+}
+
+/// The node's namespaces as a listing begun after this call, on a thread
+/// of its own (not on the blocking threads every pod's firewall tools
+/// share), within [`DEADLINE`] in all; `None` past it. A listing that
+/// began after the call, for the same directories, is as good as a new
+/// one: it is shared.
+async fn list_namespaces(dirs: &[PathBuf]) -> Option<Arc<Listing>> {
+    let asked = Instant::now();
+    let last = || LAST_LISTING.lock().unwrap_or_else(|e| e.into_inner());
+    tokio::time::timeout(DEADLINE, async {
+        // Held by the listing's thread until it ends, even past our wait.
+        let permit = LISTING.acquire().await.ok()?;
+        if let Some(l) = last().as_ref() {
+            if l.began >= asked && l.dirs == dirs {
+                return Some(l.clone());
+            }
+        }
+        let dirs = dirs.to_vec();
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        std::thread::Builder::new()
+            .name("netns-search".into())
+            .spawn(move || {
+                let _permit = permit;
+                let began = Instant::now();
+                let (found, others) = candidates(&dirs);
+                let listing = Arc::new(Listing {
+                    began,
+                    dirs,
+                    found,
+                    others,
+                });
+                *LAST_LISTING.lock().unwrap_or_else(|e| e.into_inner()) = Some(listing.clone());
+                let _ = tx.send(listing);
+            })
+            .ok()?;
+        rx.await.ok()
+    })
+    .await
+    .ok()
+    .flatten()
+}
 
 /// The namespaces a far end must never be changed in: the node's (ours,
 /// under `node`) and every pod's. A pod's veth whose far end is in one of
@@ -202,39 +255,29 @@ impl NetnsResolver {
             // opened, asked about and closed in turn: a search holds one
             // namespace file at a time, however many the node has.
             self.scanned = Some(now);
+            // A listing that did not end in time looked for nothing: not a
+            // miss (nor this pod's doing, so no quarantine); asked again
+            // after the spacing, with what was known kept.
+            let Some(listing) = list_namespaces(&self.dirs).await else {
+                return Err(NetlinkError::NsidNotSearchedYet {
+                    nsid,
+                    retry_in: SCAN_EVERY,
+                });
+            };
             self.known.clear();
             self.missed
                 .retain(|_, at| now.duration_since(*at) < MISS_REMEMBERED);
-            // Listed on a thread of its own, not on the blocking threads
-            // every pod's firewall tools share: one in the whole process at
-            // a time (its permit goes with it, so a listing that outlives
-            // its wait still counts), waited for at most DEADLINE in all.
-            let dirs = self.dirs.clone();
-            let listed = tokio::time::timeout(DEADLINE, async move {
-                let permit = LISTING.acquire().await.ok()?;
-                let (tx, rx) = tokio::sync::oneshot::channel();
-                std::thread::Builder::new()
-                    .name("netns-search".into())
-                    .spawn(move || {
-                        let _permit = permit;
-                        let _ = tx.send(candidates(&dirs));
-                    })
-                    .ok()?;
-                rx.await.ok()
-            })
-            .await;
-            let (candidates, others) = listed.ok().flatten().unwrap_or_default();
-            self.proc_sees_others = Some(others);
-            for (path, id) in candidates {
-                let Some((file, opened)) = open_any(&path) else {
+            self.proc_sees_others = Some(listing.others);
+            for (path, id) in &listing.found {
+                let Some((file, opened)) = open_any(path) else {
                     continue;
                 };
-                if opened != id {
+                if opened != *id {
                     continue; // the process exited and its pid was reused
                 }
                 match rtnl.nsid_of(file.as_fd()).await {
                     Ok(Some(nsid)) => {
-                        self.known.entry(nsid).or_insert(path);
+                        self.known.entry(nsid).or_insert_with(|| path.clone());
                     }
                     Ok(None) => {}
                     // The pod's own socket stopped answering: the search
@@ -452,47 +495,6 @@ pub async fn unpinned(file: File, label: String) -> Result<File, NetlinkError> {
         })
 }
 
-/// Threads past their deadline that have given their permit back, in the
-/// whole process. Past this many, a thread that outlives its deadline
-/// keeps its permit until it ends: threads inside namespaces never number
-/// more than [`NETNS_THREADS`] + [`OUTLIVED_THREADS`], however many pods
-/// there are.
-pub(crate) const OUTLIVED_THREADS: usize = NETNS_THREADS;
-
-static OUTLIVED: AtomicUsize = AtomicUsize::new(0);
-
-/// A namespace thread's permit, shared by the task that waits for it and
-/// the thread itself: the permit goes back when both are done with it, or
-/// at once when the task stops waiting and fewer than
-/// [`OUTLIVED_THREADS`] others have outlived theirs.
-struct Held {
-    permit: std::sync::Mutex<Option<tokio::sync::SemaphorePermit<'static>>>,
-    /// Counted in [`OUTLIVED`] until dropped.
-    outlived: AtomicBool,
-}
-
-impl Held {
-    fn outlive(&self) {
-        let counted = OUTLIVED
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
-                (n < OUTLIVED_THREADS).then_some(n + 1)
-            })
-            .is_ok();
-        if counted {
-            self.outlived.store(true, Ordering::Release);
-            drop(self.permit.lock().unwrap_or_else(|e| e.into_inner()).take());
-        }
-    }
-}
-
-impl Drop for Held {
-    fn drop(&mut self) {
-        if *self.outlived.get_mut() {
-            OUTLIVED.fetch_sub(1, Ordering::AcqRel);
-        }
-    }
-}
-
 /// How long a thread inside a namespace may take: its two requests (a
 /// far end read and set), each within [`DEADLINE`], and a margin.
 const THREAD_DEADLINE: Duration = Duration::from_secs(DEADLINE.as_secs() * 2 + 1);
@@ -536,11 +538,6 @@ async fn on_thread_in_within<T: Send + 'static>(
         .acquire()
         .await
         .map_err(|_| err("no more threads may enter namespaces".into()))?;
-    let held = Arc::new(Held {
-        permit: std::sync::Mutex::new(Some(permit)),
-        outlived: AtomicBool::new(false),
-    });
-    let held_in_thread = held.clone();
     let working = Arc::new(quarantine.map(Quarantine::working));
     let in_thread = working.clone();
     let (tx, rx) = tokio::sync::oneshot::channel();
@@ -550,7 +547,6 @@ async fn on_thread_in_within<T: Send + 'static>(
         .name("mtuvisor-netns".into())
         .spawn(move || {
             let _working = in_thread;
-            let _held = held_in_thread;
             let result = setns(file.as_fd(), CloneFlags::CLONE_NEWNET)
                 .map_err(|e| match e {
                     nix::errno::Errno::EPERM => NetlinkError::NetnsDenied {
@@ -566,10 +562,10 @@ async fn on_thread_in_within<T: Send + 'static>(
         })
         .map_err(|e| err(format!("cannot spawn a thread to enter it: {e}")))?;
     let answered = tokio::time::timeout(deadline, rx).await;
+    drop(permit);
     match answered {
         Ok(result) => result.map_err(|_| err("the thread working in it died".into()))?,
         Err(_) => {
-            held.outlive();
             if let Some(w) = working.as_ref() {
                 w.outlived();
             }
@@ -653,34 +649,29 @@ mod tests {
         if !root("a_thread_past_its_deadline_gives_its_permit_back_and_holds_its_pod_alone") {
             return;
         }
-        use futures::stream::{FuturesUnordered, StreamExt};
         let own = || File::open("/proc/self/ns/net").unwrap();
         let deadline = Duration::from_millis(200);
-        // Threads that never end on their own (until released), each a
-        // pod's: more of them than there are permits.
+        // Threads that never end on their own (until released): more of
+        // them than there are permits, each a pod's.
         let (release, blocked) = std::sync::mpsc::channel::<()>();
         let blocked = Arc::new(std::sync::Mutex::new(blocked));
-        let inside = Arc::new(AtomicUsize::new(0));
-        let pods: Vec<Quarantine> = (0..NETNS_THREADS + OUTLIVED_THREADS + 1)
+        let pods: Vec<Quarantine> = (0..NETNS_THREADS + 2)
             .map(|i| Quarantine::new(&format!("pod-{i}")))
             .collect();
-        let stuck = |q: &'static Quarantine| {
-            let (blocked, inside) = (blocked.clone(), inside.clone());
+        let began = Instant::now();
+        let results = futures::future::join_all(pods.iter().map(|q| {
+            let blocked = blocked.clone();
             async move {
                 let r =
                     on_thread_in_within(own(), q.label().into(), Some(q), deadline, move || {
-                        inside.fetch_add(1, Ordering::SeqCst);
                         let _ = blocked.lock().map(|rx| rx.recv());
                     })
                     .await;
                 q.record(&r);
                 r
             }
-        };
-        let pods: &'static [Quarantine] = Vec::leak(pods);
-        let first = NETNS_THREADS + 2;
-        let began = Instant::now();
-        let results = futures::future::join_all(pods[..first].iter().map(stuck)).await;
+        }))
+        .await;
         let took = began.elapsed();
         // Each ended at its deadline, the last two once the first eight
         // gave their permits back: none waited for a thread to end.
@@ -702,35 +693,44 @@ mod tests {
         let fine =
             on_thread_in_within(own(), "pod-other".into(), Some(&other), deadline, || 7).await;
         assert_eq!(fine.unwrap(), 7);
-        // Past OUTLIVED_THREADS, a thread past its deadline keeps its
-        // permit: more pods stuck at once never make more threads than
-        // NETNS_THREADS + OUTLIVED_THREADS; the next pod's work waits.
-        let mut rest: FuturesUnordered<_> = pods[first..].iter().map(stuck).collect();
-        let mut ended = 0;
-        let until = Instant::now() + deadline * 6;
-        while let Ok(Some(r)) = tokio::time::timeout_at(until.into(), rest.next()).await {
-            assert!(matches!(r, Err(NetlinkError::TimedOut { .. })), "{r:?}");
-            ended += 1;
-        }
-        assert_eq!(ended, pods.len() - first - 1, "all but the one waiting");
-        assert_eq!(
-            inside.load(Ordering::SeqCst),
-            NETNS_THREADS + OUTLIVED_THREADS
-        );
-        // The threads end: the waiting pod gets its turn, and the pods
-        // are let in again.
+        // The threads end: the pods are let in again.
         drop(release);
-        let last = tokio::time::timeout(Duration::from_secs(5), rest.next()).await;
-        assert!(matches!(last, Ok(Some(Ok(())))), "{last:?}");
         let mut admitted = false;
         for _ in 0..100 {
-            if pods[0].admit().is_ok() && OUTLIVED.load(Ordering::SeqCst) == 0 {
+            if pods[0].admit().is_ok() {
                 admitted = true;
                 break;
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         assert!(admitted, "let in once its thread ended");
+    }
+
+    #[tokio::test]
+    async fn searches_that_wait_behind_a_listing_share_the_next() {
+        // A directory of this test's own: no other test's listing is
+        // taken for one of these.
+        let dir = std::env::temp_dir().join(format!("mtuvisor-listing-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let dirs = vec![dir.clone()];
+        let asked = 12;
+        let listings = futures::future::join_all((0..asked).map(|_| list_namespaces(&dirs))).await;
+        let listings: Vec<Arc<Listing>> =
+            listings.into_iter().map(|l| l.expect("listed")).collect();
+        let mut distinct: Vec<&Arc<Listing>> = Vec::new();
+        for l in &listings {
+            if !distinct.iter().any(|d| Arc::ptr_eq(d, l)) {
+                distinct.push(l);
+            }
+        }
+        // The first lists; all that asked while it ran share the second.
+        assert!(
+            distinct.len() <= 2,
+            "{} listings for {asked} searches asked at once",
+            distinct.len()
+        );
+        assert!(listings.iter().all(|l| l.dirs == dirs));
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
