@@ -170,13 +170,15 @@ impl Spawned {
     }
 
     /// Blocks until the child exits; past `timeout`, calls `on_timeout`
-    /// once (which kills it) and goes on waiting for the exit.
+    /// once (which kills it) and waits at most [`KILL_GRACE`] more for the
+    /// exit. A child still there then (in an uninterruptible wait in the
+    /// kernel) is an error; its exit goes to the reaper, if it runs.
     pub fn wait_timeout(
         &mut self,
         timeout: std::time::Duration,
         on_timeout: impl FnOnce(),
     ) -> io::Result<ExitStatus> {
-        let deadline = std::time::Instant::now() + timeout;
+        let mut deadline = std::time::Instant::now() + timeout;
         let mut on_timeout = Some(on_timeout);
         // Tools take milliseconds: look often at first, then less.
         let mut pause = std::time::Duration::from_micros(200);
@@ -188,10 +190,19 @@ impl Spawned {
             if let Some(status) = exited {
                 return Ok(status);
             }
-            if std::time::Instant::now() >= deadline {
-                if let Some(kill) = on_timeout.take() {
-                    kill();
-                }
+            let now = std::time::Instant::now();
+            if now >= deadline {
+                let Some(kill) = on_timeout.take() else {
+                    return Err(io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        format!(
+                            "pid {} did not exit within {KILL_GRACE:?} of being killed",
+                            self.child.id()
+                        ),
+                    ));
+                };
+                kill();
+                deadline = now + KILL_GRACE;
             }
             std::thread::sleep(pause);
             pause = (pause * 2).min(std::time::Duration::from_millis(10));
@@ -209,6 +220,9 @@ impl Spawned {
         }
     }
 }
+
+/// How long a killed child may take to exit before its waiter gives up.
+pub const KILL_GRACE: std::time::Duration = std::time::Duration::from_secs(1);
 
 fn reaper_gone() -> io::Error {
     io::Error::other("the reaper dropped this child's exit status")
@@ -273,9 +287,10 @@ pub fn output_within(cmd: &mut Command, input: &[u8], limits: Limits) -> io::Res
     let (stdout, stderr) = match served {
         Ok(outputs) => outputs,
         Err(e) => {
-            // Nothing left running, nor a zombie when there is no reaper.
+            // Nothing left running, nor a zombie when there is no reaper
+            // (unless it outlives its kill by KILL_GRACE).
             kill_group(3);
-            let _ = child.wait_timeout(std::time::Duration::from_secs(1), || ());
+            let _ = child.wait_timeout(std::time::Duration::ZERO, || ());
             return Err(e);
         }
     };
@@ -300,8 +315,8 @@ pub fn output_within(cmd: &mut Command, input: &[u8], limits: Limits) -> io::Res
 
 /// Feeds `input` and reads both outputs until they close, killing the
 /// group through `kill` past `deadline` or once an output passes `max`;
-/// a pipe still open 1 s after the kill (held by a process that left the
-/// group) is given up on. Stdout and stderr, as far as they were kept.
+/// a pipe still open [`KILL_GRACE`] after the kill (held by a process that
+/// left the group) is given up on. Stdout and stderr, as far as they were kept.
 fn serve(
     (stdin, stdout, stderr): (
         Option<std::process::ChildStdin>,
@@ -322,12 +337,12 @@ fn serve(
         }
         if now >= deadline {
             kill(1);
-            give_up.get_or_insert(now + std::time::Duration::from_secs(1));
+            give_up.get_or_insert(now + KILL_GRACE);
         }
         let wait = give_up.unwrap_or(deadline).saturating_duration_since(now);
         if pipes.turn(wait, max)? {
             kill(2);
-            give_up.get_or_insert(std::time::Instant::now() + std::time::Duration::from_secs(1));
+            give_up.get_or_insert(std::time::Instant::now() + KILL_GRACE);
         }
     }
     Ok((pipes.out.kept, pipes.err.kept))
@@ -590,6 +605,25 @@ mod tests {
         assert_eq!(err.kind(), io::ErrorKind::TimedOut, "{err}");
         let took = began.elapsed();
         assert!(took < std::time::Duration::from_secs(3), "{took:?}");
+    }
+
+    #[test]
+    fn a_child_that_outlives_its_kill_is_given_up_on_after_the_grace() {
+        // The "kill" here kills nothing, as SIGKILL does not end a process
+        // in an uninterruptible wait: the waiter still returns.
+        let mut child = spawn(Command::new("sleep").arg("30")).unwrap();
+        let began = std::time::Instant::now();
+        let err = child
+            .wait_timeout(std::time::Duration::from_millis(100), || ())
+            .unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::TimedOut, "{err}");
+        let took = began.elapsed();
+        assert!(took >= KILL_GRACE && took < KILL_GRACE * 3, "{took:?}");
+        let _ = nix::sys::signal::kill(
+            Pid::from_raw(child.id() as i32),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+        let _ = child.wait();
     }
 
     #[test]
