@@ -112,21 +112,27 @@ struct Listing {
     others: bool,
 }
 
-/// The node's namespaces as a listing begun after this call, on a thread
-/// of its own (not on the blocking threads every pod's firewall tools
-/// share), within [`DEADLINE`] in all; `None` past it. A listing that
-/// began after the call, for the same directories, is as good as a new
-/// one: it is shared.
-async fn list_namespaces(dirs: &[PathBuf]) -> Option<Arc<Listing>> {
-    let asked = Instant::now();
-    let last = || LAST_LISTING.lock().unwrap_or_else(|e| e.into_inner());
+/// The node's namespaces as a listing begun at or after `since` (when the
+/// search first asked), on a thread of its own (not on the blocking
+/// threads every pod's firewall tools share), waited for at most
+/// [`DEADLINE`]; `None` past it. Any listing of the same directories
+/// begun since then is as good as a new one: searches share it, and a
+/// search that gave up on a slow listing takes it when it asks again.
+async fn list_namespaces(dirs: &[PathBuf], since: Instant) -> Option<Arc<Listing>> {
+    let done = || {
+        let last = LAST_LISTING.lock().unwrap_or_else(|e| e.into_inner());
+        last.as_ref()
+            .filter(|l| l.began >= since && l.dirs == dirs)
+            .cloned()
+    };
+    if let Some(l) = done() {
+        return Some(l);
+    }
     tokio::time::timeout(DEADLINE, async {
         // Held by the listing's thread until it ends, even past our wait.
         let permit = LISTING.acquire().await.ok()?;
-        if let Some(l) = last().as_ref() {
-            if l.began >= asked && l.dirs == dirs {
-                return Some(l.clone());
-            }
+        if let Some(l) = done() {
+            return Some(l);
         }
         let dirs = dirs.to_vec();
         let (tx, rx) = tokio::sync::oneshot::channel();
@@ -207,6 +213,10 @@ pub struct NetnsResolver {
     /// namespace other than ours (none: the node's PID namespace is not
     /// ours, or no pod's process is visible).
     proc_sees_others: Option<bool>,
+    /// When a search first asked for a listing it did not get in time: a
+    /// listing begun since then answers it (a slow one serves the search
+    /// that gave up on it, rather than none ever being waited for).
+    unanswered_since: Option<Instant>,
     fence: Fence,
 }
 
@@ -221,6 +231,7 @@ impl NetnsResolver {
             missed: HashMap::new(),
             scanned: None,
             proc_sees_others: None,
+            unanswered_since: None,
             fence,
         }
     }
@@ -258,12 +269,14 @@ impl NetnsResolver {
             // A listing that did not end in time looked for nothing: not a
             // miss (nor this pod's doing, so no quarantine); asked again
             // after the spacing, with what was known kept.
-            let Some(listing) = list_namespaces(&self.dirs).await else {
+            let since = *self.unanswered_since.get_or_insert(now);
+            let Some(listing) = list_namespaces(&self.dirs, since).await else {
                 return Err(NetlinkError::NsidNotSearchedYet {
                     nsid,
                     retry_in: SCAN_EVERY,
                 });
             };
+            self.unanswered_since = None;
             self.known.clear();
             self.missed
                 .retain(|_, at| now.duration_since(*at) < MISS_REMEMBERED);
@@ -504,10 +517,13 @@ const THREAD_DEADLINE: Duration = Duration::from_secs(DEADLINE.as_secs() * 2 + 1
 /// `setns` changes the calling thread for good, so never a tokio worker.
 ///
 /// The task waits at most [`THREAD_DEADLINE`]. A thread still running then
-/// is left to end on its own: its permit is given back at once, and the
-/// namespace's `quarantine` (the pod's) admits nothing more until that
+/// is left to end on its own. With a `quarantine` (the pod's), its permit
+/// is given back at once and the pod admits nothing more until that
 /// thread has ended, so no pod ever holds more than one thread beyond the
-/// shared ones, nor a permit another pod needs.
+/// shared ones, nor a permit another pod needs. Without one (the agent's
+/// own steps into a namespace, such as opening a pod's sockets), the
+/// thread keeps its permit until it ends: no thread past its deadline
+/// goes uncounted.
 async fn on_thread_in<T: Send + 'static>(
     file: File,
     label: String,
@@ -538,6 +554,10 @@ async fn on_thread_in_within<T: Send + 'static>(
         .acquire()
         .await
         .map_err(|_| err("no more threads may enter namespaces".into()))?;
+    // Shared with the thread: given back when both are done with it, or
+    // by the task past the deadline when a quarantine bounds the pod.
+    let permit = Arc::new(std::sync::Mutex::new(Some(permit)));
+    let permit_in_thread = permit.clone();
     let working = Arc::new(quarantine.map(Quarantine::working));
     let in_thread = working.clone();
     let (tx, rx) = tokio::sync::oneshot::channel();
@@ -547,6 +567,7 @@ async fn on_thread_in_within<T: Send + 'static>(
         .name("mtuvisor-netns".into())
         .spawn(move || {
             let _working = in_thread;
+            let _permit = permit_in_thread;
             let result = setns(file.as_fd(), CloneFlags::CLONE_NEWNET)
                 .map_err(|e| match e {
                     nix::errno::Errno::EPERM => NetlinkError::NetnsDenied {
@@ -562,12 +583,12 @@ async fn on_thread_in_within<T: Send + 'static>(
         })
         .map_err(|e| err(format!("cannot spawn a thread to enter it: {e}")))?;
     let answered = tokio::time::timeout(deadline, rx).await;
-    drop(permit);
     match answered {
         Ok(result) => result.map_err(|_| err("the thread working in it died".into()))?,
         Err(_) => {
             if let Some(w) = working.as_ref() {
                 w.outlived();
+                drop(permit.lock().unwrap_or_else(|e| e.into_inner()).take());
             }
             Err(NetlinkError::TimedOut {
                 op: format!("work in network namespace {label}"),
@@ -704,6 +725,29 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         assert!(admitted, "let in once its thread ended");
+        // Without a quarantine to hold its pod at one, a thread past its
+        // deadline keeps its permit until it ends: none goes uncounted.
+        let free = NETNS_PERMITS.available_permits();
+        let (release, blocked) = std::sync::mpsc::channel::<()>();
+        let alone = on_thread_in_within(own(), "agent's own".into(), None, deadline, move || {
+            let _ = blocked.recv();
+        })
+        .await;
+        assert!(
+            matches!(alone, Err(NetlinkError::TimedOut { .. })),
+            "{alone:?}"
+        );
+        assert_eq!(NETNS_PERMITS.available_permits(), free - 1);
+        drop(release);
+        let mut back = false;
+        for _ in 0..100 {
+            if NETNS_PERMITS.available_permits() == free {
+                back = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(back, "given back once its thread ended");
     }
 
     #[tokio::test]
@@ -714,7 +758,9 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let dirs = vec![dir.clone()];
         let asked = 12;
-        let listings = futures::future::join_all((0..asked).map(|_| list_namespaces(&dirs))).await;
+        let listings =
+            futures::future::join_all((0..asked).map(|_| list_namespaces(&dirs, Instant::now())))
+                .await;
         let listings: Vec<Arc<Listing>> =
             listings.into_iter().map(|l| l.expect("listed")).collect();
         let mut distinct: Vec<&Arc<Listing>> = Vec::new();
@@ -730,6 +776,17 @@ mod tests {
             distinct.len()
         );
         assert!(listings.iter().all(|l| l.dirs == dirs));
+        // A search that gave up on a listing and asks again takes any
+        // begun since it first asked: a slow listing still serves it.
+        let first_asked = Instant::now();
+        let slow = list_namespaces(&dirs, first_asked).await.expect("listed");
+        let again = list_namespaces(&dirs, first_asked).await.expect("listed");
+        assert!(Arc::ptr_eq(&slow, &again), "taken, not listed again");
+        // One that asks later needs a listing begun after it asked.
+        let later = list_namespaces(&dirs, Instant::now())
+            .await
+            .expect("listed");
+        assert!(!Arc::ptr_eq(&slow, &later));
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

@@ -139,16 +139,19 @@ impl<N: NetOps> Engine<N> {
             Err(NetlinkError::NsidNotSearchedYet { nsid, retry_in }) => {
                 let at = Instant::now() + retry_in;
                 self.retry_at = Some(self.retry_at.map_or(at, |t| t.min(at)));
-                debug!(link = %host.name, ifindex = host.index, nsid, ?retry_in, "far end in a namespace not looked for yet; again after the next search");
-                Outcome::Unchanged
+                if self.first_warning(host.index) {
+                    // Not looked for in UNRESOLVED_QUIET: the node's
+                    // namespaces could not be listed in time, again and
+                    // again.
+                    warn!(link = %host.name, ifindex = host.index, nsid, listing_deadline = ?crate::netlink::DEADLINE, for_at_least = ?UNRESOLVED_QUIET, "cannot reach the far end of this veth: no listing of the node's network namespaces ended in time (too many processes in /proc?); will retry");
+                    Outcome::Failed
+                } else {
+                    debug!(link = %host.name, ifindex = host.index, nsid, ?retry_in, "far end in a namespace not looked for yet; again after the next search");
+                    Outcome::Unchanged
+                }
             }
             Err(e @ NetlinkError::NsidNotFound { .. }) => {
-                let first_warning = self.out_of_reach.get_mut(&host.index).is_some_and(|o| {
-                    let due = !o.warned && o.since.elapsed() >= UNRESOLVED_QUIET;
-                    o.warned |= due;
-                    due
-                });
-                if first_warning {
+                if self.first_warning(host.index) {
                     warn!(link = %host.name, ifindex = host.index, error = %e, "cannot reach the far end of this veth; will retry on the next sweep");
                     Outcome::Failed
                 } else {
@@ -160,6 +163,16 @@ impl<N: NetOps> Engine<N> {
             }
             Err(e) => report_failure(&e, &format!("peer of {}", host.name), host.index),
         }
+    }
+
+    /// True once, when the far end of `index` has been out of reach for
+    /// [`UNRESOLVED_QUIET`]: the moment to say so.
+    fn first_warning(&mut self, index: u32) -> bool {
+        self.out_of_reach.get_mut(&index).is_some_and(|o| {
+            let due = !o.warned && o.since.elapsed() >= UNRESOLVED_QUIET;
+            o.warned |= due;
+            due
+        })
     }
 
     pub(super) fn is_fenced(&self, host: &Link) -> bool {
