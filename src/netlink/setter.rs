@@ -369,6 +369,17 @@ mod tests {
                 });
             }
         });
-        assert_eq!(threads_named("mtu-set-"), WORKERS);
+        // A worker names itself once it runs, a moment after its spawn
+        // returned: counted until all have, never more than WORKERS.
+        let mut named = 0;
+        for _ in 0..200 {
+            named = threads_named("mtu-set-");
+            assert!(named <= WORKERS, "{named} workers");
+            if named == WORKERS {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        assert_eq!(named, WORKERS);
     }
 }
